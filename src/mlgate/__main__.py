@@ -1,0 +1,5 @@
+"""``python -m mlgate`` runs the CLI."""
+
+from mlgate.cli.main import cli
+
+cli()

@@ -1,0 +1,42 @@
+"""The app factory: ``create_app(settings)``; nothing is built at import time."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+import mlgate
+from mlgate.api.errors import install_error_handlers
+from mlgate.api.lifespan import lifespan
+from mlgate.api.middleware import RequestContextMiddleware
+from mlgate.api.responses import ORJSONResponse
+from mlgate.api.routes import admin, health, legacy, models, predict
+from mlgate.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build an isolated application; settings default to the environment."""
+    settings = settings if settings is not None else Settings()
+    app = FastAPI(
+        title="mlgate",
+        version=mlgate.__version__,
+        summary="Production gateway for ML inference",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+        root_path=settings.server.root_path,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    for router in (health.router, models.router, predict.router, admin.router, legacy.router):
+        app.include_router(router)
+    if settings.server.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    # Added last = outermost: every response, even a crash, gets the request id.
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.server.max_body_bytes)
+    return app

@@ -1,0 +1,125 @@
+"""Pure ASGI middleware (no BaseHTTPMiddleware: it costs a task and a copy per request).
+
+:class:`RequestContextMiddleware` gives each request an id (echoing a valid
+``X-Request-ID``), enforces the body size limit, and turns any unhandled exception into
+the generic 500 envelope so that even crashes carry the request id and no internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mlgate.api.errors import error_content
+from mlgate.api.responses import dumps
+from mlgate.context import request_id_var
+from mlgate.errors import PayloadTooLarge
+
+log = logging.getLogger("mlgate.request")
+
+_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+_REQUEST_ID_HEADER = b"x-request-id"
+
+
+def _incoming_request_id(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == _REQUEST_ID_HEADER:
+            return value.decode("ascii") if _VALID_REQUEST_ID.match(value) else None
+    return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class RequestContextMiddleware:
+    """Request id, body limit and last-resort error handling for HTTP requests."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (_REQUEST_ID_HEADER, request_id.encode("ascii"))
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            length = _content_length(scope)
+            if length is not None and length > self.max_body_bytes:
+                await self._send_error(
+                    send_with_id,
+                    413,
+                    "payload_too_large",
+                    f"request body of {length} bytes exceeds the limit of "
+                    f"{self.max_body_bytes} bytes",
+                    {"limit_bytes": self.max_body_bytes},
+                )
+                return
+            await self.app(scope, self._limited(receive), send_with_id)
+        except Exception:
+            log.exception("unhandled error")
+            if not started:
+                await self._send_error(
+                    send_with_id, 500, "internal_error", "internal server error", None
+                )
+        finally:
+            request_id_var.reset(token)
+
+    def _limited(self, receive: Receive) -> Receive:
+        """Count streamed body bytes (chunked uploads carry no Content-Length)."""
+        seen = 0
+        limit = self.max_body_bytes
+
+        async def wrapped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(
+                        f"request body exceeds the limit of {limit} bytes",
+                        details={"limit_bytes": limit},
+                    )
+            return message
+
+        return wrapped
+
+    @staticmethod
+    async def _send_error(
+        send: Send, status: int, code: str, message: str, details: object
+    ) -> None:
+        body = dumps(error_content(code, message, details))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

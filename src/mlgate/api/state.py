@@ -1,0 +1,29 @@
+"""What the lifespan builds and the routes use: one object per app."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from mlgate.inference.service import InferenceService
+from mlgate.registry.registry import ModelRegistry
+from mlgate.settings import Settings
+
+
+@dataclass
+class AppState:
+    """The composition root's products, handed to routes through dependencies."""
+
+    settings: Settings
+    registry: ModelRegistry
+    inference: InferenceService
+    started_monotonic: float = field(default_factory=time.monotonic)
+    load_error: str | None = None
+
+    @property
+    def uptime_seconds(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+    @property
+    def ready(self) -> bool:
+        return self.registry.loaded_once and any(e.versions for e in self.registry.models())

@@ -1,0 +1,163 @@
+"""The ``mlgate`` command line: serve, models, train."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+import mlgate
+from mlgate.settings import Settings
+
+FACTORY = "mlgate.api.app:create_app"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(mlgate.__version__, prog_name="mlgate")
+def cli() -> None:
+    """mlgate: a production gateway for ML inference."""
+
+
+@cli.command()
+@click.option("--host", help="Interface to bind (default 127.0.0.1; 0.0.0.0 in containers).")
+@click.option("--port", type=int, help="TCP port (default 8000).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Worker processes (default 1).")
+@click.option("--reload", "auto_reload", is_flag=True, help="Restart on code changes (dev).")
+@click.option(
+    "--repository",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model repository directory (default: the bundled models).",
+)
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Log level."
+)
+def serve(
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    auto_reload: bool,
+    repository: Path | None,
+    log_level: str | None,
+) -> None:
+    """Run the HTTP server (uvicorn) on the app factory.
+
+    Options override the matching MLGATE_* environment variables; workers read the
+    same environment, so every worker gets the same settings.
+    """
+    import uvicorn
+
+    from mlgate.logs import logging_config
+
+    overrides = {
+        "MLGATE_SERVER__HOST": host,
+        "MLGATE_SERVER__PORT": port,
+        "MLGATE_SERVER__WORKERS": workers,
+        "MLGATE_MODELS__REPOSITORY": str(repository.resolve()) if repository else None,
+        "MLGATE_OBSERVABILITY__LOG_LEVEL": log_level,
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ[key] = str(value)
+    try:
+        settings = Settings()
+    except Exception as exc:
+        raise click.UsageError(f"invalid configuration: {exc}") from None
+    if auto_reload and settings.server.workers > 1:
+        raise click.UsageError("--reload runs a single process: drop --workers or --reload")
+    repo = settings.models.resolved_repository
+    if not repo.is_dir():
+        raise click.UsageError(
+            f"model repository {repo} does not exist: pass --repository or set "
+            "MLGATE_MODELS__REPOSITORY"
+        )
+    obs = settings.observability
+    uvicorn.run(
+        FACTORY,
+        factory=True,
+        host=settings.server.host,
+        port=settings.server.port,
+        workers=settings.server.workers if not auto_reload else None,
+        reload=auto_reload,
+        log_config=logging_config(obs.log_level, obs.json_logs),
+        log_level=obs.log_level,
+        access_log=obs.access_log,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+@cli.group()
+def models() -> None:
+    """Inspect the model repository and reload a running server."""
+
+
+@models.command("list")
+@click.option(
+    "--repository",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Model repository directory (default: the configured one).",
+)
+def models_list(repository: Path | None) -> None:
+    """Load every version (as the server would) and show what loads and what fails."""
+    from mlgate.registry.registry import ModelRegistry
+
+    settings = Settings()
+    repo = repository or settings.models.resolved_repository
+    registry = ModelRegistry(repo, default_model=settings.models.default_model)
+    report = registry.reload()
+    table = Table(title=f"models in {repo}")
+    for column in ("model", "version", "task", "runtime", "aliases", "latency µs", "status"):
+        table.add_column(column)
+    for entry in registry.models():
+        by_version: dict[str, list[str]] = {}
+        for alias, target in entry.aliases.items():
+            by_version.setdefault(target, []).append(alias)
+        for version, mv in sorted(entry.versions.items()):
+            table.add_row(
+                entry.name,
+                version,
+                mv.manifest.task,
+                mv.manifest.runtime,
+                ", ".join(sorted(by_version.get(version, []))),
+                f"{mv.single_row_us:.0f}",
+                "ok",
+            )
+        for version, error in entry.errors.items():
+            table.add_row(entry.name, version, "", "", "", "", f"[red]{error}[/red]")
+    Console().print(table)
+    if report.failed:
+        sys.exit(1)
+
+
+@models.command("reload")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="Server URL.")
+@click.option("--api-key", envvar="MLGATE_API_KEY", help="Admin API key (or MLGATE_API_KEY).")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait.")
+def models_reload(url: str, api_key: str | None, timeout: float) -> None:
+    """Ask a running server to rescan its repository and print what changed."""
+    import httpx
+
+    headers = {"X-API-Key": api_key} if api_key else {}
+    try:
+        response = httpx.post(
+            f"{url.rstrip('/')}/v1/admin/models/reload", headers=headers, timeout=timeout
+        )
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach {url}: {exc}") from None
+    if response.status_code != 200:
+        raise click.ClickException(f"reload failed ({response.status_code}): {response.text}")
+    click.echo(response.text)
+    if response.json().get("failed"):
+        sys.exit(1)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    cli()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,97 @@
+"""The domain exception tree; every error a client sees is one of these.
+
+    MlgateError                       500 internal_error
+    ├── BadRequest                    400 bad_request
+    │   └── InvalidJSON               400 invalid_json
+    ├── NotFound                      404 not_found
+    │   ├── ModelNotFound             404 model_not_found
+    │   └── VersionNotFound           404 version_not_found
+    ├── MethodNotAllowed              405 method_not_allowed
+    ├── PayloadTooLarge               413 payload_too_large
+    ├── UnsupportedMediaType          415 unsupported_media_type
+    ├── ValidationFailed              422 validation_error
+    ├── ServiceUnavailable            503 not_ready
+    └── ModelExecutionError           500 model_error
+
+The API edge (:mod:`mlgate.api.errors`) turns each into the one JSON envelope
+``{"error": {"code", "message", "request_id", "details"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class MlgateError(Exception):
+    """Base of all errors with an HTTP status and a stable machine-readable code."""
+
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+
+class BadRequest(MlgateError):
+    status_code = 400
+    code = "bad_request"
+
+
+class InvalidJSON(BadRequest):
+    code = "invalid_json"
+
+
+class NotFound(MlgateError):
+    status_code = 404
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class VersionNotFound(NotFound):
+    code = "version_not_found"
+
+
+class MethodNotAllowed(MlgateError):
+    status_code = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(MlgateError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(MlgateError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class ValidationFailed(MlgateError):
+    """The request is well-formed JSON but its content is wrong (422)."""
+
+    status_code = 422
+    code = "validation_error"
+
+
+class ServiceUnavailable(MlgateError):
+    status_code = 503
+    code = "not_ready"
+
+
+class ModelExecutionError(MlgateError):
+    """The model raised while scoring valid input; details stay in the server log."""
+
+    status_code = 500
+    code = "model_error"

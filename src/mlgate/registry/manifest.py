@@ -1,0 +1,189 @@
+"""The model manifest: what a version on disk declares about itself.
+
+A model repository is laid out as ``<repo>/<name>/<version>/manifest.yaml`` plus the
+artifact the manifest names. An optional ``<repo>/<name>/model.yaml`` holds model-level
+settings (aliases such as ``stable``, a description).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+MANIFEST_FILE = "manifest.yaml"
+MODEL_FILE = "model.yaml"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+VERSION_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$"
+ALIAS_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+
+Task = Literal["classification", "anomaly"]
+
+
+class ManifestError(ValueError):
+    """A manifest or model file is missing, unreadable or inconsistent."""
+
+
+class FeatureSpec(BaseModel):
+    """One input feature, in the order the model expects it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    aliases: list[str] = Field(default_factory=list)
+    description: str = ""
+    unit: str | None = None
+
+
+class Reference(BaseModel):
+    """Per-feature statistics of the training data (normal data for anomaly models).
+
+    Used to explain anomalies (which sensors deviate, by how many standard deviations)
+    and as the baseline for input drift.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mean: list[float]
+    std: list[float]
+    quantiles: dict[str, list[float]] = Field(default_factory=dict)
+
+
+class Manifest(BaseModel):
+    """Everything a model version declares: identity, runtime, schema, outputs, metrics."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = Field(pattern=VERSION_PATTERN)
+    runtime: str = Field(min_length=1)
+    task: Task
+    artifact: str = Field(min_length=1)
+    artifact_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    description: str = ""
+    features: list[FeatureSpec] = Field(min_length=1)
+    # Classification: class names in output order, and which of them are attacks.
+    classes: list[str] = Field(default_factory=list)
+    attack_classes: list[str] = Field(default_factory=list)
+    # Anomaly: score >= threshold means anomalous; score_scale converts the distance to
+    # the threshold into a confidence (typically the spread of validation scores).
+    threshold: float | None = None
+    score_scale: float | None = Field(default=None, gt=0)
+    runtime_options: dict[str, Any] = Field(default_factory=dict)
+    reference: Reference | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Manifest:
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError("feature names must be unique")
+        all_names = names + [a for f in self.features for a in f.aliases]
+        if len(set(all_names)) != len(all_names):
+            raise ValueError("feature aliases must not repeat a feature name or another alias")
+        if self.task == "classification":
+            if len(self.classes) < 2:
+                raise ValueError("a classification model needs at least two classes")
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError("class names must be unique")
+            unknown = set(self.attack_classes) - set(self.classes)
+            if unknown:
+                raise ValueError(f"attack_classes not among classes: {sorted(unknown)}")
+        elif self.threshold is None:
+            raise ValueError("an anomaly model needs a threshold")
+        if self.reference is not None:
+            n = len(self.features)
+            if len(self.reference.mean) != n or len(self.reference.std) != n:
+                raise ValueError("reference mean/std must have one value per feature")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def to_yaml(self) -> str:
+        """Serialise for writing next to the artifact."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+class ModelFile(BaseModel):
+    """Model-level settings in ``<repo>/<name>/model.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    aliases: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_aliases(self) -> ModelFile:
+        import re
+
+        for alias in self.aliases:
+            if not re.match(ALIAS_PATTERN, alias):
+                raise ValueError(f"bad alias name {alias!r}")
+            if alias == "latest":
+                raise ValueError("'latest' is computed, it cannot be set in model.yaml")
+        return self
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        with path.open("r", encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ManifestError(f"{path} does not exist") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ManifestError(f"{path} cannot be read: {exc}") from None
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def load_manifest(version_dir: Path) -> Manifest:
+    """Read and validate ``manifest.yaml`` in a version directory."""
+    raw = _read_yaml(version_dir / MANIFEST_FILE)
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{version_dir / MANIFEST_FILE} is not a mapping")
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ManifestError(f"{version_dir / MANIFEST_FILE}: {_validation_message(exc)}") from None
+    if manifest.name != version_dir.parent.name or manifest.version != version_dir.name:
+        raise ManifestError(
+            f"{version_dir / MANIFEST_FILE} says {manifest.name}/{manifest.version} but lives "
+            f"in {version_dir.parent.name}/{version_dir.name}"
+        )
+    return manifest
+
+
+def load_model_file(model_dir: Path) -> ModelFile:
+    """Read ``model.yaml`` of a model directory; absent means no settings."""
+    path = model_dir / MODEL_FILE
+    if not path.exists():
+        return ModelFile()
+    raw = _read_yaml(path) or {}
+    try:
+        return ModelFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ManifestError(f"{path}: {_validation_message(exc)}") from None
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

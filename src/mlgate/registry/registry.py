@@ -1,0 +1,347 @@
+"""The model registry: every loaded version of every model, its aliases, and reloads.
+
+The registry holds an immutable snapshot (``dict[name, ModelEntry]``) that a reload
+replaces in one assignment, so a request that resolved a version keeps using it while a
+reload runs, and no request ever sees a half-built registry. A version that fails to
+load leaves whatever served before in place and is reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlgate.errors import ModelNotFound, ServiceUnavailable, VersionNotFound
+from mlgate.registry.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    Manifest,
+    ManifestError,
+    load_manifest,
+    load_model_file,
+    sha256_file,
+)
+from mlgate.registry.runtimes import Runtime, load_runtime
+
+log = logging.getLogger("mlgate.registry")
+
+LATEST = "latest"
+STABLE = "stable"
+
+
+def version_sort_key(version: str) -> tuple[int, int, str]:
+    """Numeric versions in numeric order, after that the others alphabetically."""
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelVersion:
+    """One loaded, warmed-up version of a model."""
+
+    manifest: Manifest
+    runtime: Runtime
+    path: Path
+    fingerprint: tuple[Any, ...]
+    loaded_at: datetime
+    single_row_us: float
+    inline: bool
+    feature_index: dict[str, int]
+    reference_mean: np.ndarray | None
+    reference_std: np.ndarray | None
+    attack_mask: np.ndarray | None
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def n_features(self) -> int:
+        return len(self.manifest.features)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """All versions of one model that loaded, its aliases and its load errors."""
+
+    name: str
+    description: str
+    versions: dict[str, ModelVersion]
+    aliases: dict[str, str]
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def default_version(self) -> str | None:
+        return self.aliases.get(STABLE) or self.aliases.get(LATEST)
+
+
+@dataclass
+class ReloadReport:
+    """What a reload did: per model, versions loaded, kept, failed."""
+
+    loaded: dict[str, list[str]] = field(default_factory=dict)
+    unchanged: dict[str, list[str]] = field(default_factory=dict)
+    removed: dict[str, list[str]] = field(default_factory=dict)
+    failed: dict[str, dict[str, str]] = field(default_factory=dict)
+    duration_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "loaded": self.loaded,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "failed": self.failed,
+            "duration_ms": round(self.duration_ms, 2),
+        }
+
+
+def _fingerprint(version_dir: Path) -> tuple[Any, ...]:
+    """Cheap change detection: size and mtime of the manifest and every other file."""
+    parts = []
+    for path in sorted(version_dir.iterdir()):
+        if path.is_file():
+            stat = path.stat()
+            parts.append((path.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(parts)
+
+
+def _feature_index(manifest: Manifest) -> dict[str, int]:
+    index: dict[str, int] = {}
+    for i, feature in enumerate(manifest.features):
+        index[feature.name] = i
+        for alias in feature.aliases:
+            index[alias] = i
+    return index
+
+
+class ModelRegistry:
+    """Loads a model repository and resolves ``(name, version or alias)`` to a version."""
+
+    def __init__(
+        self, repository: Path, *, default_model: str, inline_threshold_us: float = 150.0
+    ) -> None:
+        self.repository = repository
+        self.default_model = default_model
+        self.inline_threshold_us = inline_threshold_us
+        self._snapshot: dict[str, ModelEntry] = {}
+        self._lock = threading.Lock()
+        self.loaded_once = False
+        self.last_report: ReloadReport | None = None
+        self.repository_fingerprint: tuple[Any, ...] = ()
+
+    # -- queries ---------------------------------------------------------------------
+
+    def models(self) -> list[ModelEntry]:
+        return [self._snapshot[name] for name in sorted(self._snapshot)]
+
+    def entry(self, name: str) -> ModelEntry:
+        if not self.loaded_once:
+            raise ServiceUnavailable("models are still loading", headers={"Retry-After": "1"})
+        try:
+            return self._snapshot[name]
+        except KeyError:
+            raise ModelNotFound(
+                f"model {name!r} is not served",
+                details={"model": name, "available": sorted(self._snapshot)},
+            ) from None
+
+    def resolve(self, name: str, version_or_alias: str | None = None) -> ModelVersion:
+        """The version a request means: an explicit version, an alias, or the default."""
+        entry = self.entry(name)
+        ref = version_or_alias or entry.default_version()
+        version = entry.aliases.get(ref, ref) if ref is not None else None
+        if version is None or version not in entry.versions:
+            details: dict[str, Any] = {
+                "model": name,
+                "version": version_or_alias,
+                "available_versions": sorted(entry.versions, key=version_sort_key),
+                "aliases": entry.aliases,
+            }
+            if version in entry.errors:
+                details["load_error"] = entry.errors[version]
+            raise VersionNotFound(
+                f"model {name!r} has no loaded version or alias {version_or_alias!r}"
+                if version_or_alias
+                else f"model {name!r} has no loaded version",
+                details=details,
+            )
+        return entry.versions[version]
+
+    # -- loading ---------------------------------------------------------------------
+
+    def scan_fingerprint(self) -> tuple[Any, ...]:
+        """What the repository looks like on disk now (to detect changes cheaply)."""
+        if not self.repository.is_dir():
+            return ()
+        parts: list[Any] = []
+        for model_dir in sorted(p for p in self.repository.iterdir() if p.is_dir()):
+            model_file = model_dir / MODEL_FILE
+            if model_file.exists():
+                parts.append((model_dir.name, model_file.stat().st_mtime_ns))
+            for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+                parts.append((model_dir.name, version_dir.name, _fingerprint(version_dir)))
+        return tuple(parts)
+
+    def reload(self) -> ReloadReport:
+        """Rescan the repository; blocking (run it in a thread from async code)."""
+        with self._lock:
+            started = time.perf_counter()
+            report = ReloadReport()
+            if not self.repository.is_dir():
+                raise ManifestError(f"model repository {self.repository} does not exist")
+            fingerprint = self.scan_fingerprint()
+            old = self._snapshot
+            new: dict[str, ModelEntry] = {}
+            model_dirs = sorted(p for p in self.repository.iterdir() if p.is_dir())
+            for model_dir in model_dirs:
+                if not any((v / MANIFEST_FILE).exists() for v in model_dir.iterdir()):
+                    continue
+                entry = self._load_model(model_dir, old.get(model_dir.name), report)
+                if entry is not None:
+                    new[model_dir.name] = entry
+            for name, entry in old.items():
+                gone = [v for v in entry.versions if name not in new or v not in new[name].versions]
+                if gone:
+                    report.removed[name] = gone
+            self._snapshot = new
+            self.repository_fingerprint = fingerprint
+            self.loaded_once = True
+            report.duration_ms = (time.perf_counter() - started) * 1000
+            self.last_report = report
+            log.info("model repository loaded", extra={"reload": report.as_dict()})
+            return report
+
+    def _load_model(
+        self, model_dir: Path, previous: ModelEntry | None, report: ReloadReport
+    ) -> ModelEntry | None:
+        name = model_dir.name
+        errors: dict[str, str] = {}
+        versions: dict[str, ModelVersion] = {}
+        try:
+            model_file = load_model_file(model_dir)
+        except ManifestError as exc:
+            errors[MODEL_FILE] = str(exc)
+            model_file = None
+        for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+            if not (version_dir / MANIFEST_FILE).exists():
+                continue
+            version = version_dir.name
+            old = previous.versions.get(version) if previous else None
+            fingerprint = _fingerprint(version_dir)
+            if old is not None and old.fingerprint == fingerprint:
+                versions[version] = old
+                report.unchanged.setdefault(name, []).append(version)
+                continue
+            try:
+                versions[version] = self._load_version(version_dir, fingerprint)
+                report.loaded.setdefault(name, []).append(version)
+            except Exception as exc:
+                message = str(exc) or type(exc).__name__
+                errors[version] = message
+                report.failed.setdefault(name, {})[version] = message
+                log.error(
+                    "model version failed to load",
+                    extra={"model": name, "version": version, "reason": message},
+                )
+                if old is not None:
+                    # Keep serving what worked before rather than dropping the version.
+                    versions[version] = old
+        if not versions and not errors:
+            return None
+        aliases = self._aliases(name, versions, model_file, previous, errors)
+        if model_file is None and previous is not None:
+            description = previous.description
+        else:
+            description = model_file.description if model_file else ""
+        return ModelEntry(name, description, versions, aliases, errors)
+
+    def _aliases(
+        self,
+        name: str,
+        versions: dict[str, ModelVersion],
+        model_file: Any,
+        previous: ModelEntry | None,
+        errors: dict[str, str],
+    ) -> dict[str, str]:
+        aliases: dict[str, str] = {}
+        if versions:
+            aliases[LATEST] = max(versions, key=version_sort_key)
+        declared = (
+            model_file.aliases if model_file is not None else (previous.aliases if previous else {})
+        )
+        for alias, target in declared.items():
+            if alias == LATEST:
+                continue
+            if target in versions:
+                aliases[alias] = target
+                continue
+            errors[f"alias:{alias}"] = f"alias {alias!r} points at {target!r}, which is not loaded"
+            kept = previous.aliases.get(alias) if previous else None
+            if kept is not None and kept in versions:
+                aliases[alias] = kept
+        return aliases
+
+    def _load_version(self, version_dir: Path, fingerprint: tuple[Any, ...]) -> ModelVersion:
+        manifest = load_manifest(version_dir)
+        if manifest.artifact_sha256 is not None:
+            actual = sha256_file(version_dir / manifest.artifact)
+            if actual != manifest.artifact_sha256:
+                raise ManifestError(
+                    f"artifact {manifest.artifact} does not match its sha256 in the manifest"
+                )
+        runtime = load_runtime(version_dir, manifest)
+        single_row_us = _warm_up(runtime, manifest)
+        reference = manifest.reference
+        attack_mask = None
+        if manifest.task == "classification":
+            attacks = set(manifest.attack_classes)
+            attack_mask = np.array([c in attacks for c in manifest.classes], dtype=bool)
+        return ModelVersion(
+            manifest=manifest,
+            runtime=runtime,
+            path=version_dir,
+            fingerprint=fingerprint,
+            loaded_at=datetime.now(UTC),
+            single_row_us=single_row_us,
+            inline=single_row_us <= self.inline_threshold_us,
+            feature_index=_feature_index(manifest),
+            reference_mean=np.asarray(reference.mean) if reference else None,
+            reference_std=np.asarray(reference.std) if reference else None,
+            attack_mask=attack_mask,
+        )
+
+
+def _warm_up(runtime: Runtime, manifest: Manifest, rounds: int = 20) -> float:
+    """Run the model on a typical row; check the output shape; return µs per call."""
+    n = len(manifest.features)
+    row = (
+        np.asarray(manifest.reference.mean, dtype=runtime.input_dtype).reshape(1, n)
+        if manifest.reference
+        else np.zeros((1, n), dtype=runtime.input_dtype)
+    )
+    out = np.asarray(runtime.run(row))
+    expected: Iterable[int] = (
+        (1, len(manifest.classes)) if manifest.task == "classification" else (1,)
+    )
+    if out.shape != tuple(expected):
+        raise ManifestError(
+            f"model output has shape {out.shape}, expected {tuple(expected)} for {manifest.task}"
+        )
+    if not np.all(np.isfinite(out)):
+        raise ManifestError("model output on a typical row is not finite")
+    timings = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        runtime.run(row)
+        timings.append(time.perf_counter() - started)
+    return float(np.median(timings) * 1e6)

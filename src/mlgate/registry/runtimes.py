@@ -1,0 +1,180 @@
+"""Model runtimes: how an artifact on disk becomes a callable on a numpy matrix.
+
+A runtime turns a 2-D float matrix (rows x features, in manifest order) into:
+- classification: an (n, n_classes) matrix of class probabilities;
+- anomaly: an (n,) vector of anomaly scores, higher meaning more anomalous.
+
+New runtimes register themselves with :func:`register_runtime`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from mlgate.registry.manifest import Manifest, ManifestError
+
+
+class Runtime(Protocol):
+    """A loaded model artifact."""
+
+    #: dtype the runtime wants its input in; inputs are converted once, before the call.
+    input_dtype: np.dtype[Any]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities (classification) or anomaly scores (anomaly) for the rows of x."""
+        ...
+
+
+RuntimeLoader = Callable[[Path, Manifest], Runtime]
+_RUNTIMES: dict[str, RuntimeLoader] = {}
+
+
+def register_runtime(name: str, loader: RuntimeLoader) -> None:
+    """Make a runtime available to manifests that name it."""
+    _RUNTIMES[name] = loader
+
+
+def available_runtimes() -> list[str]:
+    return sorted(_RUNTIMES)
+
+
+def load_runtime(version_dir: Path, manifest: Manifest) -> Runtime:
+    """Load the artifact of a version with the runtime its manifest names."""
+    loader = _RUNTIMES.get(manifest.runtime)
+    if loader is None:
+        raise ManifestError(
+            f"unknown runtime {manifest.runtime!r}; available: {', '.join(available_runtimes())}"
+        )
+    return loader(version_dir / manifest.artifact, manifest)
+
+
+class SklearnRuntime:
+    """A scikit-learn estimator or pipeline saved with joblib.
+
+    ``runtime_options.method`` picks the output:
+    - ``predict_proba`` (classification, the default there);
+    - ``score_samples`` / ``decision_function``: scikit-learn's "higher is more normal"
+      scores, negated so that higher means more anomalous (anomaly default: score_samples);
+    - ``reconstruction_error``: the last pipeline step reconstructs the output of the steps
+      before it (an autoencoder); the score is the mean squared reconstruction error.
+    """
+
+    input_dtype = np.dtype(np.float64)
+
+    def __init__(self, artifact: Path, manifest: Manifest) -> None:
+        import joblib
+
+        default = "predict_proba" if manifest.task == "classification" else "score_samples"
+        self.method = str(manifest.runtime_options.get("method", default))
+        allowed = {"predict_proba", "score_samples", "decision_function", "reconstruction_error"}
+        if self.method not in allowed:
+            raise ManifestError(f"sklearn runtime: unknown method {self.method!r}")
+        if not artifact.is_file():
+            raise ManifestError(f"artifact {artifact.name} is missing")
+        # A version mismatch makes scikit-learn warn and maybe mispredict: refuse instead.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                self.estimator = joblib.load(artifact)
+            except Exception as exc:
+                raise ManifestError(f"cannot load {artifact.name}: {exc}") from None
+        if not hasattr(self.estimator, self._entry_point()):
+            raise ManifestError(f"estimator has no {self._entry_point()}()")
+        if manifest.task == "classification" and self.method != "predict_proba":
+            raise ManifestError("a classification model must use method predict_proba")
+        n_features = getattr(self.estimator, "n_features_in_", None)
+        if n_features is not None and n_features != len(manifest.features):
+            raise ManifestError(
+                f"estimator expects {n_features} features, manifest lists {len(manifest.features)}"
+            )
+
+    def _entry_point(self) -> str:
+        return "predict" if self.method == "reconstruction_error" else self.method
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        if self.method == "predict_proba":
+            return np.asarray(self.estimator.predict_proba(x), dtype=np.float64)
+        if self.method == "reconstruction_error":
+            steps = getattr(self.estimator, "steps", None)
+            if steps:
+                encoded = self.estimator[:-1].transform(x) if len(steps) > 1 else x
+                decoded = steps[-1][1].predict(encoded)
+            else:
+                encoded, decoded = x, self.estimator.predict(x)
+            decoded = np.asarray(decoded, dtype=np.float64).reshape(encoded.shape)
+            return np.mean((np.asarray(encoded, dtype=np.float64) - decoded) ** 2, axis=1)
+        scores = getattr(self.estimator, self.method)(x)
+        return -np.asarray(scores, dtype=np.float64)
+
+
+class OnnxRuntime:
+    """An ONNX graph run by onnxruntime on the CPU.
+
+    ``runtime_options``: ``output`` (name or index of the output to read, default: the
+    first float tensor of the right shape), ``negate`` (anomaly scores where higher is
+    more normal), ``threads`` (intra-op threads, default 1: the server parallelises
+    across requests, not inside one small call).
+    """
+
+    def __init__(self, artifact: Path, manifest: Manifest) -> None:
+        import onnxruntime as ort
+
+        if not artifact.is_file():
+            raise ManifestError(f"artifact {artifact.name} is missing")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(manifest.runtime_options.get("threads", 1))
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(artifact), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise ManifestError(f"cannot load {artifact.name}: {exc}") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ManifestError("ONNX runtime supports graphs with exactly one input")
+        self.input_name = inputs[0].name
+        width = inputs[0].shape[1] if len(inputs[0].shape) == 2 else None
+        if isinstance(width, int) and width != len(manifest.features):
+            raise ManifestError(
+                f"ONNX input has {width} features, manifest lists {len(manifest.features)}"
+            )
+        self.input_dtype = np.dtype(np.float64 if "double" in inputs[0].type else np.float32)
+        self.task = manifest.task
+        self.negate = bool(manifest.runtime_options.get("negate", False))
+        outputs = self.session.get_outputs()
+        wanted = manifest.runtime_options.get("output")
+        if wanted is None:
+            self.output_index = self._guess_output(outputs)
+        elif isinstance(wanted, int):
+            self.output_index = wanted
+        else:
+            names = [o.name for o in outputs]
+            if wanted not in names:
+                raise ManifestError(f"ONNX graph has no output {wanted!r}; it has {names}")
+            self.output_index = names.index(wanted)
+        self.output_name = outputs[self.output_index].name
+
+    def _guess_output(self, outputs: list[Any]) -> int:
+        for index, out in enumerate(outputs):
+            if "tensor(float" in out.type or "tensor(double" in out.type:
+                return index
+        raise ManifestError("ONNX graph has no float output; set runtime_options.output")
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run([self.output_name], {self.input_name: x})
+        out = np.asarray(out, dtype=np.float64)
+        if self.task == "anomaly":
+            out = out.reshape(len(x))
+            return -out if self.negate else out
+        return out
+
+
+register_runtime("sklearn", SklearnRuntime)
+register_runtime("onnx", OnnxRuntime)
