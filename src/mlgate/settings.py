@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Environment = Literal["development", "test", "production"]
@@ -21,6 +21,8 @@ def bundled_repository() -> Path:
 
 class ServerSettings(BaseModel):
     """How `mlgate serve` listens and what HTTP it accepts."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
 
     host: str = "127.0.0.1"
     """Interface to bind; use 0.0.0.0 in a container."""
@@ -38,6 +40,8 @@ class ServerSettings(BaseModel):
 
 class ModelSettings(BaseModel):
     """Where models come from and how they are served."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
 
     repository: Path | None = None
     """Model repository directory; unset means the bundled models."""
@@ -73,6 +77,8 @@ class ModelSettings(BaseModel):
 class ObservabilitySettings(BaseModel):
     """Logging."""
 
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of mlgate and uvicorn."""
     json_logs: bool = True
@@ -89,15 +95,40 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         env_file=None,
         extra="ignore",
+        use_attribute_docstrings=True,
     )
 
     env: Environment = "development"
     """development, test or production (production refuses unsafe settings)."""
     server: ServerSettings = Field(default_factory=ServerSettings)
+    """HTTP server."""
     models: ModelSettings = Field(default_factory=ModelSettings)
+    """Model repository and serving."""
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    """Logs."""
 
     @field_validator("env", mode="before")
     @classmethod
     def _lower_env(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+
+def settings_rows() -> list[tuple[str, str, str]]:
+    """(environment variable, default, meaning) for every setting, for docs and `mlgate config`."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            env = f"{prefix}{name.upper()}"
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{env}__")
+                continue
+            default = field.get_default(call_default_factory=True)
+            shown = (
+                "(bundled models)" if name == "repository" and default is None else repr(default)
+            )
+            rows.append((env, shown, (field.description or "").replace("\n", " ")))
+
+    walk(Settings, "MLGATE_")
+    return rows

@@ -59,21 +59,15 @@ def serve(
         "MLGATE_MODELS__REPOSITORY": str(repository.resolve()) if repository else None,
         "MLGATE_OBSERVABILITY__LOG_LEVEL": log_level,
     }
-    for key, value in overrides.items():
-        if value is not None:
-            os.environ[key] = str(value)
+    # Workers are new processes that build their settings from the environment.
+    saved = dict(os.environ)
+    os.environ.update({k: str(v) for k, v in overrides.items() if v is not None})
     try:
-        settings = Settings()
-    except Exception as exc:
-        raise click.UsageError(f"invalid configuration: {exc}") from None
-    if auto_reload and settings.server.workers > 1:
-        raise click.UsageError("--reload runs a single process: drop --workers or --reload")
-    repo = settings.models.resolved_repository
-    if not repo.is_dir():
-        raise click.UsageError(
-            f"model repository {repo} does not exist: pass --repository or set "
-            "MLGATE_MODELS__REPOSITORY"
-        )
+        settings = _checked_serve_settings(auto_reload)
+    except click.UsageError:
+        os.environ.clear()
+        os.environ.update(saved)
+        raise
     obs = settings.observability
     uvicorn.run(
         FACTORY,
@@ -88,6 +82,43 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
+
+
+def _checked_serve_settings(auto_reload: bool) -> Settings:
+    try:
+        settings = Settings()
+    except Exception as exc:
+        raise click.UsageError(f"invalid configuration: {exc}") from None
+    if auto_reload and settings.server.workers > 1:
+        raise click.UsageError("--reload runs a single process: drop --workers or --reload")
+    repo = settings.models.resolved_repository
+    if not repo.is_dir():
+        raise click.UsageError(
+            f"model repository {repo} does not exist: pass --repository or set "
+            "MLGATE_MODELS__REPOSITORY"
+        )
+    return settings
+
+
+@cli.command("config")
+@click.option("--markdown", is_flag=True, help="Print a Markdown table (as in the README).")
+def config_table(markdown: bool) -> None:
+    """List every setting: environment variable, default and meaning."""
+    from mlgate.settings import settings_rows
+
+    rows = settings_rows()
+    if markdown:
+        click.echo("| Variable | Default | Meaning |")
+        click.echo("|---|---|---|")
+        for env, default, meaning in rows:
+            click.echo(f"| `{env}` | `{default}` | {meaning} |")
+        return
+    table = Table()
+    for column in ("variable", "default", "meaning"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
 
 
 @cli.group()

@@ -1,0 +1,149 @@
+"""Reloading the repository: new versions appear, broken ones never replace good ones."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import httpx
+import yaml
+
+from tests.conftest import make_settings, running_app
+
+FEATURES = {"features": [0.5] * 77}
+
+
+def add_version(repo: Path, model: str, source: str, version: str) -> Path:
+    """Copy a version directory under a new version number."""
+    target = repo / model / version
+    shutil.copytree(repo / model / source, target)
+    manifest_path = target / "manifest.yaml"
+    manifest = yaml.safe_load(manifest_path.read_text())
+    manifest["version"] = version
+    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return target
+
+
+def corrupt_artifact(version_dir: Path) -> None:
+    manifest = yaml.safe_load((version_dir / "manifest.yaml").read_text())
+    (version_dir / manifest["artifact"]).write_bytes(b"not a model")
+
+
+async def reload(client: httpx.AsyncClient) -> dict:
+    response = await client.post("/v1/admin/models/reload")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def test_reload_picks_up_a_new_version(model_repo: Path) -> None:
+    async with running_app(make_settings(models={"repository": model_repo})) as (_, client):
+        add_version(model_repo, "ids", "1", "2")
+        report = await reload(client)
+        assert report["loaded"] == {"ids": ["2"]}
+        assert "ids" in report["unchanged"]
+        info = (await client.get("/v1/models/ids")).json()
+        assert info["aliases"] == {"latest": "2", "stable": "1"}
+        # The default is `stable`; `latest` and explicit versions reach version 2.
+        assert (await client.post("/v1/models/ids/predict", json=FEATURES)).json()[
+            "model_version"
+        ] == "1"
+        latest = await client.post(
+            "/v1/models/ids/predict", json=FEATURES, params={"version": "latest"}
+        )
+        assert latest.json()["model_version"] == "2"
+
+
+async def test_broken_new_version_is_reported_and_previous_keeps_serving(
+    model_repo: Path,
+) -> None:
+    async with running_app(make_settings(models={"repository": model_repo})) as (_, client):
+        corrupt_artifact(add_version(model_repo, "ids", "1", "2"))
+        report = await reload(client)
+        assert "2" in report["failed"]["ids"]
+        assert "sha256" in report["failed"]["ids"]["2"]
+        info = (await client.get("/v1/models/ids")).json()
+        assert info["aliases"]["latest"] == "1"
+        assert "2" in info["load_errors"]
+        response = await client.post(
+            "/v1/models/ids/predict", json=FEATURES, params={"version": "latest"}
+        )
+        assert response.status_code == 200
+        assert response.json()["model_version"] == "1"
+        missing = await client.post(
+            "/v1/models/ids/predict", json=FEATURES, params={"version": "2"}
+        )
+        assert missing.status_code == 404
+        assert "sha256" in missing.json()["error"]["details"]["load_error"]
+
+
+async def test_broken_replacement_of_a_served_version_keeps_the_old_one(
+    model_repo: Path,
+) -> None:
+    async with running_app(make_settings(models={"repository": model_repo})) as (_, client):
+        before = (await client.post("/v1/models/ids/predict", json=FEATURES)).json()
+        manifest_path = model_repo / "ids" / "1" / "manifest.yaml"
+        manifest = yaml.safe_load(manifest_path.read_text())
+        manifest["artifact_sha256"] = None
+        manifest_path.write_text(yaml.safe_dump(manifest))
+        corrupt_artifact(model_repo / "ids" / "1")
+        report = await reload(client)
+        assert "1" in report["failed"]["ids"]
+        after = await client.post("/v1/models/ids/predict", json=FEATURES)
+        assert after.status_code == 200
+        assert after.json()["probabilities"] == before["probabilities"]
+
+
+async def test_stable_alias_to_a_broken_version_stays_on_the_previous_target(
+    model_repo: Path,
+) -> None:
+    async with running_app(make_settings(models={"repository": model_repo})) as (_, client):
+        corrupt_artifact(add_version(model_repo, "ids", "1", "2"))
+        (model_repo / "ids" / "model.yaml").write_text(yaml.safe_dump({"aliases": {"stable": "2"}}))
+        report = await reload(client)
+        assert "2" in report["failed"]["ids"]
+        info = (await client.get("/v1/models/ids")).json()
+        assert info["aliases"]["stable"] == "1"
+        assert "alias:stable" in info["load_errors"]
+
+
+async def test_reload_does_not_fail_requests_in_flight(model_repo: Path) -> None:
+    async with running_app(make_settings(models={"repository": model_repo})) as (_, client):
+        for version in ("2", "3", "4"):
+            add_version(model_repo, "ids", "1", version)
+
+        async def hammer() -> list[int]:
+            codes = []
+            for _ in range(30):
+                response = await client.post(
+                    "/v1/models/ids/predict/batch",
+                    json={"instances": [[0.5] * 77] * 20},
+                    params={"version": "latest"},
+                )
+                codes.append(response.status_code)
+            return codes
+
+        results = await asyncio.gather(hammer(), hammer(), reload(client), hammer())
+        codes = [c for r in results if isinstance(r, list) for c in r]
+        assert codes and set(codes) == {200}
+        assert (await client.get("/v1/models/ids")).json()["aliases"]["latest"] == "4"
+
+
+async def test_removed_version_disappears(model_repo: Path) -> None:
+    async with running_app(make_settings(models={"repository": model_repo})) as (_, client):
+        shutil.rmtree(model_repo / "iot-lof")
+        report = await reload(client)
+        assert report["removed"] == {"iot-lof": ["1"]}
+        assert (await client.get("/v1/models/iot-lof")).status_code == 404
+
+
+async def test_repository_watch_reloads_by_itself(model_repo: Path) -> None:
+    settings = make_settings(models={"repository": model_repo, "watch_interval_s": 0.05})
+    async with running_app(settings) as (_, client):
+        add_version(model_repo, "ids", "1", "5")
+        for _ in range(200):
+            info = (await client.get("/v1/models/ids")).json()
+            if info["aliases"]["latest"] == "5":
+                break
+            await asyncio.sleep(0.05)
+        assert info["aliases"]["latest"] == "5"

@@ -1,0 +1,73 @@
+"""`mlgate serve` as a real process: a user's first command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import FIXTURES
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGATE_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlgate", "serve", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                output = process.stdout.read().decode() if process.stdout else ""
+                pytest.fail(f"mlgate serve exited with {process.returncode}:\n{output}")
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        else:
+            pytest.fail("mlgate serve did not become ready within 60 s")
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_serve_answers_the_seed_clients(server: str) -> None:
+    body = json.loads((FIXTURES / "seeds" / "rlids_predict.json").read_text())
+    response = httpx.post(f"{server}/predict", json=body, timeout=10)
+    assert response.status_code == 200
+    assert response.json()["model_name"] == "ids"
+    assert "x-request-id" in response.headers
+    iot = json.loads((FIXTURES / "seeds" / "iot_predict.json").read_text())
+    response = httpx.post(f"{server}/predict", json=iot, timeout=10)
+    assert response.status_code == 200
+    assert response.json()["model_used"] == "isolation_forest"
+    health = httpx.get(f"{server}/health", timeout=10).json()
+    assert health["status"] == "healthy"
