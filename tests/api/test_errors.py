@@ -46,7 +46,10 @@ async def test_non_finite_numbers_are_422_naming_the_feature(
 
 
 async def test_non_finite_in_named_feature_names_it(client: httpx.AsyncClient) -> None:
-    body = '{"features": {"temperature": NaN, "vibration": 1, "pressure": 1, "flow_rate": 1, "current": 1}}'
+    body = (
+        '{"features": {"temperature": NaN, "vibration": 1, "pressure": 1, '
+        '"flow_rate": 1, "current": 1}}'
+    )
     error = assert_envelope(
         await post_raw(client, "/v1/models/iot/predict", body), 422, "validation_error"
     )

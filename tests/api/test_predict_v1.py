@@ -73,7 +73,9 @@ async def test_real_flows_are_mostly_classified_right(client: httpx.AsyncClient)
     )
     assert response.status_code == 200
     predictions = response.json()["predictions"]
-    correct = sum(p["predicted_class_name"] == label for (label, _), p in zip(rows, predictions))
+    correct = sum(
+        p["predicted_class_name"] == label for (label, _), p in zip(rows, predictions, strict=True)
+    )
     # These rows may be training rows; the held-out metrics live in the manifest.
     assert correct / len(rows) >= 0.9
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -14,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, PROJECT_ROOT
 
 
 def free_port() -> int:
@@ -23,7 +25,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLGATE_")}
@@ -71,3 +73,28 @@ def test_serve_answers_the_seed_clients(server: str) -> None:
     assert response.json()["model_used"] == "isolation_forest"
     health = httpx.get(f"{server}/health", timeout=10).json()
     assert health["status"] == "healthy"
+
+
+def readme_curl_commands() -> list[str]:
+    """Every curl command in the README's bash blocks, continuation lines joined."""
+    text = (PROJECT_ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        joined = block.replace("\\\n", " ")
+        commands += [
+            line.strip() for line in joined.splitlines() if line.strip().startswith("curl")
+        ]
+    return commands
+
+
+@pytest.mark.slow
+def test_readme_curl_examples_work_as_written(server: str) -> None:
+    commands = readme_curl_commands()
+    assert len(commands) >= 6
+    for command in commands:
+        argv = shlex.split(command.replace("http://127.0.0.1:8000", server))
+        argv[1:1] = ["-w", "\n%{http_code}"]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        body, _, status = result.stdout.rpartition("\n")
+        assert status == "200", f"{command}\n-> {status} {body}"
+        json.loads(body)

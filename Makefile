@@ -1,0 +1,40 @@
+# The two commands a new user needs: `make serve` and `make test`.
+# Both create .venv (if missing) and install the project from its own files.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+
+.PHONY: serve test lint install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall when the dependency list changes.
+$(VENV)/.installed-core: pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[dev]'
+	touch $@ $(VENV)/.installed-core
+
+install: $(VENV)/.installed-core
+
+install-dev: $(VENV)/.installed-dev
+
+## Run the server on the embedded default (bundled models) at http://127.0.0.1:8000
+serve: install
+	$(BIN)/mlgate serve $(ARGS)
+
+## Lint, then run the whole test suite
+test: install-dev lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
