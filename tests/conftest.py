@@ -1,9 +1,14 @@
-"""Fixtures shared by the whole suite: settings, isolated apps, HTTP clients, repositories."""
+"""Fixtures shared by the whole suite: settings, isolated apps, HTTP clients, repositories,
+and databases (a SQLite file per test; PostgreSQL in a schema of its own per test)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,20 +24,63 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_ROOT / "data"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
+POSTGRES_URL = os.environ.get(
+    "MLGATE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+# argon2 at its cheapest: the suite hashes many passwords (production keeps the defaults).
+FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost_kib": 8, "argon2_parallelism": 1}
+# One random secret per test session (never a fixed one, even in tests).
+TEST_JWT_SECRET = secrets.token_urlsafe(48)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test, and every Settings() it builds (CLI included), gets its own SQLite file."""
+    monkeypatch.setenv(
+        "MLGATE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'db' / 'mlgate.db'}"
+    )
+    for name, value in FAST_ARGON2.items():
+        monkeypatch.setenv(f"MLGATE_AUTH__{name.upper()}", str(value))
+
 
 def make_settings(**overrides: Any) -> Settings:
-    """Test settings: models load before the app answers; nothing read from env files."""
+    """Test settings: models load before the app answers; nothing read from env files.
+
+    Anonymous access is on (the seed clients send no credentials): pass
+    ``auth={"anonymous_enabled": False}`` to test authentication itself. Rate limits are
+    off (anonymous callers would share the free tier's 10 requests a minute): pass
+    ``rate_limit={"enabled": True, ...}`` to test them.
+    """
+    overrides.setdefault("rate_limit", {"enabled": False})
     models = {"load_in_background": False, **overrides.pop("models", {})}
-    return Settings(env="test", models=models, **overrides)
+    auth = {
+        "anonymous_enabled": True,
+        "jwt_secret": TEST_JWT_SECRET,
+        **FAST_ARGON2,
+        **overrides.pop("auth", {}),
+    }
+    return Settings(**{"env": "test", **overrides}, models=models, auth=auth)
+
+
+async def create_admin_key(app: FastAPI, username: str = "test-admin") -> str:
+    """A new admin user and API key in a running app's database; returns the key."""
+    accounts = app.state.mlgate.accounts
+    user = await accounts.create_user(username, password=None, scopes=["admin"])
+    return str((await accounts.create_key(user.id, name="tests")).plaintext)
 
 
 @asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """An app with its lifespan entered and a client talking to it in-process."""
+async def running_app(
+    settings: Settings, *, as_admin: bool = False
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """An app with its lifespan entered and a client talking to it in-process
+    (``as_admin``: the client sends an admin API key)."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://mlgate.test") as client:
+            if as_admin:
+                client.headers["X-API-Key"] = await create_admin_key(app)
             yield app, client
 
 
@@ -59,3 +107,70 @@ def model_repo(tmp_path: Path) -> Path:
     target = tmp_path / "models"
     shutil.copytree(bundled_repository(), target)
     return target
+
+
+def _in_thread(coro: Any) -> Any:
+    # A loop of its own in another thread: usable from sync and async tests alike.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+async def _postgres_problem() -> str | None:
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    await conn.close()
+    return None
+
+
+_postgres_checked: list[str | None] = []
+
+
+def _require_postgres() -> None:
+    if not _postgres_checked:
+        _postgres_checked.append(_in_thread(_postgres_problem()))
+    problem = _postgres_checked[0]
+    if problem is not None:
+        reason = f"PostgreSQL at {POSTGRES_URL} does not answer ({problem})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}; CI=true requires it")
+        pytest.skip(reason)
+
+
+async def _run_sql(*statements: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Settings overrides for an empty database: SQLite, then PostgreSQL (a fresh schema,
+    dropped afterwards). The same tests run on both."""
+    if request.param == "sqlite":
+        yield {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'auth' / 'mlgate.db'}"}
+        return
+    _require_postgres()
+    schema = f"mlgate_test_{secrets.token_hex(6)}"
+    try:
+        yield {"database_url": POSTGRES_URL, "database": {"schema_name": schema}}
+    finally:
+        _in_thread(_run_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+@pytest.fixture
+def database_env(database: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """``database``, also put in the environment for the CLI's own Settings()."""
+    monkeypatch.setenv("MLGATE_DATABASE_URL", database["database_url"])
+    schema = database.get("database", {}).get("schema_name")
+    if schema:
+        monkeypatch.setenv("MLGATE_DATABASE__SCHEMA_NAME", schema)
+    return database

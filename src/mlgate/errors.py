@@ -3,14 +3,19 @@
     MlgateError                       500 internal_error
     ├── BadRequest                    400 bad_request
     │   └── InvalidJSON               400 invalid_json
+    ├── Unauthorized                  401 unauthorized
+    ├── Forbidden                     403 forbidden
     ├── NotFound                      404 not_found
     │   ├── ModelNotFound             404 model_not_found
     │   └── VersionNotFound           404 version_not_found
     ├── MethodNotAllowed              405 method_not_allowed
+    ├── Conflict                      409 conflict
     ├── PayloadTooLarge               413 payload_too_large
     ├── UnsupportedMediaType          415 unsupported_media_type
     ├── ValidationFailed              422 validation_error
+    ├── RateLimited                   429 rate_limited
     ├── ServiceUnavailable            503 not_ready
+    │   └── RateLimiterUnavailable    503 rate_limiter_unavailable (mlgate.ratelimit)
     └── ModelExecutionError           500 model_error
 
 The API edge (:mod:`mlgate.api.errors`) turns each into the one JSON envelope
@@ -50,6 +55,36 @@ class InvalidJSON(BadRequest):
     code = "invalid_json"
 
 
+class Unauthorized(MlgateError):
+    """No credentials, or credentials that do not prove who the caller is (401).
+
+    Always answered with ``WWW-Authenticate`` so clients know how to authenticate.
+    """
+
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+        invalid_token: bool = False,
+    ) -> None:
+        challenge = 'Bearer error="invalid_token"' if invalid_token else "Bearer"
+        super().__init__(
+            message, details=details, headers={"WWW-Authenticate": challenge, **(headers or {})}
+        )
+
+
+class Forbidden(MlgateError):
+    """The caller is known but may not do this: a missing scope or a disabled user (403)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(MlgateError):
     status_code = 404
     code = "not_found"
@@ -68,6 +103,13 @@ class MethodNotAllowed(MlgateError):
     code = "method_not_allowed"
 
 
+class Conflict(MlgateError):
+    """The request clashes with existing state, e.g. a username already taken (409)."""
+
+    status_code = 409
+    code = "conflict"
+
+
 class PayloadTooLarge(MlgateError):
     status_code = 413
     code = "payload_too_large"
@@ -83,6 +125,13 @@ class ValidationFailed(MlgateError):
 
     status_code = 422
     code = "validation_error"
+
+
+class RateLimited(MlgateError):
+    """Over the caller's request or row allowance; ``Retry-After`` says when to retry."""
+
+    status_code = 429
+    code = "rate_limited"
 
 
 class ServiceUnavailable(MlgateError):

@@ -5,13 +5,37 @@ Nested sections are set with a double underscore: ``MLGATE_MODELS__DEFAULT_MODEL
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlgate.auth.scopes import ADMIN, SCOPES
+from mlgate.ratelimit.settings import RateLimitSettings
+
 Environment = Literal["development", "test", "production"]
+JWTAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "EdDSA"]
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/mlgate.db"
+MIN_SECRET_BYTES = 32
+# Values copied from tutorials and .env examples; never accepted as a production secret.
+_PLACEHOLDER_MARKERS = (
+    "your-secret",
+    "your_secret",
+    "secret-key",
+    "secret_key",
+    "changeme",
+    "change-me",
+    "change_me",
+    "change-in-production",
+    "replace-me",
+    "placeholder",
+    "example",
+    "insecure",
+)
 
 
 def bundled_repository() -> Path:
@@ -36,6 +60,9 @@ class ServerSettings(BaseModel):
     """Origins allowed by CORS; empty disables CORS."""
     root_path: str = ""
     """Path prefix when served behind a proxy that strips it."""
+    docs_enabled: bool | None = None
+    """Serve /docs, /redoc and /openapi.json, without credentials (the API routes they
+    describe still need them); unset: on, except in production."""
 
 
 class ModelSettings(BaseModel):
@@ -74,6 +101,138 @@ class ModelSettings(BaseModel):
         return self.repository if self.repository is not None else bundled_repository()
 
 
+class DatabaseSettings(BaseModel):
+    """The database that holds users and API keys (its URL is `MLGATE_DATABASE_URL`)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    auto_migrate: bool = True
+    """Apply pending migrations when the server starts (every worker may try: a lock makes
+    it run once). Turn off to migrate only with `mlgate db upgrade`, e.g. from a deploy job."""
+    schema_name: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    """PostgreSQL schema holding mlgate's tables (created if missing); unset: the
+    server's search_path. Not used with SQLite."""
+    pool_size: int = Field(default=5, ge=1, le=200)
+    """Connections kept open per worker (PostgreSQL)."""
+    max_overflow: int = Field(default=10, ge=0, le=200)
+    """Extra connections a worker may open under load (PostgreSQL)."""
+    pool_timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds to wait for a free connection before failing the request."""
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+    """How long SQLite waits for another writer before giving up."""
+    echo: bool = False
+    """Log every SQL statement (debugging only)."""
+
+
+class AuthSettings(BaseModel):
+    """Users, tokens, API keys, scopes and tiers."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    jwt_algorithm: JWTAlgorithm = "HS256"
+    """Signature algorithm of access tokens; the only one accepted. HS* use `jwt_secret`;
+    RS*, ES256 and EdDSA use `jwt_private_key_file` (and `jwt_public_key_file`)."""
+    jwt_secret: SecretStr | None = None
+    """HMAC secret for HS* tokens, at least 32 random bytes; required in production.
+    Unset in development: a random one is generated and kept in `jwt_secret_file`."""
+    jwt_secret_file: Path | None = None
+    """Where development keeps its generated secret (mode 0600); unset: `jwt_secret`
+    beside the SQLite database, or ./var/jwt_secret."""
+    jwt_private_key_file: Path | None = None
+    """PEM private key that signs tokens (RS*, ES256, EdDSA)."""
+    jwt_public_key_file: Path | None = None
+    """PEM public key that verifies tokens; unset: derived from the private key."""
+    jwt_issuer: str = "mlgate"
+    """`iss` claim written and required."""
+    jwt_audience: str = "mlgate-api"
+    """`aud` claim written and required."""
+    access_token_ttl_s: int = Field(default=1800, ge=60, le=7 * 24 * 3600)
+    """Lifetime of an access token from `POST /v1/token`, in seconds."""
+    jwt_leeway_s: float = Field(default=10.0, ge=0, le=300)
+    """Clock skew tolerated when checking `exp` and `iat`, in seconds."""
+    check_user_on_token: bool = True
+    """Look the user up (one indexed query) on every token request, so that disabling a
+    user or removing a scope takes effect at once. False: tokens are stateless and stay
+    valid until they expire."""
+    tiers: list[str] = Field(default_factory=lambda: ["free", "pro", "enterprise"], min_length=1)
+    """Tier names a user or key may have, least to most generous (the bootstrap admin gets
+    the last); each needs limits in MLGATE_RATE_LIMIT__TIERS."""
+    default_tier: str = "free"
+    """Tier of new users that name none."""
+    anonymous_enabled: bool = False
+    """Serve callers without credentials as an anonymous principal identified by their
+    IP address (rate limited per IP); off: they get 401."""
+    anonymous_tier: str = "free"
+    """Tier of anonymous callers."""
+    anonymous_scopes: list[str] = Field(default_factory=lambda: ["predict", "models:read"])
+    """Scopes of anonymous callers (never `admin`)."""
+    bootstrap_admin: bool | None = None
+    """On first start with no users, create an `admin` user and API key and print the key
+    once on stderr. Unset: on in development with SQLite, off otherwise; refused in
+    production."""
+    key_last_used_interval_s: float = Field(default=60.0, ge=0)
+    """Record an API key's last use at most this often (saves a write per request)."""
+    argon2_time_cost: int | None = Field(default=None, ge=1)
+    """Argon2 iterations; unset: argon2-cffi's recommended default (RFC 9106)."""
+    argon2_memory_cost_kib: int | None = Field(default=None, ge=8)
+    """Argon2 memory in KiB; unset: argon2-cffi's recommended default."""
+    argon2_parallelism: int | None = Field(default=None, ge=1)
+    """Argon2 lanes; unset: argon2-cffi's recommended default."""
+
+    @field_validator("anonymous_scopes")
+    @classmethod
+    def _known_anonymous_scopes(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(SCOPES))
+        if unknown:
+            raise ValueError(f"unknown scopes {unknown}; use some of {list(SCOPES)}")
+        if ADMIN in value:
+            raise ValueError("anonymous callers may never have the admin scope")
+        return value
+
+    @model_validator(mode="after")
+    def _known_tiers(self) -> Self:
+        if len(set(self.tiers)) != len(self.tiers):
+            raise ValueError(f"tiers must be unique, got {self.tiers}")
+        for name in ("default_tier", "anonymous_tier"):
+            if getattr(self, name) not in self.tiers:
+                raise ValueError(f"{name} {getattr(self, name)!r} is not one of {self.tiers}")
+        return self
+
+    @property
+    def symmetric(self) -> bool:
+        return self.jwt_algorithm.startswith("HS")
+
+
+def secret_problem(secret: str) -> str | None:
+    """Why a JWT secret is unfit for production, or None when it is fine."""
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        return f"it is shorter than {MIN_SECRET_BYTES} bytes"
+    lowered = secret.lower()
+    if any(marker in lowered for marker in _PLACEHOLDER_MARKERS):
+        return "it is a placeholder copied from an example"
+    if len(set(secret)) < 8:
+        return "it repeats too few characters to be random"
+    return None
+
+
+def normalize_database_url(url: str) -> str:
+    """Pin the async driver: ``postgresql://`` becomes ``postgresql+asyncpg://``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"database URL must look like scheme://..., got {url!r}")
+    scheme = {
+        "postgres": "postgresql+asyncpg",
+        "postgresql": "postgresql+asyncpg",
+        "sqlite": "sqlite+aiosqlite",
+    }.get(scheme, scheme)
+    if scheme not in ("postgresql+asyncpg", "sqlite+aiosqlite"):
+        raise ValueError(
+            f"unsupported database URL scheme {scheme!r}: use sqlite+aiosqlite:///path.db "
+            "or postgresql://user:password@host/db"
+        )
+    return f"{scheme}://{rest}"
+
+
 class ObservabilitySettings(BaseModel):
     """Logging."""
 
@@ -100,10 +259,21 @@ class Settings(BaseSettings):
 
     env: Environment = "development"
     """development, test or production (production refuses unsafe settings)."""
+    database_url: str = DEFAULT_DATABASE_URL
+    """Database of users and API keys: a SQLite file (directory created) or PostgreSQL
+    (`postgresql://user:password@host:5432/db`; the asyncpg driver is used)."""
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    """Database pool and migrations."""
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    """Authentication and authorization."""
     server: ServerSettings = Field(default_factory=ServerSettings)
     """HTTP server."""
     models: ModelSettings = Field(default_factory=ModelSettings)
     """Model repository and serving."""
+    redis_url: str | None = Field(default=None, pattern=r"^(redis|rediss|unix)://")
+    """Redis shared by all workers and replicas (`redis://host:6379/0`); unset: in-process."""
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    """Rate limits per principal and per client IP."""
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     """Logs."""
 
@@ -111,6 +281,77 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_env(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    @model_validator(mode="after")
+    def _safe_in_production(self) -> Self:
+        if self.env != "production":
+            return self
+        problems = []
+        auth = self.auth
+        if auth.symmetric:
+            if auth.jwt_secret is None:
+                problems.append(
+                    "MLGATE_AUTH__JWT_SECRET is not set: set it to at least 32 random bytes, "
+                    "e.g. the output of `python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(48))'`, or sign with a key pair "
+                    "(MLGATE_AUTH__JWT_ALGORITHM=EdDSA and MLGATE_AUTH__JWT_PRIVATE_KEY_FILE)"
+                )
+            elif (why := secret_problem(auth.jwt_secret.get_secret_value())) is not None:
+                problems.append(
+                    f"MLGATE_AUTH__JWT_SECRET is too weak ({why}): use at least 32 random bytes"
+                )
+        elif auth.jwt_private_key_file is None:
+            problems.append(
+                f"MLGATE_AUTH__JWT_ALGORITHM={auth.jwt_algorithm} needs "
+                "MLGATE_AUTH__JWT_PRIVATE_KEY_FILE (a PEM private key)"
+            )
+        if "*" in self.server.cors_origins:
+            problems.append(
+                "MLGATE_SERVER__CORS_ORIGINS contains '*': list the allowed origins explicitly"
+            )
+        if auth.bootstrap_admin:
+            problems.append(
+                "MLGATE_AUTH__BOOTSTRAP_ADMIN is on: create the first admin with "
+                "`mlgate users create --admin` instead"
+            )
+        if problems:
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _redis_when_needed(self) -> Self:
+        if self.rate_limit.backend == "redis" and not self.redis_url:
+            raise ValueError(
+                "MLGATE_RATE_LIMIT__BACKEND=redis needs MLGATE_REDIS_URL (e.g. redis://127.0.0.1:6379/0)"
+            )
+        unknown = set(self.auth.tiers) - set(self.rate_limit.tiers)
+        if unknown:
+            raise ValueError(
+                f"tiers {sorted(unknown)} have no rate limits: add them to MLGATE_RATE_LIMIT__TIERS"
+            )
+        return self
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def bootstrap_admin_enabled(self) -> bool:
+        """Whether the first start creates an admin (see `auth.bootstrap_admin`)."""
+        if self.auth.bootstrap_admin is not None:
+            return self.auth.bootstrap_admin
+        return self.env == "development" and self.uses_sqlite
+
+    @property
+    def docs_enabled(self) -> bool:
+        if self.server.docs_enabled is not None:
+            return self.server.docs_enabled
+        return self.env != "production"
 
 
 def settings_rows() -> list[tuple[str, str, str]]:
@@ -125,9 +366,14 @@ def settings_rows() -> list[tuple[str, str, str]]:
                 walk(annotation, f"{env}__")
                 continue
             default = field.get_default(call_default_factory=True)
-            shown = (
-                "(bundled models)" if name == "repository" and default is None else repr(default)
-            )
+            if name == "repository" and default is None:
+                shown = "(bundled models)"
+            elif default is None:
+                shown = "(unset)"
+            elif isinstance(default, str):
+                shown = default
+            else:  # as it would be written in the environment (JSON for lists and maps)
+                shown = json.dumps(to_jsonable_python(default, exclude_none=True))
             rows.append((env, shown, (field.description or "").replace("\n", " ")))
 
     walk(Settings, "MLGATE_")

@@ -29,7 +29,10 @@ async def test_live_and_ready(client: httpx.AsyncClient) -> None:
     assert (await client.get("/health/live")).json() == {"status": "alive"}
     ready = await client.get("/health/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready"}
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {"models": "ok", "database": "ok", "rate_limiter": "ok"},
+    }
 
 
 class SlowLoadingRuntime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -30,6 +31,11 @@ def corrupt_artifact(version_dir: Path) -> None:
     (version_dir / manifest["artifact"]).write_bytes(b"not a model")
 
 
+def admin_app(model_repo: Path) -> Any:
+    """The app serving ``model_repo``, with a client holding an admin key (reload needs it)."""
+    return running_app(make_settings(models={"repository": model_repo}), as_admin=True)
+
+
 async def reload(client: httpx.AsyncClient) -> dict:
     response = await client.post("/v1/admin/models/reload")
     assert response.status_code == 200, response.text
@@ -37,7 +43,7 @@ async def reload(client: httpx.AsyncClient) -> dict:
 
 
 async def test_reload_picks_up_a_new_version(model_repo: Path) -> None:
-    async with running_app(make_settings(models={"repository": model_repo})) as (_, client):
+    async with admin_app(model_repo) as (_, client):
         add_version(model_repo, "ids", "1", "2")
         report = await reload(client)
         assert report["loaded"] == {"ids": ["2"]}
@@ -57,7 +63,7 @@ async def test_reload_picks_up_a_new_version(model_repo: Path) -> None:
 async def test_broken_new_version_is_reported_and_previous_keeps_serving(
     model_repo: Path,
 ) -> None:
-    async with running_app(make_settings(models={"repository": model_repo})) as (_, client):
+    async with admin_app(model_repo) as (_, client):
         corrupt_artifact(add_version(model_repo, "ids", "1", "2"))
         report = await reload(client)
         assert "2" in report["failed"]["ids"]
@@ -80,7 +86,7 @@ async def test_broken_new_version_is_reported_and_previous_keeps_serving(
 async def test_broken_replacement_of_a_served_version_keeps_the_old_one(
     model_repo: Path,
 ) -> None:
-    async with running_app(make_settings(models={"repository": model_repo})) as (_, client):
+    async with admin_app(model_repo) as (_, client):
         before = (await client.post("/v1/models/ids/predict", json=FEATURES)).json()
         manifest_path = model_repo / "ids" / "1" / "manifest.yaml"
         manifest = yaml.safe_load(manifest_path.read_text())
@@ -97,7 +103,7 @@ async def test_broken_replacement_of_a_served_version_keeps_the_old_one(
 async def test_stable_alias_to_a_broken_version_stays_on_the_previous_target(
     model_repo: Path,
 ) -> None:
-    async with running_app(make_settings(models={"repository": model_repo})) as (_, client):
+    async with admin_app(model_repo) as (_, client):
         corrupt_artifact(add_version(model_repo, "ids", "1", "2"))
         (model_repo / "ids" / "model.yaml").write_text(yaml.safe_dump({"aliases": {"stable": "2"}}))
         report = await reload(client)
@@ -108,7 +114,7 @@ async def test_stable_alias_to_a_broken_version_stays_on_the_previous_target(
 
 
 async def test_reload_does_not_fail_requests_in_flight(model_repo: Path) -> None:
-    async with running_app(make_settings(models={"repository": model_repo})) as (_, client):
+    async with admin_app(model_repo) as (_, client):
         for version in ("2", "3", "4"):
             add_version(model_repo, "ids", "1", version)
 
@@ -130,7 +136,7 @@ async def test_reload_does_not_fail_requests_in_flight(model_repo: Path) -> None
 
 
 async def test_removed_version_disappears(model_repo: Path) -> None:
-    async with running_app(make_settings(models={"repository": model_repo})) as (_, client):
+    async with admin_app(model_repo) as (_, client):
         shutil.rmtree(model_repo / "iot-lof")
         report = await reload(client)
         assert report["removed"] == {"iot-lof": ["1"]}

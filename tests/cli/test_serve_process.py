@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -25,23 +26,39 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+KEY_PATTERN = re.compile(r"mlg_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    api_key: str
+    """The admin key the first start printed (once) on stderr."""
+
+
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # Run from an empty directory, as a newcomer would: the default SQLite database
+    # (./var/mlgate.db) is created there and the first start prints an admin key.
+    workdir = tmp_path_factory.mktemp("serve")
+    output = workdir / "output.log"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLGATE_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlgate", "serve", "--port", str(port), "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    argv = [sys.executable, "-m", "mlgate", "serve", "--port", str(port), "--log-level", "warning"]
+    with output.open("wb") as sink:
+        process = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=workdir,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                output = process.stdout.read().decode() if process.stdout else ""
-                pytest.fail(f"mlgate serve exited with {process.returncode}:\n{output}")
+                pytest.fail(f"mlgate serve exited with {process.returncode}:\n{output.read_text()}")
             try:
                 if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
                     break
@@ -50,7 +67,9 @@ def server() -> Iterator[str]:
             time.sleep(0.2)
         else:
             pytest.fail("mlgate serve did not become ready within 60 s")
-        yield url
+        keys = KEY_PATTERN.findall(output.read_text())
+        assert len(keys) == 1, f"expected one bootstrap key in:\n{output.read_text()}"
+        yield Server(url, keys[0])
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -61,17 +80,19 @@ def server() -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_serve_answers_the_seed_clients(server: str) -> None:
+def test_serve_answers_the_seed_clients(server: Server) -> None:
     body = json.loads((FIXTURES / "seeds" / "rlids_predict.json").read_text())
-    response = httpx.post(f"{server}/predict", json=body, timeout=10)
+    assert httpx.post(f"{server.url}/predict", json=body, timeout=10).status_code == 401
+    headers = {"X-API-Key": server.api_key}
+    response = httpx.post(f"{server.url}/predict", json=body, headers=headers, timeout=10)
     assert response.status_code == 200
     assert response.json()["model_name"] == "ids"
     assert "x-request-id" in response.headers
     iot = json.loads((FIXTURES / "seeds" / "iot_predict.json").read_text())
-    response = httpx.post(f"{server}/predict", json=iot, timeout=10)
+    response = httpx.post(f"{server.url}/predict", json=iot, headers=headers, timeout=10)
     assert response.status_code == 200
     assert response.json()["model_used"] == "isolation_forest"
-    health = httpx.get(f"{server}/health", timeout=10).json()
+    health = httpx.get(f"{server.url}/health", timeout=10).json()
     assert health["status"] == "healthy"
 
 
@@ -88,11 +109,13 @@ def readme_curl_commands() -> list[str]:
 
 
 @pytest.mark.slow
-def test_readme_curl_examples_work_as_written(server: str) -> None:
+def test_readme_curl_examples_work_as_written(server: Server) -> None:
     commands = readme_curl_commands()
     assert len(commands) >= 6
     for command in commands:
-        argv = shlex.split(command.replace("http://127.0.0.1:8000", server))
+        # As a reader would run it: with the bootstrap key in MLGATE_API_KEY.
+        command = command.replace("$MLGATE_API_KEY", server.api_key)
+        argv = shlex.split(command.replace("http://127.0.0.1:8000", server.url))
         argv[1:1] = ["-w", "\n%{http_code}"]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
         body, _, status = result.stdout.rpartition("\n")

@@ -10,7 +10,16 @@ from mlgate.api.errors import install_error_handlers
 from mlgate.api.lifespan import lifespan
 from mlgate.api.middleware import RequestContextMiddleware
 from mlgate.api.responses import ORJSONResponse
-from mlgate.api.routes import admin, health, legacy, models, predict
+from mlgate.api.routes import (
+    admin,
+    admin_keys,
+    admin_users,
+    auth,
+    health,
+    legacy,
+    models,
+    predict,
+)
 from mlgate.settings import Settings
 
 
@@ -24,10 +33,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
         root_path=settings.server.root_path,
+        # The documentation is open when enabled (the routes it lists still need
+        # credentials); production turns it off unless MLGATE_SERVER__DOCS_ENABLED=true.
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.settings = settings
     install_error_handlers(app)
-    for router in (health.router, models.router, predict.router, admin.router, legacy.router):
+    for router in (
+        health.router,
+        auth.router,
+        models.router,
+        predict.router,
+        admin.router,
+        admin_users.router,
+        admin_keys.router,
+        legacy.router,
+    ):
         app.include_router(router)
     if settings.server.cors_origins:
         app.add_middleware(

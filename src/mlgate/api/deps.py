@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
 
+from mlgate.api.security import get_principal, require_scope
 from mlgate.api.state import AppState
+from mlgate.auth.accounts import Accounts
+from mlgate.auth.principal import Principal
+from mlgate.auth.scopes import ADMIN, FEEDBACK, MODELS_READ, PREDICT
+from mlgate.auth.service import AuthService
 from mlgate.inference.service import InferenceService
 from mlgate.registry.registry import ModelRegistry
 
@@ -29,3 +34,26 @@ def get_registry(request: Request) -> ModelRegistry:
 StateDep = Annotated[AppState, Depends(get_state)]
 InferenceDep = Annotated[InferenceService, Depends(get_inference)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+
+
+def get_accounts(request: Request) -> Accounts:
+    accounts: Accounts = request.app.state.mlgate.accounts
+    return accounts
+
+
+def get_auth(request: Request) -> AuthService:
+    auth: AuthService = request.app.state.mlgate.auth
+    return auth
+
+
+AccountsDep = Annotated[Accounts, Depends(get_accounts)]
+AuthDep = Annotated[AuthService, Depends(get_auth)]
+PrincipalDep = Annotated[Principal, Security(get_principal)]
+"""The caller, whatever its scopes (the route checks nothing more)."""
+
+# Router-level guards: ``APIRouter(dependencies=[RequirePredict])``.
+# The scopes also show in the OpenAPI document, per operation.
+RequirePredict = Security(require_scope(PREDICT), scopes=[PREDICT])
+RequireModelsRead = Security(require_scope(MODELS_READ), scopes=[MODELS_READ])
+RequireFeedback = Security(require_scope(FEEDBACK), scopes=[FEEDBACK])
+RequireAdmin = Security(require_scope(ADMIN), scopes=[ADMIN])

@@ -1,4 +1,4 @@
-"""The composition root: builds the registry and services, owns background tasks."""
+"""The composition root: builds the database, auth, registry and services; owns tasks."""
 
 from __future__ import annotations
 
@@ -9,16 +9,27 @@ from collections.abc import AsyncIterator
 
 import anyio.to_thread
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mlgate.api.limits import EdgeLimits
 from mlgate.api.state import AppState
+from mlgate.auth.accounts import Accounts
+from mlgate.auth.bootstrap import announce_key, bootstrap_admin
+from mlgate.auth.passwords import Passwords
+from mlgate.auth.service import AuthService
+from mlgate.auth.signing import load_signing_keys
+from mlgate.auth.tokens import TokenCodec
+from mlgate.db.engine import build_engine, session_factory
+from mlgate.db.migrate import upgrade
 from mlgate.inference.service import InferenceService
+from mlgate.ratelimit import build_rate_limiter
 from mlgate.registry.registry import ModelRegistry
 from mlgate.settings import Settings
 
 log = logging.getLogger("mlgate.lifespan")
 
 
-def build_state(settings: Settings) -> AppState:
+def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
     """Everything a running app needs, built from settings (nothing loaded yet)."""
     registry = ModelRegistry(
         settings.models.resolved_repository,
@@ -26,7 +37,37 @@ def build_state(settings: Settings) -> AppState:
         inline_threshold_us=settings.models.inline_threshold_us,
     )
     inference = InferenceService(registry, max_batch_rows=settings.models.max_batch_rows)
-    return AppState(settings=settings, registry=registry, inference=inference)
+    sessions = session_factory(engine)
+    passwords = Passwords(settings.auth)
+    tokens = TokenCodec(settings.auth, load_signing_keys(settings))
+    limiter = build_rate_limiter(settings.rate_limit, settings.redis_url)
+    return AppState(
+        settings=settings,
+        registry=registry,
+        inference=inference,
+        engine=engine,
+        auth=AuthService(settings.auth, engine, sessions, passwords, tokens),
+        accounts=Accounts(
+            settings.auth,
+            sessions,
+            passwords,
+            # The limiter owns the meaning of overrides: refuse bad ones when stored.
+            check_overrides=lambda overrides: settings.rate_limit.limits_for(None, overrides),
+        ),
+        limiter=limiter,
+        limits=EdgeLimits(limiter, settings.rate_limit),
+    )
+
+
+async def prepare_database(state: AppState) -> None:
+    """Migrate (unless disabled) and, on a first embedded start, create the admin."""
+    settings = state.settings
+    if settings.database.auto_migrate:
+        await upgrade(state.engine, schema=settings.database.schema_name)
+    if settings.bootstrap_admin_enabled:
+        key = await bootstrap_admin(state.accounts, tier=settings.auth.tiers[-1])
+        if key is not None:
+            announce_key(key, "admin")
 
 
 async def load_models(state: AppState) -> None:
@@ -59,8 +100,16 @@ async def watch_repository(state: AppState, interval: float) -> None:
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    state = build_state(settings)
+    engine = build_engine(settings)
+    try:
+        state = build_state(settings, engine)
+        await prepare_database(state)
+    except BaseException:
+        await engine.dispose()
+        raise
     app.state.mlgate = state
+    if settings.rate_limit.backend == "redis" and not await state.limiter.check():
+        log.warning("Redis is not answering at start; rate limits are degraded until it does")
     tasks: list[asyncio.Task[None]] = []
     if settings.models.load_in_background:
         tasks.append(asyncio.create_task(load_models(state)))
@@ -76,3 +125,5 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await state.limiter.close()
+        await engine.dispose()

@@ -14,6 +14,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlgate.api.errors import error_content
+from mlgate.api.limits import HEADERS_STATE as RATE_LIMIT_HEADERS
 from mlgate.api.responses import dumps
 from mlgate.context import request_id_var
 from mlgate.errors import PayloadTooLarge
@@ -59,11 +60,17 @@ class RequestContextMiddleware:
         header = (_REQUEST_ID_HEADER, request_id.encode("ascii"))
         started = False
 
+        state = scope["state"]
+
         async def send_with_id(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", []), header]
+                headers = [*message.get("headers", []), header]
+                limits = state.get(RATE_LIMIT_HEADERS)
+                if limits and not any(name == b"ratelimit-limit" for name, _ in headers):
+                    headers += [(k.lower().encode(), v.encode()) for k, v in limits.items()]
+                message["headers"] = headers
             await send(message)
 
         try:

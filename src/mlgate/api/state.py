@@ -5,7 +5,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mlgate.api.limits import EdgeLimits
+from mlgate.auth.accounts import Accounts
+from mlgate.auth.service import AuthService
 from mlgate.inference.service import InferenceService
+from mlgate.ratelimit import RateLimiter
 from mlgate.registry.registry import ModelRegistry
 from mlgate.settings import Settings
 
@@ -17,6 +23,11 @@ class AppState:
     settings: Settings
     registry: ModelRegistry
     inference: InferenceService
+    engine: AsyncEngine
+    auth: AuthService
+    accounts: Accounts
+    limiter: RateLimiter
+    limits: EdgeLimits
     started_monotonic: float = field(default_factory=time.monotonic)
     load_error: str | None = None
 

@@ -1,4 +1,4 @@
-"""The ``mlgate`` command line: serve, models, train."""
+"""The ``mlgate`` command line: serve, models, train, db, users, keys."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 import mlgate
+from mlgate.cli.db import db_group
+from mlgate.cli.keys import keys_group
+from mlgate.cli.train import train
+from mlgate.cli.users import users_group
 from mlgate.settings import Settings
 
 FACTORY = "mlgate.api.app:create_app"
@@ -157,9 +161,12 @@ def models_list(repository: Path | None) -> None:
                 f"{mv.single_row_us:.0f}",
                 "ok",
             )
-        for version, error in entry.errors.items():
-            table.add_row(entry.name, version, "", "", "", "", f"[red]{error}[/red]")
+        for version in entry.errors:
+            table.add_row(entry.name, version, "", "", "", "", "[red]failed[/red]")
     Console().print(table)
+    for entry in registry.models():
+        for version, error in entry.errors.items():
+            click.echo(f"{entry.name}/{version}: {error}", err=True)
     if report.failed:
         sys.exit(1)
 
@@ -184,6 +191,10 @@ def models_reload(url: str, api_key: str | None, timeout: float) -> None:
     click.echo(response.text)
     if response.json().get("failed"):
         sys.exit(1)
+
+
+for _group in (db_group, users_group, keys_group, train):
+    cli.add_command(_group)
 
 
 def main() -> None:  # pragma: no cover - console entry point

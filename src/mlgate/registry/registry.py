@@ -321,8 +321,14 @@ class ModelRegistry:
         )
 
 
-def _warm_up(runtime: Runtime, manifest: Manifest, rounds: int = 20) -> float:
-    """Run the model on a typical row; check the output shape; return µs per call."""
+def _warm_up(
+    runtime: Runtime, manifest: Manifest, rounds: int = 20, budget_s: float = 0.05
+) -> float:
+    """Run the model on a typical row; check the output shape; return µs per call.
+
+    Times up to ``rounds`` calls but stops once ``budget_s`` is spent, so a slow model
+    does not slow down loading much.
+    """
     n = len(manifest.features)
     row = (
         np.asarray(manifest.reference.mean, dtype=runtime.input_dtype).reshape(1, n)
@@ -339,8 +345,9 @@ def _warm_up(runtime: Runtime, manifest: Manifest, rounds: int = 20) -> float:
         )
     if not np.all(np.isfinite(out)):
         raise ManifestError("model output on a typical row is not finite")
-    timings = []
-    for _ in range(rounds):
+    timings: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(timings) < rounds and (len(timings) < 3 or time.perf_counter() < deadline):
         started = time.perf_counter()
         runtime.run(row)
         timings.append(time.perf_counter() - started)

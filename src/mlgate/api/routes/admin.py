@@ -6,12 +6,18 @@ import anyio.to_thread
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from mlgate.api.deps import RegistryDep
+from mlgate.api.deps import RegistryDep, RequireAdmin
 from mlgate.api.responses import ORJSONResponse
+from mlgate.api.security import AUTH_ERROR_RESPONSES
 from mlgate.errors import ServiceUnavailable
 from mlgate.registry.manifest import ManifestError
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(
+    prefix="/v1/admin",
+    tags=["admin"],
+    dependencies=[RequireAdmin],
+    responses=AUTH_ERROR_RESPONSES,
+)
 
 
 @router.post("/models/reload", summary="Rescan the model repository and swap versions")

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from fastapi import APIRouter
+from sqlalchemy import text
 from starlette.responses import Response
 
 import mlgate
 from mlgate.api.deps import StateDep
 from mlgate.api.errors import error_response
 from mlgate.api.responses import ORJSONResponse
+from mlgate.api.state import AppState
 
 router = APIRouter(tags=["health"])
 
@@ -37,11 +40,38 @@ async def live() -> Response:
     return ORJSONResponse({"status": "alive"})
 
 
-@router.get("/health/ready", summary="Readiness: models are loaded (503 until then)")
+@router.get("/health/ready", summary="Readiness: models loaded, database and rate limiter up")
 async def ready(state: StateDep) -> Response:
-    if state.ready:
-        return ORJSONResponse({"status": "ready"})
-    reason = state.load_error or "models are still loading"
-    return error_response(
-        503, "not_ready", reason, {"status": "not_ready"}, headers={"Retry-After": "1"}
-    )
+    """200 when this worker can serve predictions; 503 (with the failing check named)
+    while models load, when the database does not answer, or when Redis is down and
+    rate limits fail closed. A fail-open limiter without Redis reports ``degraded``."""
+    checks: dict[str, str] = {"models": "ok" if state.ready else "loading"}
+    checks["database"] = "ok" if await _database_answers(state) else "down"
+    limiter_ok = await state.limiter.check()
+    fail_open = state.settings.rate_limit.fail_open
+    checks["rate_limiter"] = "ok" if limiter_ok else ("degraded" if fail_open else "down")
+    problems = []
+    if not state.ready:
+        problems.append(state.load_error or "models are still loading")
+    if checks["database"] != "ok":
+        problems.append("the database does not answer")
+    if checks["rate_limiter"] == "down":
+        problems.append("the rate limiter's Redis does not answer (fail-closed)")
+    if problems:
+        return error_response(
+            503,
+            "not_ready",
+            "; ".join(problems),
+            {"status": "not_ready", "checks": checks},
+            headers={"Retry-After": "1"},
+        )
+    return ORJSONResponse({"status": "ready", "checks": checks})
+
+
+async def _database_answers(state: AppState, timeout_s: float = 2.0) -> bool:
+    try:
+        async with asyncio.timeout(timeout_s), state.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception:
+        return False
+    return True

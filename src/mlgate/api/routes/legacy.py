@@ -17,17 +17,19 @@ from starlette.responses import Response
 
 import mlgate
 from mlgate.api.body import read_json
-from mlgate.api.deps import InferenceDep, StateDep
+from mlgate.api.deps import InferenceDep, RequireModelsRead, RequirePredict, StateDep
+from mlgate.api.limits import charge_rows
 from mlgate.api.presenters import model_view
 from mlgate.api.responses import ORJSONResponse
 from mlgate.api.routes.predict import now_iso
 from mlgate.api.schemas import ERROR_RESPONSES
+from mlgate.api.security import AUTH_ERROR_RESPONSES
 from mlgate.errors import ModelNotFound, ValidationFailed
 from mlgate.inference.features import json_type
 from mlgate.inference.service import Prediction
 from mlgate.settings import ModelSettings
 
-router = APIRouter(tags=["seed-compatible"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["seed-compatible"], responses={**ERROR_RESPONSES, **AUTH_ERROR_RESPONSES})
 
 _SHAPE_HINT = (
     "send {'features': [...]} for intrusion detection or "
@@ -72,17 +74,21 @@ def _iot_model(settings: ModelSettings, body: dict[str, Any]) -> tuple[str, str]
 
 
 @router.post(
-    "/predict", summary="Score one flow (`features`) or one sensor reading (`sensor_data`)"
+    "/predict",
+    summary="Score one flow (`features`) or one sensor reading (`sensor_data`)",
+    dependencies=[RequirePredict],
 )
 async def predict(request: Request, state: StateDep, inference: InferenceDep) -> Response:
     body = await read_json(request)
     if isinstance(body, dict) and "features" in body:
+        await charge_rows(request, None)
         prediction = await inference.predict_one(
             state.settings.models.default_model, body["features"]
         )
         return ORJSONResponse(_ids_result(prediction, prediction.results[0], request))
     if isinstance(body, dict) and "sensor_data" in body:
         model, used = _iot_model(state.settings.models, body)
+        await charge_rows(request, None)
         prediction = await inference.predict_one(model, body["sensor_data"], field="sensor_data")
         result = prediction.results[0]
         return ORJSONResponse(
@@ -123,11 +129,16 @@ def _features_of(items: list[Any]) -> list[Any]:
     return instances
 
 
-@router.post("/predict/batch", summary="Score a list of flows or a set of sensor readings")
+@router.post(
+    "/predict/batch",
+    summary="Score a list of flows or a set of sensor readings",
+    dependencies=[RequirePredict],
+)
 async def predict_batch(request: Request, state: StateDep, inference: InferenceDep) -> Response:
     body = await read_json(request)
     if isinstance(body, list):
         instances = _features_of(body)
+        await charge_rows(request, instances)
         prediction = await inference.predict_many(
             state.settings.models.default_model,
             instances,
@@ -137,6 +148,7 @@ async def predict_batch(request: Request, state: StateDep, inference: InferenceD
         return ORJSONResponse([_ids_result(prediction, r, request) for r in prediction.results])
     if isinstance(body, dict) and "readings" in body:
         model, used = _iot_model(state.settings.models, body)
+        await charge_rows(request, body["readings"])
         prediction = await inference.predict_many(model, body["readings"], field="readings")
         timestamp = now_iso()
         predictions = [
@@ -171,7 +183,11 @@ async def predict_batch(request: Request, state: StateDep, inference: InferenceD
     )
 
 
-@router.get("/model/info", summary="The default model (RL-IDS client)")
+@router.get(
+    "/model/info",
+    summary="The default model (RL-IDS client)",
+    dependencies=[RequireModelsRead],
+)
 async def model_info(state: StateDep, inference: InferenceDep) -> Response:
     mv = inference.resolve(state.settings.models.default_model)
     m = mv.manifest
@@ -193,7 +209,11 @@ async def model_info(state: StateDep, inference: InferenceDep) -> Response:
     )
 
 
-@router.get("/models", summary="Served models and the IoT detector names (IoT client)")
+@router.get(
+    "/models",
+    summary="Served models and the IoT detector names (IoT client)",
+    dependencies=[RequireModelsRead],
+)
 async def models(state: StateDep) -> Response:
     registry = state.registry
     served = {e.name for e in registry.models() if e.versions}
@@ -207,7 +227,7 @@ async def models(state: StateDep) -> Response:
     )
 
 
-@router.get("/info", summary="Service information (IoT client)")
+@router.get("/info", summary="Service information (IoT client)", dependencies=[RequireModelsRead])
 async def info(state: StateDep) -> Response:
     registry = state.registry
     return ORJSONResponse(

@@ -5,12 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from mlgate.api.deps import RegistryDep
+from mlgate.api.deps import RegistryDep, RequireModelsRead
 from mlgate.api.presenters import model_view, version_view
 from mlgate.api.responses import ORJSONResponse
 from mlgate.api.schemas import ERROR_RESPONSES
+from mlgate.api.security import AUTH_ERROR_RESPONSES
 
-router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/models",
+    tags=["models"],
+    dependencies=[RequireModelsRead],
+    responses={**ERROR_RESPONSES, **AUTH_ERROR_RESPONSES},
+)
 
 
 @router.get("", summary="List served models", response_model=None)

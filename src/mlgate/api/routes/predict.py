@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from mlgate.api.body import optional_str, read_json, require_object
-from mlgate.api.deps import InferenceDep
+from mlgate.api.deps import InferenceDep, RequirePredict
+from mlgate.api.limits import charge_rows
 from mlgate.api.responses import ORJSONResponse
 from mlgate.api.schemas import (
     ERROR_RESPONSES,
@@ -19,10 +20,16 @@ from mlgate.api.schemas import (
     PredictResponse,
     request_body,
 )
+from mlgate.api.security import AUTH_ERROR_RESPONSES
 from mlgate.errors import ValidationFailed
 from mlgate.inference.service import Prediction
 
-router = APIRouter(prefix="/v1/models", tags=["prediction"])
+router = APIRouter(
+    prefix="/v1/models",
+    tags=["prediction"],
+    dependencies=[RequirePredict],
+    responses=AUTH_ERROR_RESPONSES,
+)
 
 VersionQuery = Query(default=None, description="Version or alias; overrides `version` in the body.")
 
@@ -63,6 +70,7 @@ async def predict(
             "features is required",
             details=[{"field": "features", "message": "field required"}],
         )
+    await charge_rows(request, None)
     prediction = await inference.predict_one(model, body["features"], _version(body, version))
     content = envelope(prediction, request)
     content.update(prediction.results[0])
@@ -85,6 +93,7 @@ async def predict_batch(
             "instances is required",
             details=[{"field": "instances", "message": "field required"}],
         )
+    await charge_rows(request, body["instances"])
     prediction = await inference.predict_many(model, body["instances"], _version(body, version))
     content = envelope(prediction, request)
     content["predictions"] = prediction.results

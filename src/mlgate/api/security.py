@@ -1,0 +1,101 @@
+"""Resolving the caller of a request, and the scope checks routes declare.
+
+Both security schemes are declared (OAuth2 password flow and ``X-API-Key``) so that
+the /docs "Authorize" dialog offers both; neither errors by itself, because the
+:class:`~mlgate.auth.service.AuthService` decides (anonymous access, which credential
+wins, and the one 401 envelope).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+
+from mlgate.api.limits import EdgeLimits, request_client_ip
+from mlgate.api.schemas import ErrorEnvelope
+from mlgate.auth.principal import Principal
+from mlgate.auth.scopes import SCOPES
+from mlgate.auth.service import AuthService
+from mlgate.errors import Forbidden, Unauthorized
+
+oauth2_scheme = OAuth2PasswordBearer(
+    tokenUrl="/v1/token",
+    scopes=SCOPES,
+    auto_error=False,
+    description="Log in with a username and password (OAuth2 password flow). "
+    "An API key also works as a bearer token.",
+)
+api_key_scheme = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="An API key (`mlg_...`), from `mlgate keys create` or the admin API.",
+)
+
+
+AUTH_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorEnvelope, "description": "No, invalid, expired or revoked credentials"},
+    403: {"model": ErrorEnvelope, "description": "Missing scope, or the user is disabled"},
+}
+
+
+async def get_principal(
+    request: Request,
+    bearer: Annotated[str | None, Depends(oauth2_scheme)],
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+) -> Principal:
+    """The caller of this request, also left on ``request.state.principal``."""
+    # FastAPI caches dependencies per scope set, so two guards on one route would
+    # authenticate twice; the request state makes it once.
+    resolved = getattr(request.state, "principal", None)
+    if isinstance(resolved, Principal):
+        return resolved
+    headers = request.headers
+    if not (bearer or api_key) and ("authorization" in headers or "x-api-key" in headers):
+        # Never silently anonymous: a client that sent credentials must learn they are wrong.
+        raise Unauthorized(
+            "empty credentials or an unsupported Authorization scheme: use Bearer",
+            invalid_token=True,
+        )
+    state = request.app.state.mlgate
+    auth: AuthService = state.auth
+    limits: EdgeLimits = state.limits
+    if bearer or api_key:
+        await limits.refuse_blocked_ip(request)
+    try:
+        principal = await auth.authenticate(
+            api_key=api_key, bearer=bearer, client_ip=request_client_ip(request)
+        )
+    except Unauthorized:
+        await limits.record_failed_auth(request)
+        raise
+    request.state.principal = principal
+    return principal
+
+
+def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that lets through principals holding ``scope`` (403 otherwise) and
+    charges the request to the caller's request allowance (429 when over)."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+
+    async def check(
+        request: Request, principal: Annotated[Principal, Security(get_principal)]
+    ) -> Principal:
+        if not principal.has(scope):
+            raise Forbidden(
+                f"this needs the {scope!r} scope",
+                details={"required_scope": scope, "scopes": sorted(principal.scopes)},
+                headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+            )
+        # Charged once the caller is known to be allowed here, once per request.
+        if not getattr(request.state, "rate_charged", False):
+            request.state.rate_charged = True
+            limits: EdgeLimits = request.app.state.mlgate.limits
+            await limits.charge_request(request, principal)
+        return principal
+
+    check.__name__ = f"require_{scope.replace(':', '_')}"
+    return check

@@ -1,0 +1,220 @@
+"""Authentication: who is calling (API key, access token or nobody), and password login.
+
+Cost per request: an API key is one indexed query (key joined with its owner, so a
+revoked key or a disabled owner is refused at once on every worker, with no cache to
+invalidate) plus, at most once a minute per key, a write of its last-use time. An
+access token is verified without the database, then (``check_user_on_token``, the
+default) one primary-key query makes a disabled user or a removed scope take effect
+at once; turning that off makes tokens fully stateless until they expire.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from mlgate.auth.accounts import normalize_username
+from mlgate.auth.api_keys import key_matches, key_prefix, looks_like_key
+from mlgate.auth.passwords import Passwords
+from mlgate.auth.principal import Principal, frozen_overrides
+from mlgate.auth.scopes import narrow, parse_scopes, unknown_scopes
+from mlgate.auth.tokens import IssuedToken, TokenCodec
+from mlgate.db.models import ApiKey, User
+from mlgate.errors import Forbidden, ServiceUnavailable, Unauthorized, ValidationFailed
+from mlgate.settings import AuthSettings
+
+log = logging.getLogger("mlgate.auth")
+
+_CREDENTIALS_HINT = "send an X-API-Key header or Authorization: Bearer <token or key>"
+
+
+def _database_down() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "the authentication database is unavailable", headers={"Retry-After": "1"}
+    )
+
+
+class AuthService:
+    """Turns credentials into a :class:`Principal` and passwords into access tokens."""
+
+    def __init__(
+        self,
+        settings: AuthSettings,
+        engine: AsyncEngine,
+        sessions: async_sessionmaker[AsyncSession],
+        passwords: Passwords,
+        tokens: TokenCodec,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._sessions = sessions
+        self._passwords = passwords
+        self.tokens = tokens
+
+    # -- requests -----------------------------------------------------------------------
+
+    async def authenticate(
+        self, *, api_key: str | None, bearer: str | None, client_ip: str
+    ) -> Principal:
+        """The caller; an ``X-API-Key`` wins over ``Authorization`` when both are sent."""
+        credential = api_key or bearer
+        if not credential:
+            if self._settings.anonymous_enabled:
+                return Principal(
+                    kind="anonymous",
+                    subject=client_ip,
+                    scopes=frozenset(self._settings.anonymous_scopes),
+                    tier=self._settings.anonymous_tier,
+                )
+            raise Unauthorized(f"authentication required: {_CREDENTIALS_HINT}")
+        try:
+            if api_key or looks_like_key(credential):
+                return await self._from_key(credential)
+            return await self._from_token(credential)
+        except SQLAlchemyError:
+            log.exception("authentication query failed")
+            raise _database_down() from None
+
+    async def _from_key(self, plaintext: str) -> Principal:
+        prefix = key_prefix(plaintext)
+        if prefix is None:
+            raise Unauthorized("malformed API key", invalid_token=True)
+        query = (
+            select(
+                ApiKey.id,
+                ApiKey.key_hash,
+                ApiKey.scopes,
+                ApiKey.tier,
+                ApiKey.rate_limit_overrides,
+                ApiKey.expires_at,
+                ApiKey.revoked_at,
+                ApiKey.last_used_at,
+                User.id.label("user_id"),
+                User.username,
+                User.disabled,
+                User.scopes.label("user_scopes"),
+                User.rate_limit_overrides.label("user_overrides"),
+            )
+            .join(User, User.id == ApiKey.user_id)
+            .where(ApiKey.prefix == prefix)
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None or not key_matches(plaintext, row.key_hash):
+            raise Unauthorized("invalid API key", invalid_token=True)
+        now = datetime.now(UTC)
+        if row.revoked_at is not None:
+            raise Unauthorized("API key has been revoked", invalid_token=True)
+        if row.expires_at is not None and row.expires_at <= now:
+            raise Unauthorized("API key has expired", invalid_token=True)
+        if row.disabled:
+            raise Forbidden(f"user {row.username!r} is disabled")
+        await self._touch(row.id, row.last_used_at, now)
+        return Principal(
+            kind="api_key",
+            subject=row.username,
+            user_id=row.user_id,
+            key_id=row.id,
+            # A key never exceeds its owner, even after the owner loses a scope.
+            scopes=narrow(row.scopes, row.user_scopes),
+            tier=row.tier,
+            rate_limit_overrides=frozen_overrides(
+                {**(row.user_overrides or {}), **(row.rate_limit_overrides or {})}
+            ),
+        )
+
+    async def _touch(self, key_id: int, last_used_at: datetime | None, now: datetime) -> None:
+        """Record the key's use, at most once per interval (the WHERE keeps workers from
+        all writing at the same moment)."""
+        interval = timedelta(seconds=self._settings.key_last_used_interval_s)
+        if last_used_at is not None and now - last_used_at < interval:
+            return
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    update(ApiKey)
+                    .where(
+                        ApiKey.id == key_id,
+                        or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= now - interval),
+                    )
+                    .values(last_used_at=now)
+                )
+        except SQLAlchemyError:
+            # Bookkeeping only: never fail a request because this write lost a lock race.
+            log.warning("could not record API key use", extra={"key_id": key_id})
+
+    async def _from_token(self, token: str) -> Principal:
+        claims = self.tokens.verify(token)
+        if not self._settings.check_user_on_token:
+            return Principal(
+                kind="user",
+                subject=claims.username,
+                user_id=claims.user_id,
+                scopes=claims.scopes,
+                tier=claims.tier,
+            )
+        query = select(
+            User.username, User.disabled, User.scopes, User.tier, User.rate_limit_overrides
+        ).where(User.id == claims.user_id)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None or row.username != claims.username:
+            raise Unauthorized("token subject no longer exists", invalid_token=True)
+        if row.disabled:
+            raise Forbidden(f"user {row.username!r} is disabled")
+        return Principal(
+            kind="user",
+            subject=row.username,
+            user_id=claims.user_id,
+            scopes=narrow(claims.scopes, row.scopes),
+            tier=row.tier,
+            rate_limit_overrides=frozen_overrides(row.rate_limit_overrides),
+        )
+
+    # -- login --------------------------------------------------------------------------
+
+    async def login(self, username: str, password: str, scope: str = "") -> IssuedToken:
+        """An access token for a correct password (the OAuth2 password grant).
+
+        ``scope`` may ask for fewer scopes than the user has; never more.
+        """
+        requested = parse_scopes(scope)
+        if unknown := unknown_scopes(requested):
+            raise ValidationFailed(
+                f"unknown scopes {unknown}", details=[{"field": "scope", "message": "unknown"}]
+            )
+        name = normalize_username(username)
+        try:
+            async with self._sessions() as session:
+                user = await session.scalar(select(User).where(User.username == name))
+        except SQLAlchemyError:
+            log.exception("login query failed")
+            raise _database_down() from None
+        stored = user.password_hash if user is not None else None
+        # Always one argon2 verification, so timing does not reveal which usernames exist.
+        if not await self._passwords.verify(stored, password) or user is None:
+            raise Unauthorized("incorrect username or password")
+        if user.disabled:
+            raise Forbidden(f"user {user.username!r} is disabled")
+        if stored is not None and self._passwords.needs_rehash(stored):
+            await self._rehash(user.id, password)
+        scopes = narrow(requested, user.scopes) if requested else frozenset(user.scopes)
+        return self.tokens.issue(
+            username=user.username, user_id=user.id, scopes=scopes, tier=user.tier
+        )
+
+    async def _rehash(self, user_id: int, password: str) -> None:
+        """Upgrade a hash made with older parameters, now that we know the password."""
+        try:
+            new_hash = await self._passwords.hash(password)
+        except ValidationFailed:
+            return  # set before today's length policy; it still verifies
+        async with self._sessions() as session:
+            await session.execute(
+                update(User).where(User.id == user_id).values(password_hash=new_hash)
+            )
+            await session.commit()

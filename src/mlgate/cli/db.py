@@ -1,0 +1,91 @@
+"""``mlgate db``: migrations; and the helper the users/keys commands run their work with."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mlgate.auth.accounts import Accounts
+from mlgate.auth.passwords import Passwords
+from mlgate.db.engine import build_engine, safe_url, session_factory
+from mlgate.db.migrate import current_revision, head_revision, upgrade
+from mlgate.errors import MlgateError
+from mlgate.settings import Settings
+
+T = TypeVar("T")
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except Exception as exc:
+        raise click.UsageError(f"invalid configuration: {exc}") from None
+
+
+def run_with_engine(work: Callable[[Settings, AsyncEngine], Awaitable[T]]) -> T:
+    """Run ``work`` against the configured database; errors become one-line CLI errors."""
+    settings = load_settings()
+
+    async def main() -> T:
+        engine = build_engine(settings)
+        try:
+            return await work(settings, engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(main())
+    except MlgateError as exc:
+        raise click.ClickException(exc.message) from None
+    except (SQLAlchemyError, OSError) as exc:
+        raise click.ClickException(
+            f"database {safe_url(settings.database_url)} failed: {exc}"
+        ) from None
+
+
+def run_with_accounts(work: Callable[[Accounts], Awaitable[T]]) -> T:
+    """Run ``work`` with the account service, migrating first unless auto-migrate is off."""
+
+    async def with_accounts(settings: Settings, engine: AsyncEngine) -> T:
+        if settings.database.auto_migrate:
+            await upgrade(engine, schema=settings.database.schema_name)
+        accounts = Accounts(settings.auth, session_factory(engine), Passwords(settings.auth))
+        return await work(accounts)
+
+    return run_with_engine(with_accounts)
+
+
+@click.group("db")
+def db_group() -> None:
+    """Database migrations (MLGATE_DATABASE_URL)."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+def db_upgrade(revision: str) -> None:
+    """Apply pending migrations (the server also does this on start unless
+    MLGATE_DATABASE__AUTO_MIGRATE=false)."""
+
+    async def work(settings: Settings, engine: AsyncEngine) -> str | None:
+        return await upgrade(engine, schema=settings.database.schema_name, revision=revision)
+
+    reached = run_with_engine(work)
+    click.echo(f"database at revision {reached} (newest shipped: {head_revision()})")
+
+
+@db_group.command("current")
+def db_current() -> None:
+    """Show the database's revision and the newest one this mlgate ships."""
+
+    async def work(_settings: Settings, engine: AsyncEngine) -> str | None:
+        return await current_revision(engine)
+
+    current = run_with_engine(work)
+    head = head_revision()
+    state = "up to date" if current == head else "run `mlgate db upgrade`"
+    click.echo(f"database at revision {current or '(none)'}; newest shipped: {head} ({state})")

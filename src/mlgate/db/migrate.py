@@ -1,0 +1,95 @@
+"""Schema migrations (Alembic, shipped in the package), applied programmatically.
+
+Several workers may start at once: on PostgreSQL an advisory lock, on SQLite a lock
+file beside the database, makes one of them migrate while the others wait and then
+find nothing to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio.to_thread
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from mlgate.db.engine import safe_url, sqlite_path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: one process migrates at a time anyway
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("mlgate.db")
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# An arbitrary constant: the key of the PostgreSQL advisory lock taken while migrating.
+_PG_LOCK_KEY = 0x6D6C67617465
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config pointing at the packaged migrations (no alembic.ini)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str | None:
+    """The newest migration shipped with this version of mlgate."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database is at (None: not migrated yet)."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )
+
+
+async def upgrade(
+    engine: AsyncEngine, *, schema: str | None = None, revision: str = "head"
+) -> str | None:
+    """Bring the database to ``revision``; returns the revision it ends at."""
+    async with _sqlite_lock(engine), engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+            if schema:
+                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        before = await _revision(conn)
+        await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
+        after = await _revision(conn)
+    if after != before:
+        log.info(
+            "database migrated",
+            extra={"database": safe_url(str(engine.url)), "from": before, "to": after},
+        )
+    return after
+
+
+async def _revision(conn: AsyncConnection) -> str | None:
+    return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+
+
+@contextlib.asynccontextmanager
+async def _sqlite_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    path = sqlite_path(str(engine.url)) if engine.dialect.name == "sqlite" else None
+    if path is None or fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{path}.migrate.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await anyio.to_thread.run_sync(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

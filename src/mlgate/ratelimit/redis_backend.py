@@ -1,0 +1,200 @@
+"""The Redis rate limiter: one bucket per key, shared by every worker and host.
+
+Each hit is one Lua script, so read-decide-write is atomic on the server, and the
+script reads the server's own clock (``TIME``) so that processes whose clocks disagree
+still agree on every bucket. The script is sent once and then called by its SHA1
+(``EVALSHA``); after a Redis restart or ``SCRIPT FLUSH`` the server answers NOSCRIPT and
+the next call sends the text again (``EVAL``, which also caches it).
+
+During an outage the limiter fails open (admits, with a degraded decision) or closed
+(raises :class:`~mlgate.ratelimit.base.RateLimiterUnavailable`). It logs one warning
+when the outage starts and one line when it ends; meanwhile it lets one request every
+`retry_interval` seconds try Redis, so a dead server costs the others no time and
+recovery needs no restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from mlgate.ratelimit.base import Decision, Limit, RateLimiterUnavailable, validate_hit
+
+log = logging.getLogger("mlgate.ratelimit")
+
+# The Lua twin of gcra.step. Lua numbers are doubles: microsecond timestamps are exact,
+# and the TAT is written with %d because tostring() would round it to 14 digits.
+GCRA_SCRIPT = """
+if redis.replicate_commands then redis.replicate_commands() end
+local emission = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat or tat < now then tat = now end
+local new_tat = tat + cost * emission
+if new_tat - burst * emission > now then
+  return {0, tat, now}
+end
+if cost > 0 then
+  redis.call('SET', KEYS[1], string.format('%d', new_tat),
+             'PX', string.format('%d', math.ceil((new_tat - now) / 1000)))
+end
+return {1, new_tat, now}
+"""
+GCRA_SHA = hashlib.sha1(GCRA_SCRIPT.encode()).hexdigest()
+
+# Errors that mean "Redis cannot answer now", as opposed to a bug in how we call it.
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReadOnlyError,
+    ClusterDownError,
+    OutOfMemoryError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+class RedisRateLimiter:
+    """GCRA buckets in Redis, under `prefix` + key, each expiring when full again."""
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str = "mlgate:rl:",
+        fail_open: bool = True,
+        retry_interval: float = 1.0,
+        owns_client: bool = False,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._fail_open = fail_open
+        self._retry_interval = retry_interval
+        self._owns_client = owns_client
+        self._healthy = True
+        self._next_probe = 0.0
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "mlgate:rl:",
+        fail_open: bool = True,
+        timeout: float = 0.25,
+        retry_interval: float = 1.0,
+        max_connections: int = 50,
+    ) -> RedisRateLimiter:
+        """A limiter with its own connection pool and short timeouts.
+
+        The pool blocks (up to `timeout`) rather than fails when all its connections are
+        busy, so a burst of concurrent requests queues instead of looking like an outage.
+        One immediate retry reconnects a pooled connection that Redis dropped (a restart)
+        without failing the request; more would stall requests on a dead server.
+        """
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
+        )
+        return cls(
+            Redis.from_pool(pool),
+            prefix=prefix,
+            fail_open=fail_open,
+            retry_interval=retry_interval,
+            owns_client=True,
+        )
+
+    @property
+    def healthy(self) -> bool:
+        """False from a failed Redis call until the next successful one."""
+        return self._healthy
+
+    async def hit(self, key: str, limit: Limit, cost: int = 1) -> Decision:
+        """Spend `cost` units of `key`'s bucket if they fit, atomically across processes."""
+        validate_hit(key, cost)
+        if not self._may_call():
+            return self._unavailable(limit)
+        try:
+            allowed, tat, now = await self._run(self._prefix + key, limit, cost)
+        except OUTAGE_ERRORS as exc:
+            self._mark_down(exc)
+            return self._unavailable(limit)
+        self._mark_up()
+        return Decision.from_state(limit, cost, bool(allowed), int(tat), int(now))
+
+    async def check(self) -> bool:
+        """PING Redis now, whatever the retry schedule; True when it answers."""
+        try:
+            await self._client.ping()
+        except OUTAGE_ERRORS as exc:
+            self._mark_down(exc)
+            return False
+        self._mark_up()
+        return True
+
+    async def close(self) -> None:
+        """Close the connection pool if this limiter created it."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def _run(self, key: str, limit: Limit, cost: int) -> list[int]:
+        args = (limit.emission_us, limit.burst, cost)
+        try:
+            return await self._client.evalsha(GCRA_SHA, 1, key, *args)
+        except NoScriptError:
+            return await self._client.eval(GCRA_SCRIPT, 1, key, *args)
+
+    def _may_call(self) -> bool:
+        if self._healthy:
+            return True
+        now = time.monotonic()
+        if now < self._next_probe:
+            return False
+        # This request is the probe; the others keep answering without Redis meanwhile.
+        self._next_probe = now + self._retry_interval
+        return True
+
+    def _unavailable(self, limit: Limit) -> Decision:
+        if self._fail_open:
+            return Decision.unchecked(limit)
+        raise RateLimiterUnavailable(
+            "rate limiting is unavailable",
+            headers={"Retry-After": str(max(1, math.ceil(self._retry_interval)))},
+        )
+
+    def _mark_down(self, exc: BaseException) -> None:
+        self._next_probe = time.monotonic() + self._retry_interval
+        if self._healthy:
+            self._healthy = False
+            log.warning(
+                "Redis unreachable; rate limiting fails %s until it answers again",
+                "open" if self._fail_open else "closed",
+                extra={"error": repr(exc)},
+            )
+
+    def _mark_up(self) -> None:
+        if not self._healthy:
+            self._healthy = True
+            log.info("Redis answers again; rate limiting restored")

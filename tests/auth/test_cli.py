@@ -1,0 +1,120 @@
+"""`mlgate users`, `mlgate keys` and `mlgate db`, against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+from click.testing import CliRunner, Result
+
+from mlgate.cli.main import cli
+from mlgate.db.migrate import head_revision
+from tests.auth.conftest import api_key
+from tests.conftest import make_settings, running_app
+
+KEY = re.compile(r"^mlg_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$")
+
+
+def run(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), input=input)
+
+
+def ok(*args: str, input: str | None = None) -> Result:
+    result = run(*args, input=input)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+async def arun(*args: str) -> Result:
+    """``run`` from an async test: the CLI runs its own event loop, so in a thread."""
+    return await asyncio.to_thread(run, *args)
+
+
+async def aok(*args: str) -> Result:
+    return await asyncio.to_thread(ok, *args)
+
+
+def test_db_upgrade_and_current(database_env: dict[str, Any]) -> None:
+    assert "(none)" in ok("db", "current").output
+    assert f"revision {head_revision()}" in ok("db", "upgrade").output
+    assert "up to date" in ok("db", "current").output
+    assert f"revision {head_revision()}" in ok("db", "upgrade").output
+
+
+def test_users_create_list_disable(database_env: dict[str, Any]) -> None:
+    out = ok(
+        "users",
+        "create",
+        "Alice",
+        "--scope",
+        "predict",
+        "--password-stdin",
+        input="a long password\n",
+    ).output
+    assert "created user 'alice'" in out and "a long password" not in out
+    ok("users", "create", "ops", "--admin", "--tier", "pro", "--no-password")
+    ok(
+        "users",
+        "create",
+        "bob",
+        "--scope",
+        "models:read",
+        input="another password\nanother password\n",
+    )
+    users = {u["username"]: u for u in json.loads(ok("users", "list", "--json").output)}
+    assert users["alice"]["scopes"] == ["predict"] and users["alice"]["has_password"]
+    assert users["ops"]["scopes"] == ["admin"] and users["ops"]["tier"] == "pro"
+    assert not users["ops"]["has_password"]
+    assert "a long password" not in ok("users", "list").output
+    ok("users", "disable", "alice")
+    assert json.loads(ok("users", "list", "--json").output)[0]["disabled"] is True
+    ok("users", "enable", "alice")
+    ok("users", "set-password", "ops", "--password-stdin", input="ops password 123\n")
+
+
+def test_user_errors_are_one_line(database_env: dict[str, Any]) -> None:
+    ok("users", "create", "carol", "--no-password")
+    duplicate = run("users", "create", "carol", "--no-password")
+    assert duplicate.exit_code == 1 and "already exists" in duplicate.output
+    short = run("users", "create", "dan", "--password-stdin", input="short\n")
+    assert short.exit_code == 1 and "password" in short.output
+    missing = run("users", "disable", "nobody")
+    assert missing.exit_code == 1 and "no user named 'nobody'" in missing.output
+    assert "Traceback" not in duplicate.output + short.output + missing.output
+
+
+async def test_keys_create_list_revoke(database_env: dict[str, Any], tmp_path: Any) -> None:
+    await aok(
+        "users", "create", "svc", "--scope", "predict", "--scope", "models:read", "--no-password"
+    )
+    created = await aok(
+        "keys", "create", "--user", "svc", "--name", "billing", "--scope", "models:read",
+        "--expires-in-days", "30",
+    )  # fmt: skip
+    key = created.stdout.strip()
+    assert KEY.match(key), created.stdout  # the key alone on stdout, for scripts
+    assert "shown once" in created.stderr and key not in created.stderr
+    listing = (await aok("keys", "list", "--json")).output
+    listed = json.loads(listing)
+    assert [(k["name"], k["status"], k["scopes"]) for k in listed] == [
+        ("billing", "active", ["models:read"])
+    ]
+    assert key not in listing and key not in (await aok("keys", "list")).output
+    too_much = await arun("keys", "create", "--user", "svc", "--name", "x", "--scope", "admin")
+    assert too_much.exit_code == 1 and "cannot exceed its owner" in too_much.output
+
+    # A key made by the CLI works against a server on the same database...
+    settings = make_settings(
+        **database_env, models={"repository": tmp_path / "none"}, auth={"anonymous_enabled": False}
+    )
+    async with running_app(settings) as (_, client):
+        assert (await client.get("/v1/models", headers=api_key(key))).status_code == 200
+        # ...and revoking it by prefix (or id) refuses it at once.
+        revoked = await aok("keys", "revoke", listed[0]["prefix"])
+        assert "revoked API key" in revoked.output
+        assert (await client.get("/v1/models", headers=api_key(key))).status_code == 401
+    assert json.loads((await aok("keys", "list", "--json")).output)[0]["status"] == "revoked"
+    await aok("keys", "revoke", str(listed[0]["id"]))
+    assert (await arun("keys", "revoke", "999")).exit_code == 1

@@ -1,0 +1,95 @@
+"""The packaged migrations: they build what the models describe, run once under
+concurrency, and the server applies them on start (or not, when told)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+
+from mlgate.db.engine import build_engine, sqlite_path
+from mlgate.db.migrate import current_revision, head_revision, upgrade
+from mlgate.db.models import Base
+from tests.conftest import make_settings, running_app
+
+
+async def test_upgrade_builds_the_tables_once(database: dict[str, Any]) -> None:
+    settings = make_settings(**database)
+    engine = build_engine(settings)
+    schema = settings.database.schema_name
+    try:
+        assert await current_revision(engine) is None
+        assert await upgrade(engine, schema=schema) == head_revision()
+        assert await upgrade(engine, schema=schema) == head_revision()
+        async with engine.connect() as conn:
+            tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+        assert {"users", "api_keys", "alembic_version"} <= tables
+    finally:
+        await engine.dispose()
+
+
+async def test_migrations_match_the_models(database: dict[str, Any]) -> None:
+    """Nothing for autogenerate to add: a model change without a migration fails here."""
+    settings = make_settings(**database)
+    engine = build_engine(settings)
+    try:
+        await upgrade(engine, schema=settings.database.schema_name)
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
+            )
+        assert diff == []
+    finally:
+        await engine.dispose()
+
+
+async def test_concurrent_upgrades_are_safe(database: dict[str, Any]) -> None:
+    settings = make_settings(**database)
+    engines = [build_engine(settings) for _ in range(4)]
+    try:
+        results = await asyncio.gather(
+            *(upgrade(e, schema=settings.database.schema_name) for e in engines)
+        )
+        assert set(results) == {head_revision()}
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
+def test_sqlite_directory_is_created(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'deep' / 'er' / 'mlgate.db'}"
+    engine = build_engine(make_settings(database_url=url))
+    assert (tmp_path / "deep" / "er").is_dir()
+    assert sqlite_path(str(engine.url)) == tmp_path / "deep" / "er" / "mlgate.db"
+    assert sqlite_path("sqlite+aiosqlite://") is None
+    assert sqlite_path("postgresql+asyncpg://u@h/db") is None
+
+
+async def test_server_migrates_on_start(database: dict[str, Any], tmp_path: Path) -> None:
+    settings = make_settings(**database, models={"repository": tmp_path / "none"})
+    async with running_app(settings) as (app, _):
+        assert await current_revision(app.state.mlgate.engine) == head_revision()
+
+
+async def test_without_auto_migrate_an_empty_database_is_a_503(
+    database: dict[str, Any], tmp_path: Path
+) -> None:
+    """Never a 500: requests that need the database say it is unavailable."""
+    no_migrations = {**database.get("database", {}), "auto_migrate": False}
+    settings = make_settings(
+        **{**database, "database": no_migrations},
+        models={"repository": tmp_path / "none"},
+        auth={"anonymous_enabled": False},
+    )
+    async with running_app(settings) as (app, client):
+        assert await current_revision(app.state.mlgate.engine) is None
+        key = "mlg_0123456789ab_" + "A" * 43
+        response = await client.get("/v1/models", headers={"X-API-Key": key})
+        assert response.status_code == 503
+        assert response.json()["error"]["message"] == "the authentication database is unavailable"
+        login = await client.post("/v1/token", data={"username": "a", "password": "b" * 8})
+        assert login.status_code == 503

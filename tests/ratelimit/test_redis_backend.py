@@ -1,0 +1,200 @@
+"""What only the Redis backend does: share buckets across processes, survive outages."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import pytest
+import redis.asyncio
+
+from mlgate.ratelimit import Limit, RateLimiterUnavailable, redis_backend
+from mlgate.ratelimit.redis_backend import RedisRateLimiter
+from tests.ratelimit.conftest import LogRecorder, SilentServer, TcpProxy
+
+CLOSED_PORT_URL = "redis://127.0.0.1:1/0"
+
+WORKER = """
+import asyncio, sys
+from mlgate.ratelimit import Limit
+from mlgate.ratelimit.redis_backend import RedisRateLimiter
+
+async def main(url, prefix, n):
+    limiter = RedisRateLimiter.from_url(url, prefix=prefix, fail_open=False, timeout=5)
+    assert await limiter.check()
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    limit = Limit.per_minute(n)
+    decisions = await asyncio.gather(*(limiter.hit("shared", limit) for _ in range(n)))
+    print(sum(d.allowed for d in decisions), flush=True)
+    await limiter.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+async def test_exactly_n_of_3n_hits_from_three_processes(redis_url: str, key_prefix: str) -> None:
+    n = 30
+    workers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            WORKER,
+            redis_url,
+            key_prefix,
+            str(n),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            assert await asyncio.wait_for(worker.stdout.readline(), 20) == b"ready\n"
+        for worker in workers:  # release all three at once
+            assert worker.stdin is not None
+            worker.stdin.write(b"go\n")
+        outputs = [await asyncio.wait_for(w.communicate(), 20) for w in workers]
+    finally:
+        for worker in workers:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+    assert [w.returncode for w in workers] == [0, 0, 0]
+    admitted = [int(stdout) for stdout, _ in outputs]
+    assert sum(admitted) == n, admitted
+
+
+async def test_two_clients_share_one_bucket(redis_url: str, key_prefix: str) -> None:
+    first = RedisRateLimiter.from_url(redis_url, prefix=key_prefix)
+    second = RedisRateLimiter.from_url(redis_url, prefix=key_prefix)
+    limit = Limit.per_minute(4)
+    try:
+        results = [await (first, second)[i % 2].hit("both", limit) for i in range(5)]
+    finally:
+        await first.close()
+        await second.close()
+    assert [d.allowed for d in results] == [True] * 4 + [False]
+
+
+async def test_state_is_an_exact_tat_that_expires_when_full(
+    redis_limiter: RedisRateLimiter, key_prefix: str, redis_url: str
+) -> None:
+    decision = await redis_limiter.hit("stored", Limit.per_minute(10), cost=3)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        value = await client.get(f"{key_prefix}stored")
+        ttl_ms = await client.pttl(f"{key_prefix}stored")
+        seconds, micros = await client.time()
+    finally:
+        await client.aclose()
+    assert value is not None and value.isdigit()  # not 1.7e+15: no precision lost
+    assert abs(int(value) - (seconds * 1_000_000 + micros) - 18_000_000) < 1_000_000
+    assert decision.reset_after == 18.0
+    assert 17_000 < ttl_ms <= 18_000
+
+
+async def test_noscript_falls_back_to_eval(
+    redis_limiter: RedisRateLimiter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(redis_backend, "GCRA_SHA", "0" * 40)  # a script Redis never saw
+    decisions = [await redis_limiter.hit("noscript", Limit.per_minute(2)) for _ in range(3)]
+    assert [d.allowed for d in decisions] == [True, True, False]
+    assert redis_limiter.healthy
+
+
+async def test_down_redis_fails_open_fast(ratelimit_log: LogRecorder) -> None:
+    limiter = RedisRateLimiter.from_url(CLOSED_PORT_URL, fail_open=True, retry_interval=0.05)
+    limit = Limit.per_minute(1)
+    try:
+        started = time.perf_counter()
+        decisions = [await limiter.hit("k", limit) for _ in range(20)]
+        await asyncio.sleep(0.06)  # past the retry interval: the next hit tries again
+        decisions.append(await limiter.hit("k", limit))
+        elapsed = time.perf_counter() - started
+        assert elapsed < 1
+        assert all(d.allowed and d.degraded for d in decisions)
+        assert decisions[0].headers() == {}
+        assert not limiter.healthy
+        assert not await limiter.check()
+    finally:
+        await limiter.close()
+    assert len(ratelimit_log.at(20)) == 0
+    warnings = ratelimit_log.at(30)
+    assert len(warnings) == 1 and "fails open" in warnings[0]
+
+
+async def test_down_redis_fails_closed_with_503() -> None:
+    limiter = RedisRateLimiter.from_url(CLOSED_PORT_URL, fail_open=False, retry_interval=2.5)
+    try:
+        started = time.perf_counter()
+        for _ in range(3):
+            with pytest.raises(RateLimiterUnavailable) as caught:
+                await limiter.hit("k", Limit.per_minute(1))
+        assert time.perf_counter() - started < 1
+    finally:
+        await limiter.close()
+    assert caught.value.status_code == 503
+    assert caught.value.code == "rate_limiter_unavailable"
+    assert caught.value.headers == {"Retry-After": "3"}
+
+
+async def test_a_hanging_redis_costs_one_timeout_then_nothing(
+    silent_server: SilentServer,
+) -> None:
+    url = f"redis://127.0.0.1:{silent_server.port}/0"
+    limiter = RedisRateLimiter.from_url(url, timeout=0.1, retry_interval=30)
+    try:
+        started = time.perf_counter()
+        first = await limiter.hit("k", Limit.per_minute(1))
+        first_took = time.perf_counter() - started
+        started = time.perf_counter()
+        later = [await limiter.hit("k", Limit.per_minute(1)) for _ in range(50)]
+        later_took = time.perf_counter() - started
+        assert not await limiter.check()
+    finally:
+        await limiter.close()
+    assert first.degraded and all(d.degraded for d in later)
+    assert first_took < 1
+    assert later_took < 0.05  # no call reached the hanging server
+
+
+async def test_recovers_when_redis_comes_back(
+    redis_proxy: TcpProxy, key_prefix: str, ratelimit_log: LogRecorder
+) -> None:
+    limiter = RedisRateLimiter.from_url(
+        redis_proxy.url, prefix=key_prefix, timeout=0.2, retry_interval=0.05
+    )
+    limit = Limit.per_minute(100)
+    try:
+        assert not (await limiter.hit("k", limit)).degraded
+        await redis_proxy.stop()
+        assert (await limiter.hit("k", limit)).degraded
+        assert (await limiter.hit("k", limit)).degraded
+        assert not limiter.healthy
+        await redis_proxy.start()
+        await asyncio.sleep(0.06)
+        back = await limiter.hit("k", limit)
+        assert limiter.healthy
+        assert await limiter.check()
+    finally:
+        await limiter.close()
+    assert not back.degraded
+    assert back.remaining == 98  # the bucket survived the outage; degraded hits spent nothing
+    assert len(ratelimit_log.at(30)) == 1
+    assert ratelimit_log.at(20) == ["Redis answers again; rate limiting restored"]
+
+
+async def test_check_alone_detects_recovery(redis_proxy: TcpProxy) -> None:
+    limiter = RedisRateLimiter.from_url(redis_proxy.url, timeout=0.2, retry_interval=60)
+    try:
+        await redis_proxy.stop()
+        assert not await limiter.check()
+        await redis_proxy.start()
+        assert await limiter.check()
+        assert limiter.healthy
+        assert not (await limiter.hit("k", Limit.per_minute(1))).degraded
+    finally:
+        await limiter.close()

@@ -1,0 +1,140 @@
+"""Exactness across processes: N requests a minute means N, however many workers serve.
+
+Three real uvicorn workers (``mlgate serve --workers 3``) share a Redis; a free-tier key
+(10 requests a minute) fires 30 requests at once and exactly 10 are admitted. The memory
+backend on one worker is held to the same standard in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.cli.test_serve_process import free_port
+from tests.conftest import TEST_JWT_SECRET, make_settings, running_app
+
+ROW = [0.5] * 77
+FREE_TIER_REQUESTS = 10
+
+
+def _mlgate(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "mlgate", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+async def _fire(url: str, headers: dict[str, str], count: int) -> Counter[int]:
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        responses = await asyncio.gather(
+            *(
+                client.post("/v1/models/ids/predict", json={"features": ROW}, headers=headers)
+                for _ in range(count)
+            )
+        )
+    return Counter(r.status_code for r in responses)
+
+
+@pytest.mark.slow
+def test_three_workers_sharing_redis_admit_exactly_n(
+    tmp_path: Path, redis_url: str, key_prefix: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGATE_")}
+    env.update(
+        {
+            "MLGATE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'mlgate.db'}",
+            "MLGATE_AUTH__JWT_SECRET": TEST_JWT_SECRET,
+            "MLGATE_AUTH__BOOTSTRAP_ADMIN": "false",
+            "MLGATE_AUTH__ARGON2_TIME_COST": "1",
+            "MLGATE_AUTH__ARGON2_MEMORY_COST_KIB": "8",
+            "MLGATE_AUTH__ARGON2_PARALLELISM": "1",
+            "MLGATE_REDIS_URL": redis_url,
+            "MLGATE_RATE_LIMIT__BACKEND": "redis",
+            "MLGATE_RATE_LIMIT__REDIS_KEY_PREFIX": key_prefix,
+        }
+    )
+    _mlgate(env, "users", "create", "load-tester", "--no-password", "--scope", "predict")
+    key = _mlgate(env, "keys", "create", "--user", "load-tester", "--name", "load")
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlgate",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            "3",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        ready_in_a_row = 0
+        # Each worker loads models on its own: wait until many probes in a row are ready.
+        while ready_in_a_row < 20:
+            if time.monotonic() > deadline or server.poll() is not None:
+                stderr = server.stderr.read().decode() if server.stderr else ""
+                pytest.fail(f"3 workers did not become ready:\n{stderr[-3000:]}")
+            try:
+                ok = httpx.get(f"{url}/health/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            ready_in_a_row = ready_in_a_row + 1 if ok else 0
+            time.sleep(0.05 if ok else 0.3)
+        counts = asyncio.run(_fire(url, {"X-API-Key": key}, 3 * FREE_TIER_REQUESTS))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        if server.stderr is not None:
+            server.stderr.close()
+    assert counts == {200: FREE_TIER_REQUESTS, 429: 2 * FREE_TIER_REQUESTS}
+
+
+async def test_one_worker_memory_backend_admits_exactly_n() -> None:
+    settings = make_settings(
+        auth={"anonymous_enabled": False}, rate_limit={"enabled": True, "backend": "memory"}
+    )
+    async with running_app(settings) as (app, client):
+        accounts = app.state.mlgate.accounts
+        user = await accounts.create_user(
+            f"u{secrets.token_hex(3)}", password=None, scopes=["predict"]
+        )
+        key = str((await accounts.create_key(user.id, name="k")).plaintext)
+
+        async def one() -> Any:
+            return await client.post(
+                "/v1/models/ids/predict", json={"features": ROW}, headers={"X-API-Key": key}
+            )
+
+        responses = await asyncio.gather(*(one() for _ in range(3 * FREE_TIER_REQUESTS)))
+    counts = Counter(r.status_code for r in responses)
+    assert counts == {200: FREE_TIER_REQUESTS, 429: 2 * FREE_TIER_REQUESTS}
