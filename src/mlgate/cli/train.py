@@ -1,0 +1,215 @@
+"""``mlgate train``: train the bundled model families into a model repository.
+
+Attach to the main CLI with ``cli.add_command(train)``; also runnable on its own as
+``python -m mlgate.cli.train``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+import mlgate
+from mlgate.registry.manifest import load_manifest
+from mlgate.training.common import DataError, MissingDependencyError, VersionExistsError
+
+DEFAULT_IDS_DATA = Path("data/cicids2017/original_format_sample/CICIDS2017_sample.csv")
+DEFAULT_IOT_DATA = Path("data/skab")
+
+
+def bundled_repository() -> Path:
+    """The model repository shipped inside the package."""
+    return Path(mlgate.__file__).parent / "bundled_models"
+
+
+_repository_option = click.option(
+    "--repository",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Model repository to write into (default: the bundled models of the package).",
+)
+_version_option = click.option(
+    "--version",
+    "version",
+    default=None,
+    help="Version to write (default: one after the highest existing version).",
+)
+_seed_option = click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the split and the models."
+)
+_force_option = click.option("--force", is_flag=True, help="Overwrite an existing version.")
+_quiet_option = click.option("--quiet", "-q", is_flag=True, help="Do not show progress.")
+
+
+def _progress_console(quiet: bool) -> Console:
+    return Console(stderr=True, quiet=quiet)
+
+
+def _run(func: Callable[..., Any], param_hint: str, *args: Any, **kwargs: Any) -> Any:
+    """Call a trainer, turning problems the user can fix into usage errors (exit 2).
+
+    A missing training dependency (``pip install 'mlgate[train]'``) exits 1 with its
+    message.
+    """
+    try:
+        return func(*args, **kwargs)
+    except MissingDependencyError as exc:
+        raise click.ClickException(str(exc)) from None
+    except VersionExistsError as exc:
+        raise click.UsageError(str(exc)) from None
+    except DataError as exc:
+        raise click.BadParameter(str(exc), param_hint=param_hint) from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _summary(version_dirs: Sequence[Path], columns: Sequence[tuple[str, str]]) -> None:
+    """Print one row per model: version, held-out test metrics, path."""
+    table = Table(title="Trained (metrics on the held-out test split)", title_justify="left")
+    table.add_column("model", no_wrap=True)
+    table.add_column("version")
+    for header, _ in columns:
+        table.add_column(header, justify="right")
+    table.add_column("path", overflow="fold")
+    for version_dir in version_dirs:
+        manifest = load_manifest(version_dir)
+        cells = [_fmt(manifest.metrics.get(key, "-")) for _, key in columns]
+        table.add_row(manifest.name, manifest.version, *cells, _shown(version_dir))
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 140)  # logs and pipes: do not squeeze the table
+    console.print(table)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def train() -> None:
+    """Train the bundled model families (ids, iot) on the data in ./data.
+
+    The models are written as ONNX graphs (runtime onnx); training needs the train
+    extra: pip install 'mlgate[train]'.
+    """
+
+
+@train.command("ids")
+@click.option(
+    "--data",
+    "data",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help=f"CICIDS2017 CSV file(s), original column names (default: {DEFAULT_IDS_DATA}).",
+)
+@_repository_option
+@_version_option
+@_seed_option
+@_force_option
+@click.option(
+    "--max-iter",
+    type=click.IntRange(1, 5000),
+    default=None,
+    help="Cap on boosting iterations (default 300; the best count is picked on validation).",
+)
+@_quiet_option
+def ids_command(
+    data: tuple[Path, ...],
+    repository: Path | None,
+    version: str | None,
+    seed: int,
+    force: bool,
+    max_iter: int | None,
+    quiet: bool,
+) -> None:
+    """Train the network-intrusion classifier `ids` (CICIDS2017)."""
+    from mlgate.training.ids import train_ids
+
+    paths = list(data) or [DEFAULT_IDS_DATA]
+    for path in paths:
+        if not path.is_file():
+            hint = " (run from the project root, or pass --data)" if not data else ""
+            raise click.BadParameter(f"data file {path} does not exist{hint}.", param_hint="--data")
+    version_dir = _run(
+        train_ids,
+        "--data",
+        paths,
+        repository or bundled_repository(),
+        version=version,
+        seed=seed,
+        force=force,
+        console=_progress_console(quiet),
+        **({"max_iter": max_iter} if max_iter is not None else {}),
+    )
+    _summary(
+        [version_dir],
+        [("accuracy", "accuracy"), ("macro F1", "macro_f1"), ("bal. acc.", "balanced_accuracy")],
+    )
+
+
+@train.command("iot")
+@click.option(
+    "--data",
+    "data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"SKAB data directory (default: {DEFAULT_IOT_DATA}).",
+)
+@_repository_option
+@_version_option
+@_seed_option
+@_force_option
+@_quiet_option
+def iot_command(
+    data: Path | None,
+    repository: Path | None,
+    version: str | None,
+    seed: int,
+    force: bool,
+    quiet: bool,
+) -> None:
+    """Train the IoT anomaly detectors and `iot` (SKAB pump sensors)."""
+    from mlgate.training.iot import train_iot
+
+    data_dir = data or DEFAULT_IOT_DATA
+    if not data_dir.is_dir():
+        hint = " (run from the project root, or pass --data)" if data is None else ""
+        raise click.BadParameter(
+            f"data directory {data_dir} does not exist{hint}.", param_hint="--data"
+        )
+    version_dirs = _run(
+        train_iot,
+        "--data",
+        data_dir,
+        repository or bundled_repository(),
+        version=version,
+        seed=seed,
+        force=force,
+        console=_progress_console(quiet),
+    )
+    _summary(
+        version_dirs,
+        [
+            ("F1", "f1"),
+            ("precision", "precision"),
+            ("recall", "recall"),
+            ("FAR", "false_alarm_rate"),
+            ("MAR", "missed_alarm_rate"),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    train()

@@ -1,0 +1,524 @@
+"""Training of the ``ids`` model: a network-intrusion classifier on CICIDS2017 flows.
+
+Input: CICFlowMeter flow records in the original CICIDS2017 ``MachineLearningCVE``
+column names (77 features, ``Destination Port`` absent) plus ``Label`` with the grouped
+classes BENIGN, Bot, BruteForce, DoS, Infiltration, PortScan, WebAttack. BENIGN is the
+only non-attack class.
+
+Model: a :class:`~sklearn.ensemble.HistGradientBoostingClassifier` with balanced class
+weights (BENIGN and Infiltration are rare in the sample). It is trained with
+``warm_start`` in steps of boosting iterations; after each step the macro-F1 on the
+validation split is shown and the best step is kept (early stopping on validation).
+The held-out test split is scored once, at the end, and recorded in the manifest.
+
+Serving: the fitted model is exported to an ONNX graph with float64 input
+(:func:`mlgate.training.onnx_export.hist_gradient_boosting_to_onnx`) and served by
+onnxruntime. The recorded metrics are computed from the graph's probabilities, and
+training fails unless the graph reproduces ``predict_proba`` on every row of the data
+(train, validation and test): max absolute difference within :data:`PROBA_ATOL` and the
+same predicted class everywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from mlgate.training.common import (
+    DataError,
+    Split,
+    binary_metrics,
+    captured_warnings,
+    classification_metrics,
+    environment,
+    file_record,
+    make_progress,
+    read_csv,
+    reference_stats,
+    resolve_version,
+    single_threaded,
+    stratified_split,
+    write_version,
+)
+from mlgate.training.onnx_export import (
+    PROBABILITIES,
+    ExportMismatchError,
+    compare_outputs,
+    graph_summary,
+    hist_gradient_boosting_to_onnx,
+    require_onnx,
+    run_onnx,
+)
+
+MODEL_NAME = "ids"
+LABEL_COLUMN = "Label"
+BENIGN = "BENIGN"
+DEFAULT_DATA = Path("data/cicids2017/original_format_sample/CICIDS2017_sample.csv")
+SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
+
+#: Cleaning rule (see :func:`clean_features`).
+NAN_FILL = 0.0
+INF_SENTINEL = -1.0
+
+#: Boosting schedule: up to MAX_ITER iterations in steps of STEP, stopping after
+#: PATIENCE steps without a better validation macro-F1. Every warm-started step re-bins
+#: the data (weighted by the class weights, which costs seconds), hence coarse steps.
+MAX_ITER = 300
+STEP = 20
+PATIENCE = 3
+HGB_PARAMS: dict[str, Any] = {
+    "loss": "log_loss",
+    "learning_rate": 0.1,
+    "max_leaf_nodes": 15,
+    "min_samples_leaf": 10,
+    "l2_regularization": 1.0,
+    "class_weight": "balanced",
+    "early_stopping": False,
+}
+#: Largest allowed |ONNX - scikit-learn| of a class probability (float64 graphs: ~1e-15).
+PROBA_ATOL = 1e-9
+
+#: The 77 CICFlowMeter features, in the order of the CICIDS2017 sample file.
+FEATURE_COLUMNS: tuple[str, ...] = (
+    "Flow Duration",
+    "Total Fwd Packets",
+    "Total Backward Packets",
+    "Total Length of Fwd Packets",
+    "Total Length of Bwd Packets",
+    "Fwd Packet Length Max",
+    "Fwd Packet Length Min",
+    "Fwd Packet Length Mean",
+    "Fwd Packet Length Std",
+    "Bwd Packet Length Max",
+    "Bwd Packet Length Min",
+    "Bwd Packet Length Mean",
+    "Bwd Packet Length Std",
+    "Flow Bytes/s",
+    "Flow Packets/s",
+    "Flow IAT Mean",
+    "Flow IAT Std",
+    "Flow IAT Max",
+    "Flow IAT Min",
+    "Fwd IAT Total",
+    "Fwd IAT Mean",
+    "Fwd IAT Std",
+    "Fwd IAT Max",
+    "Fwd IAT Min",
+    "Bwd IAT Total",
+    "Bwd IAT Mean",
+    "Bwd IAT Std",
+    "Bwd IAT Max",
+    "Bwd IAT Min",
+    "Fwd PSH Flags",
+    "Bwd PSH Flags",
+    "Fwd URG Flags",
+    "Bwd URG Flags",
+    "Fwd Header Length",
+    "Bwd Header Length",
+    "Fwd Packets/s",
+    "Bwd Packets/s",
+    "Min Packet Length",
+    "Max Packet Length",
+    "Packet Length Mean",
+    "Packet Length Std",
+    "Packet Length Variance",
+    "FIN Flag Count",
+    "SYN Flag Count",
+    "RST Flag Count",
+    "PSH Flag Count",
+    "ACK Flag Count",
+    "URG Flag Count",
+    "CWE Flag Count",
+    "ECE Flag Count",
+    "Down/Up Ratio",
+    "Average Packet Size",
+    "Avg Fwd Segment Size",
+    "Avg Bwd Segment Size",
+    "Fwd Header Length.1",
+    "Fwd Avg Bytes/Bulk",
+    "Fwd Avg Packets/Bulk",
+    "Fwd Avg Bulk Rate",
+    "Bwd Avg Bytes/Bulk",
+    "Bwd Avg Packets/Bulk",
+    "Bwd Avg Bulk Rate",
+    "Subflow Fwd Packets",
+    "Subflow Fwd Bytes",
+    "Subflow Bwd Packets",
+    "Subflow Bwd Bytes",
+    "Init_Win_bytes_forward",
+    "Init_Win_bytes_backward",
+    "act_data_pkt_fwd",
+    "min_seg_size_forward",
+    "Active Mean",
+    "Active Std",
+    "Active Max",
+    "Active Min",
+    "Idle Mean",
+    "Idle Std",
+    "Idle Max",
+    "Idle Min",
+)
+
+# Names that are already snake_case get their CICFlowMeter-V4 spelling as the alias.
+_ALIAS_OVERRIDES = {
+    "act_data_pkt_fwd": "fwd_act_data_pkts",
+    "min_seg_size_forward": "fwd_seg_size_min",
+    "Down/Up Ratio": "down_up_ratio",
+}
+
+_RATE_NOTE = (
+    "CICFlowMeter reports Infinity when Flow Duration is 0; the server only accepts "
+    f"finite numbers, so send {INF_SENTINEL:g} for it (the training data used "
+    f"{INF_SENTINEL:g} too)."
+)
+_DESCRIPTIONS = {
+    "Flow Duration": "Duration of the flow.",
+    "Flow Bytes/s": "Bytes per second over the flow. " + _RATE_NOTE,
+    "Flow Packets/s": "Packets per second over the flow. " + _RATE_NOTE,
+    "Fwd Header Length.1": "Duplicate of Fwd Header Length in the CICIDS2017 files.",
+    "Init_Win_bytes_forward": "Initial TCP window of the forward direction (-1: none).",
+    "Init_Win_bytes_backward": "Initial TCP window of the backward direction (-1: none).",
+    "act_data_pkt_fwd": "Forward packets with at least 1 byte of TCP payload.",
+    "min_seg_size_forward": "Minimum segment size seen in the forward direction.",
+}
+
+CLEANING_RULE = (
+    f"NaN or empty -> {NAN_FILL:g}; +Infinity and -Infinity -> {INF_SENTINEL:g} "
+    "(sentinel, as CICFlowMeter users do for Flow Bytes/s and Flow Packets/s of "
+    "zero-duration flows); every other value unchanged"
+)
+
+DATA_HINT = (
+    "Expected the CICIDS2017 sample with the original MachineLearningCVE column names, "
+    f"e.g. {DEFAULT_DATA} (see data/cicids2017/PROVENANCE.md); run from the project "
+    "root or pass --data."
+)
+
+
+def snake_alias(name: str) -> str:
+    """The snake_case alias of a CICIDS2017 column name.
+
+    ``Flow Bytes/s`` -> ``flow_bytes_per_s``, ``Fwd Header Length.1`` ->
+    ``fwd_header_length_1``; names that are already snake_case get their
+    CICFlowMeter-V4 spelling (``act_data_pkt_fwd`` -> ``fwd_act_data_pkts``) so that the
+    alias differs from the name.
+    """
+    if name in _ALIAS_OVERRIDES:
+        return _ALIAS_OVERRIDES[name]
+    text = name.replace("/", " per ").replace(".", " ")
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def _unit(name: str) -> str | None:
+    if name == "Flow Bytes/s":
+        return "bytes/s"
+    if name.endswith("Packets/s"):
+        return "packets/s"
+    if any(k in name for k in ("Duration", "IAT", "Active", "Idle")):
+        return "microseconds"
+    if name.endswith("Bulk Rate"):
+        return "bytes/s"
+    if "Packets/Bulk" in name:
+        return "packets"
+    if any(k in name for k in ("Length", "Size", "Bytes", "Init_Win", "seg_size")):
+        if "Variance" in name:
+            return "bytes^2"
+        return "bytes"
+    if name.startswith(("Total", "Subflow")) and "Packets" in name:
+        return "packets"
+    if "Flag" in name or name == "act_data_pkt_fwd":
+        return "count" if "Count" in name or name == "act_data_pkt_fwd" else "flag"
+    return None
+
+
+def feature_specs() -> list[dict[str, Any]]:
+    """The manifest ``features`` entries: name, one snake_case alias, description, unit."""
+    specs = []
+    for name in FEATURE_COLUMNS:
+        spec: dict[str, Any] = {"name": name, "aliases": [snake_alias(name)]}
+        spec["description"] = _DESCRIPTIONS.get(name, f"CICFlowMeter feature {name!r}.")
+        unit = _unit(name)
+        if unit is not None:
+            spec["unit"] = unit
+        specs.append(spec)
+    return specs
+
+
+def clean_features(x: np.ndarray) -> np.ndarray:
+    """Replace non-finite values by fixed numbers; the same rule every time.
+
+    - NaN (and empty cells, read as NaN) -> ``0``;
+    - ``+inf`` and ``-inf`` -> ``-1``, a sentinel outside the range of the rate
+      features where CICFlowMeter produces Infinity (``Flow Bytes/s`` and
+      ``Flow Packets/s`` of flows with ``Flow Duration`` 0).
+
+    The rule uses no statistic of the data, so training, evaluation and clients apply
+    exactly the same mapping. Finite values are returned unchanged (as float64, in a
+    new array). At serving time the server rejects non-finite inputs; clients send
+    ``-1`` where their flow meter says Infinity.
+    """
+    out = np.array(x, dtype=np.float64, copy=True)
+    out[np.isnan(out)] = NAN_FILL
+    out[np.isinf(out)] = INF_SENTINEL
+    return out
+
+
+@dataclass(frozen=True)
+class IdsDataset:
+    """Raw (uncleaned) features in :data:`FEATURE_COLUMNS` order, labels, file records."""
+
+    x: np.ndarray
+    y: np.ndarray
+    files: list[dict[str, Any]]
+
+
+def load_ids_dataset(paths: Sequence[Path], *, max_rows: int | None = None) -> IdsDataset:
+    """Read one or more CICIDS2017 CSV files (columns picked by name).
+
+    ``max_rows`` keeps the first rows only, over the files in the given order (the sample
+    file is shuffled, so its first rows are a fair slice). Extra columns are ignored.
+    """
+    if not paths:
+        raise DataError(f"no data files given. {DATA_HINT}")
+    if max_rows is not None and max_rows < 10:
+        raise ValueError("max_rows must be at least 10")
+    xs, ys, files = [], [], []
+    remaining = max_rows
+    for path in paths:
+        if remaining is not None and remaining <= 0:
+            break
+        table = read_csv(Path(path), max_rows=remaining, what="CICIDS2017 file", hint=DATA_HINT)
+        x = table.float_matrix(FEATURE_COLUMNS, hint=DATA_HINT)
+        y = table.string_column(LABEL_COLUMN, hint=DATA_HINT)
+        if any(label == "" for label in y):
+            raise DataError(f"{path}: some rows have an empty {LABEL_COLUMN!r}; fix them.")
+        xs.append(x)
+        ys.append(y)
+        files.append(file_record(Path(path), table.rows_in_file, len(y)))
+        if remaining is not None:
+            remaining -= len(y)
+    y_all = np.concatenate(ys).astype(str)
+    if len(set(y_all.tolist())) < 2:
+        raise DataError(f"the data has a single class ({y_all[0]!r}); a classifier needs two.")
+    return IdsDataset(np.vstack(xs), y_all, files)
+
+
+def split_ids(y: np.ndarray, seed: int) -> Split:
+    """The train/validation/test split used for ``ids`` (stratified 70/15/15)."""
+    return stratified_split(y, SPLIT_FRACTIONS, seed)
+
+
+def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+
+    labels = sorted(set(y_true.tolist()))
+    return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+
+
+def _fit(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    seed: int,
+    max_iter: int,
+    console: Console | None,
+) -> tuple[Any, list[dict[str, Any]], int]:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    model = HistGradientBoostingClassifier(
+        **HGB_PARAMS, warm_start=True, random_state=seed, max_iter=STEP
+    )
+    steps = list(range(STEP, max_iter + 1, STEP)) or [max_iter]
+    history: list[dict[str, Any]] = []
+    best, best_f1, best_iter, stale = None, -1.0, 0, 0
+    with make_progress(console) as progress:
+        task = progress.add_task("ids", total=len(steps), status="")
+        for iterations in steps:
+            model.set_params(max_iter=iterations)
+            model.fit(x_train, y_train)
+            f1 = _macro_f1(y_val, model.predict(x_val))
+            history.append({"iterations": iterations, "validation_macro_f1": round(f1, 6)})
+            if f1 > best_f1 + 1e-9:
+                best, best_f1, best_iter, stale = copy.deepcopy(model), f1, iterations, 0
+            else:
+                stale += 1
+            status = f"it {iterations}: val F1 {f1:.4f}, best {best_f1:.4f}@{best_iter}"
+            progress.update(task, advance=1, status=status)
+            if stale >= PATIENCE:
+                progress.update(task, completed=len(steps), status=status + " (early stop)")
+                break
+    assert best is not None
+    best.set_params(warm_start=False, max_iter=best_iter)
+    return best, history, best_iter
+
+
+def train_ids(
+    data: Sequence[Path],
+    repository: Path,
+    *,
+    version: str | None = None,
+    seed: int = 0,
+    console: Console | None = None,
+    max_rows: int | None = None,
+    force: bool = False,
+    max_iter: int = MAX_ITER,
+) -> Path:
+    """Train the ``ids`` classifier and write ``<repository>/ids/<version>/`` (ONNX).
+
+    ``version`` None picks the next integer version; an existing version is only
+    overwritten with ``force=True``. ``max_rows`` trains on the first rows only (tests).
+    ``max_iter`` caps the boosting iterations. Progress goes to ``console`` (default: a
+    new console on stderr). Returns the version directory written.
+
+    Raises :class:`~mlgate.training.common.MissingDependencyError` (before any work)
+    when ``onnx`` is not installed, and
+    :class:`~mlgate.training.onnx_export.ExportMismatchError` when the ONNX graph does
+    not reproduce the fitted model.
+    """
+    started = time.perf_counter()
+    require_onnx()
+    repository = Path(repository)
+    paths = [Path(p) for p in data]
+    version = resolve_version(repository, [MODEL_NAME], version, force=force)
+    dataset = load_ids_dataset(paths, max_rows=max_rows)
+    x = clean_features(dataset.x)
+    y = dataset.y
+    split = split_ids(y, seed)
+
+    with single_threaded(), captured_warnings() as warned:
+        model, history, best_iter = _fit(
+            x[split.train],
+            y[split.train],
+            x[split.validation],
+            y[split.validation],
+            seed=seed,
+            max_iter=max_iter,
+            console=console,
+        )
+        classes = [str(c) for c in model.classes_]
+        sklearn_proba = model.predict_proba(x)
+        graph = hist_gradient_boosting_to_onnx(model)
+        served = run_onnx(graph, x)  # what the server computes, for every row
+    agreement = _check_export(served, sklearn_proba)
+    label = np.asarray(classes, dtype=object)
+    proba = served[split.test]
+    test_pred = label[np.argmax(proba, axis=1)]
+    val_pred = label[np.argmax(served[split.validation], axis=1)]
+    y_test = y[split.test]
+
+    metrics: dict[str, Any] = {"split": "test"}
+    metrics.update(classification_metrics(y_test, test_pred, classes))
+    if BENIGN in classes:
+        detection = binary_metrics(y_test != BENIGN, test_pred != BENIGN)
+        metrics["attack_detection"] = {
+            "note": "attack (any class but BENIGN) vs BENIGN, from the predicted class",
+            **{
+                k: detection[k]
+                for k in ("precision", "recall", "f1", "false_alarm_rate", "missed_alarm_rate")
+            },
+        }
+    metrics["split_sizes"] = split.sizes()
+    metrics["validation"] = {
+        "rows": len(split.validation),
+        "accuracy": round(float(np.mean(val_pred == y[split.validation])), 6),
+        "macro_f1": round(_macro_f1(y[split.validation], val_pred), 6),
+        "boosting_iterations": best_iter,
+    }
+    seconds = round(time.perf_counter() - started, 2)
+    manifest = {
+        "name": MODEL_NAME,
+        "version": version,
+        "runtime": "onnx",
+        "task": "classification",
+        "description": (
+            "Network intrusion classifier for CICFlowMeter flow records (CICIDS2017, 77 "
+            "features): BENIGN or one of six grouped attack classes. Gradient-boosted trees "
+            "trained on a 5,050-row sample with a skewed class mix (BENIGN is rare), so the "
+            "class probabilities are not calibrated to real traffic."
+        ),
+        "features": feature_specs(),
+        "classes": classes,
+        "attack_classes": [c for c in classes if c != BENIGN],
+        "runtime_options": {"output": PROBABILITIES},
+        "reference": reference_stats(x[split.train]),
+        "metrics": metrics,
+        "provenance": {
+            "dataset": (
+                "CICIDS2017 (Canadian Institute for Cybersecurity, UNB), sample with the "
+                "original column names and grouped labels; see data/cicids2017/PROVENANCE.md"
+            ),
+            "citation": (
+                "I. Sharafaldin, A. H. Lashkari, A. A. Ghorbani, Toward Generating a New "
+                "Intrusion Detection Dataset and Intrusion Traffic Characterization, "
+                "ICISSP 2018"
+            ),
+            "data": dataset.files,
+            "rows_used": len(y),
+            "max_rows": max_rows,
+            "label_column": LABEL_COLUMN,
+            "class_counts": {c: int(np.sum(y == c)) for c in classes},
+            "cleaning": CLEANING_RULE,
+            "split": {
+                "method": "stratified by Label, per class shuffled with numpy default_rng(seed)",
+                "fractions": {"train": 0.70, "validation": 0.15, "test": 0.15},
+                "seed": seed,
+                **split.sizes(),
+            },
+            "seed": seed,
+            "algorithm": "sklearn.ensemble.HistGradientBoostingClassifier",
+            "served_as": {
+                **graph_summary(graph),
+                "note": (
+                    "the fitted trees as one TreeEnsemble with float64 thresholds, the "
+                    "baseline added, softmax; metrics above are computed from its outputs"
+                ),
+                "agreement_with_sklearn": agreement,
+            },
+            "params": {**HGB_PARAMS, "max_iter": best_iter, "random_state": seed},
+            "model_selection": (
+                f"boosting iterations chosen by validation macro-F1, steps of {STEP}, "
+                f"stop after {PATIENCE} steps without improvement"
+            ),
+            "validation_history": history,
+            "training_warnings": warned,
+            "training_seconds": seconds,
+            **environment(),
+        },
+    }
+    version_dir, _, runtime = write_version(
+        repository,
+        manifest,
+        onnx_model=graph,
+        force=force,
+        model_description=(
+            "Network intrusion classifier (CICIDS2017 flows, BENIGN vs six attack classes)."
+        ),
+    )
+    reloaded = runtime.run(x[split.test])
+    if not np.allclose(reloaded, proba, rtol=0, atol=1e-12):
+        raise RuntimeError(f"{version_dir}: the saved model does not reproduce its predictions")
+    return version_dir
+
+
+def _check_export(served: np.ndarray, sklearn_proba: np.ndarray) -> dict[str, object]:
+    """ONNX vs scikit-learn probabilities on all rows: close, and the same argmax."""
+    agreement = compare_outputs("ids", served, sklearn_proba, rtol=0.0, atol=PROBA_ATOL) | {
+        "rows_compared": "all rows (train, validation, test)"
+    }
+    differing = int(np.sum(served.argmax(axis=1) != sklearn_proba.argmax(axis=1)))
+    if differing:
+        raise ExportMismatchError(
+            f"ids: the ONNX graph predicts another class than scikit-learn on {differing} rows"
+        )
+    agreement["same_predicted_class"] = True
+    return agreement
