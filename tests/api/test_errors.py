@@ -56,8 +56,9 @@ async def test_non_finite_in_named_feature_names_it(client: httpx.AsyncClient) -
     assert error["details"][0]["field"] == "features.temperature"
 
 
-async def test_number_beyond_float32_range_for_float32_model(client: httpx.AsyncClient) -> None:
-    # ids is served from float64 (sklearn); 1e300 is representable there and accepted.
+async def test_huge_but_finite_numbers_reach_a_float64_model(client: httpx.AsyncClient) -> None:
+    # ids takes float64 input; 1e300 is representable there and accepted (a float32 model
+    # refuses it: see tests/registry/test_runtimes.py).
     values = list(GOOD)
     values[0] = 1e300
     response = await client.post("/v1/models/ids/predict", json={"features": values})

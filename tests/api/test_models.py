@@ -15,7 +15,9 @@ async def test_list_models(client: httpx.AsyncClient) -> None:
     assert {"ids", "iot", "iot-isolation-forest", "iot-lof", "iot-autoencoder"} <= set(names)
     ids = next(m for m in body["models"] if m["name"] == "ids")
     assert ids["task"] == "classification"
-    assert ids["aliases"]["latest"] == "1" and ids["aliases"]["stable"] == "1"
+    # Version 1: gradient-boosted baseline (stable); version 2: the DQN agent.
+    assert ids["aliases"] == {"latest": "2", "stable": "1"}
+    assert ids["versions"] == ["1", "2"]
     assert ids["n_features"] == 77
 
 

@@ -44,12 +44,12 @@ async def reload(client: httpx.AsyncClient) -> dict:
 
 async def test_reload_picks_up_a_new_version(model_repo: Path) -> None:
     async with admin_app(model_repo) as (_, client):
-        add_version(model_repo, "ids", "1", "2")
+        add_version(model_repo, "ids", "1", "12")
         report = await reload(client)
-        assert report["loaded"] == {"ids": ["2"]}
+        assert report["loaded"] == {"ids": ["12"]}
         assert "ids" in report["unchanged"]
         info = (await client.get("/v1/models/ids")).json()
-        assert info["aliases"] == {"latest": "2", "stable": "1"}
+        assert info["aliases"] == {"latest": "12", "stable": "1"}
         # The default is `stable`; `latest` and explicit versions reach version 2.
         assert (await client.post("/v1/models/ids/predict", json=FEATURES)).json()[
             "model_version"
@@ -57,27 +57,27 @@ async def test_reload_picks_up_a_new_version(model_repo: Path) -> None:
         latest = await client.post(
             "/v1/models/ids/predict", json=FEATURES, params={"version": "latest"}
         )
-        assert latest.json()["model_version"] == "2"
+        assert latest.json()["model_version"] == "12"
 
 
 async def test_broken_new_version_is_reported_and_previous_keeps_serving(
     model_repo: Path,
 ) -> None:
     async with admin_app(model_repo) as (_, client):
-        corrupt_artifact(add_version(model_repo, "ids", "1", "2"))
+        corrupt_artifact(add_version(model_repo, "ids", "1", "12"))
         report = await reload(client)
-        assert "2" in report["failed"]["ids"]
-        assert "sha256" in report["failed"]["ids"]["2"]
+        assert "12" in report["failed"]["ids"]
+        assert "sha256" in report["failed"]["ids"]["12"]
         info = (await client.get("/v1/models/ids")).json()
-        assert info["aliases"]["latest"] == "1"
-        assert "2" in info["load_errors"]
+        assert info["aliases"]["latest"] == "2"
+        assert "12" in info["load_errors"]
         response = await client.post(
             "/v1/models/ids/predict", json=FEATURES, params={"version": "latest"}
         )
         assert response.status_code == 200
-        assert response.json()["model_version"] == "1"
+        assert response.json()["model_version"] == "2"
         missing = await client.post(
-            "/v1/models/ids/predict", json=FEATURES, params={"version": "2"}
+            "/v1/models/ids/predict", json=FEATURES, params={"version": "12"}
         )
         assert missing.status_code == 404
         assert "sha256" in missing.json()["error"]["details"]["load_error"]
@@ -104,10 +104,10 @@ async def test_stable_alias_to_a_broken_version_stays_on_the_previous_target(
     model_repo: Path,
 ) -> None:
     async with admin_app(model_repo) as (_, client):
-        corrupt_artifact(add_version(model_repo, "ids", "1", "2"))
-        (model_repo / "ids" / "model.yaml").write_text(yaml.safe_dump({"aliases": {"stable": "2"}}))
+        corrupt_artifact(add_version(model_repo, "ids", "1", "12"))
+        (model_repo / "ids" / "model.yaml").write_text(yaml.safe_dump({"aliases": {"stable": "12"}}))
         report = await reload(client)
-        assert "2" in report["failed"]["ids"]
+        assert "12" in report["failed"]["ids"]
         info = (await client.get("/v1/models/ids")).json()
         assert info["aliases"]["stable"] == "1"
         assert "alias:stable" in info["load_errors"]
@@ -115,7 +115,7 @@ async def test_stable_alias_to_a_broken_version_stays_on_the_previous_target(
 
 async def test_reload_does_not_fail_requests_in_flight(model_repo: Path) -> None:
     async with admin_app(model_repo) as (_, client):
-        for version in ("2", "3", "4"):
+        for version in ("12", "13", "14"):
             add_version(model_repo, "ids", "1", version)
 
         async def hammer() -> list[int]:
@@ -132,24 +132,24 @@ async def test_reload_does_not_fail_requests_in_flight(model_repo: Path) -> None
         results = await asyncio.gather(hammer(), hammer(), reload(client), hammer())
         codes = [c for r in results if isinstance(r, list) for c in r]
         assert codes and set(codes) == {200}
-        assert (await client.get("/v1/models/ids")).json()["aliases"]["latest"] == "4"
+        assert (await client.get("/v1/models/ids")).json()["aliases"]["latest"] == "14"
 
 
 async def test_removed_version_disappears(model_repo: Path) -> None:
     async with admin_app(model_repo) as (_, client):
         shutil.rmtree(model_repo / "iot-lof")
         report = await reload(client)
-        assert report["removed"] == {"iot-lof": ["1"]}
+        assert report["removed"] == {"iot-lof": ["1", "2"]}
         assert (await client.get("/v1/models/iot-lof")).status_code == 404
 
 
 async def test_repository_watch_reloads_by_itself(model_repo: Path) -> None:
     settings = make_settings(models={"repository": model_repo, "watch_interval_s": 0.05})
     async with running_app(settings) as (_, client):
-        add_version(model_repo, "ids", "1", "5")
+        add_version(model_repo, "ids", "1", "15")
         for _ in range(200):
             info = (await client.get("/v1/models/ids")).json()
-            if info["aliases"]["latest"] == "5":
+            if info["aliases"]["latest"] == "15":
                 break
             await asyncio.sleep(0.05)
-        assert info["aliases"]["latest"] == "5"
+        assert info["aliases"]["latest"] == "15"

@@ -26,10 +26,10 @@ def test_models_list_shows_the_bundled_models() -> None:
 
 
 def test_models_list_exits_1_and_names_a_broken_version(model_repo: Path) -> None:
-    broken = model_repo / "ids" / "2"
+    broken = model_repo / "ids" / "9"
     shutil.copytree(model_repo / "ids" / "1", broken)
     manifest = yaml.safe_load((broken / "manifest.yaml").read_text())
-    manifest["version"] = "2"
+    manifest["version"] = "9"
     manifest["runtime"] = "tensorflow"
     (broken / "manifest.yaml").write_text(yaml.safe_dump(manifest))
     result = CliRunner().invoke(cli, ["models", "list", "--repository", str(model_repo)])

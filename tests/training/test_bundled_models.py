@@ -51,7 +51,8 @@ def test_bundled_model_loads(name: str) -> None:
     assert model_file.aliases == {"stable": "1"}
     assert model_file.description
     versions = [p for p in (BUNDLED / name).iterdir() if (p / MANIFEST_FILE).exists()]
-    assert [p.name for p in versions] == ["1"]
+    # Version 1 of every model is checked here; later versions have tests of their own.
+    assert "1" in {p.name for p in versions}
     version_dir = _version_dir(name)
     manifest = load_manifest(version_dir)
     artifact = version_dir / manifest.artifact

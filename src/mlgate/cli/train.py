@@ -119,6 +119,20 @@ def train() -> None:
 @_seed_option
 @_force_option
 @click.option(
+    "--algorithm",
+    type=click.Choice(["both", "gbt", "dqn"]),
+    default="both",
+    show_default=True,
+    help="both: the gradient-boosted baseline as VERSION and the DQN agent as VERSION+1, "
+    "on the same split, and `stable` set to the better on validation.",
+)
+@click.option(
+    "--episodes",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="DQN training episodes (default 40).",
+)
+@click.option(
     "--max-iter",
     type=click.IntRange(1, 5000),
     default=None,
@@ -131,10 +145,13 @@ def ids_command(
     version: str | None,
     seed: int,
     force: bool,
+    algorithm: str,
+    episodes: int | None,
     max_iter: int | None,
     quiet: bool,
 ) -> None:
-    """Train the network-intrusion classifier `ids` (CICIDS2017)."""
+    """Train the network-intrusion classifier `ids` (CICIDS2017): a gradient-boosted
+    baseline and a deep Q-learning agent, compared on the same held-out split."""
     from mlgate.training.ids import train_ids
 
     paths = list(data) or [DEFAULT_IDS_DATA]
@@ -142,21 +159,58 @@ def ids_command(
         if not path.is_file():
             hint = " (run from the project root, or pass --data)" if not data else ""
             raise click.BadParameter(f"data file {path} does not exist{hint}.", param_hint="--data")
-    version_dir = _run(
-        train_ids,
-        "--data",
-        paths,
-        repository or bundled_repository(),
-        version=version,
-        seed=seed,
-        force=force,
-        console=_progress_console(quiet),
-        **({"max_iter": max_iter} if max_iter is not None else {}),
-    )
+    repo = repository or bundled_repository()
+    console = _progress_console(quiet)
+    written: list[Path] = []
+    baseline_dir: Path | None = None
+    if algorithm in ("both", "gbt"):
+        baseline_dir = _run(
+            train_ids,
+            "--data",
+            paths,
+            repo,
+            version=version,
+            seed=seed,
+            force=force,
+            console=console,
+            **({"max_iter": max_iter} if max_iter is not None else {}),
+        )
+        written.append(baseline_dir)
+    if algorithm in ("both", "dqn"):
+        from mlgate.training.dqn import DQNConfig
+        from mlgate.training.ids_dqn import promote_better, train_ids_dqn
+
+        dqn_version = version
+        if baseline_dir is not None and version is not None:
+            dqn_version = _following(version)
+        config = DQNConfig(seed=seed, **({"episodes": episodes} if episodes else {}))
+        written.append(
+            _run(
+                train_ids_dqn,
+                "--data",
+                paths,
+                repo,
+                version=dqn_version,
+                seed=seed,
+                force=force,
+                console=console,
+                config=config,
+                baseline_dir=baseline_dir,
+            )
+        )
+        if baseline_dir is not None:
+            stable = promote_better(repo, written)
+            click.echo(f"ids: stable -> version {stable} (better validation macro-F1)", err=True)
     _summary(
-        [version_dir],
+        written,
         [("accuracy", "accuracy"), ("macro F1", "macro_f1"), ("bal. acc.", "balanced_accuracy")],
     )
+
+
+def _following(version: str) -> str:
+    if not version.isdigit():
+        raise click.UsageError("with --algorithm both, --version must be an integer")
+    return str(int(version) + 1)
 
 
 @train.command("iot")

@@ -79,10 +79,14 @@ class DQNResult:
 
 
 def require_torch() -> Any:
+    from mlgate.training.common import MissingDependencyError
+
     try:
         import torch
     except ImportError:
-        raise RuntimeError("training the DQN needs PyTorch: pip install 'mlgate[train]'") from None
+        raise MissingDependencyError(
+            "training the DQN needs PyTorch: pip install 'mlgate[train]'"
+        ) from None
     return torch
 
 
@@ -133,7 +137,9 @@ def build_network(x_train: np.ndarray, n_classes: int, hidden: tuple[int, ...]) 
             self.mlp = nn.Sequential(*layers)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            z = torch.sign(x) * torch.log1p(torch.abs(x))
+            # The log runs in the input's precision (float64 when served), so that
+            # magnitudes beyond float32 never reach the float32 layers.
+            z = (torch.sign(x) * torch.log1p(torch.abs(x))).to(self.mean.dtype)
             return self.mlp((z - self.mean) / self.std)
 
     return QNetwork()
@@ -146,7 +152,7 @@ def q_values(network: Any, x: np.ndarray, batch: int = 4096) -> np.ndarray:
     network.eval()
     with torch.no_grad():
         for start in range(0, len(x), batch):
-            chunk = torch.tensor(x[start : start + batch], dtype=torch.float32)
+            chunk = torch.tensor(x[start : start + batch], dtype=torch.float64)
             out.append(network(chunk).numpy())
     return np.concatenate(out).astype(np.float64)
 
@@ -300,7 +306,7 @@ def expected_calibration_error(probabilities: np.ndarray, y: np.ndarray, bins: i
 
 
 def export_onnx(network: Any, temperature: float, n_features: int) -> bytes:
-    """The served graph: raw features (float32) -> calibrated class probabilities."""
+    """The served graph: raw features (float64) -> calibrated class probabilities."""
     torch = require_torch()
 
     class Calibrated(torch.nn.Module):
@@ -319,11 +325,11 @@ def export_onnx(network: Any, temperature: float, n_features: int) -> bytes:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
-            (torch.zeros(1, n_features, dtype=torch.float32),),
+            (torch.zeros(1, n_features, dtype=torch.float64),),
             buffer,
-            input_names=["features"],
+            input_names=["x"],
             output_names=["probabilities"],
-            dynamic_axes={"features": {0: "rows"}, "probabilities": {0: "rows"}},
+            dynamic_axes={"x": {0: "rows"}, "probabilities": {0: "rows"}},
             opset_version=17,
             dynamo=False,
         )
