@@ -105,7 +105,9 @@ async def test_stable_alias_to_a_broken_version_stays_on_the_previous_target(
 ) -> None:
     async with admin_app(model_repo) as (_, client):
         corrupt_artifact(add_version(model_repo, "ids", "1", "12"))
-        (model_repo / "ids" / "model.yaml").write_text(yaml.safe_dump({"aliases": {"stable": "12"}}))
+        (model_repo / "ids" / "model.yaml").write_text(
+            yaml.safe_dump({"aliases": {"stable": "12"}})
+        )
         report = await reload(client)
         assert "12" in report["failed"]["ids"]
         info = (await client.get("/v1/models/ids")).json()
