@@ -246,6 +246,20 @@ class ObservabilitySettings(BaseModel):
     """Log every request line (uvicorn access log)."""
 
 
+class DeviceSettings(BaseModel):
+    """Per-device baselines of anomaly models (IoT)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    baseline_readings: int = Field(default=400, ge=2, le=100_000)
+    """Readings of a new device that calibrate its baseline before it gets verdicts."""
+    cache_ttl_s: float = Field(default=1.0, ge=0, le=60)
+    """How long a worker reuses a finished baseline before re-reading it from the
+    database: an upload or reset reaches every worker within this time."""
+    max_windows: int = Field(default=10_000, ge=1)
+    """Devices whose recent readings (the smoothing window) a worker keeps in memory."""
+
+
 class Settings(BaseSettings):
     """The root of mlgate's configuration."""
 
@@ -276,6 +290,8 @@ class Settings(BaseSettings):
     """Rate limits per principal and per client IP."""
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     """Logs."""
+    devices: DeviceSettings = Field(default_factory=DeviceSettings)
+    """Per-device baselines."""
 
     @field_validator("env", mode="before")
     @classmethod

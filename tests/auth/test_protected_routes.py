@@ -42,6 +42,9 @@ PROTECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/model/info"): "models:read",
     ("GET", "/models"): "models:read",
     ("GET", "/info"): "models:read",
+    ("GET", "/v1/models/{model}/devices/{device_id}/baseline"): "predict",
+    ("PUT", "/v1/models/{model}/devices/{device_id}/baseline"): "admin",
+    ("DELETE", "/v1/models/{model}/devices/{device_id}/baseline"): "admin",
     ("POST", "/v1/admin/models/reload"): "admin",
     ("POST", "/v1/admin/users"): "admin",
     ("GET", "/v1/admin/users"): "admin",
@@ -54,7 +57,13 @@ PROTECTED: dict[tuple[str, str], str | None] = {
     ("DELETE", "/v1/admin/api-keys/{key_id}"): "admin",
     ("GET", "/v1/users/me"): ANY_PRINCIPAL,
 }
-PATH_VALUES = {"{model}": "ids", "{version}": "1", "{user_id}": "1", "{key_id}": "1"}
+PATH_VALUES = {
+    "{model}": "ids",
+    "{version}": "1",
+    "{user_id}": "1",
+    "{key_id}": "1",
+    "{device_id}": "pump-1",
+}
 
 
 def app_routes(app: FastAPI) -> set[tuple[str, str]]:

@@ -19,15 +19,23 @@ from mlgate.registry.registry import ModelRegistry
 from mlgate.registry.runtimes import OnnxRuntime, load_runtime
 from mlgate.training.common import binary_metrics, classification_metrics
 from mlgate.training.ids import PROBA_ATOL, clean_features, load_ids_dataset, split_ids
-from mlgate.training.iot import DETECTORS, SCORE_RTOL, SELECTED, SkabData, load_skab
+from mlgate.training.iot import (
+    ALL_COLUMNS,
+    DETECTORS,
+    DEVICE_DISTANCE,
+    SCORE_RTOL,
+    SELECTED,
+    SkabData,
+    load_skab,
+)
 
 BUNDLED = Path(mlgate.__file__).parent / "bundled_models"
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ["ids", *DETECTORS, SELECTED]
 
 
-def _version_dir(name: str) -> Path:
-    return BUNDLED / name / "1"
+def _version_dir(name: str, version: str = "1") -> Path:
+    return BUNDLED / name / version
 
 
 def _data_path(record: dict[str, object]) -> Path:
@@ -40,7 +48,7 @@ def _data_path(record: dict[str, object]) -> Path:
 
 def test_repository_holds_exactly_the_flagship_models() -> None:
     names = sorted(p.name for p in BUNDLED.iterdir() if p.is_dir() and p.name[0] != ".")
-    assert names == sorted(MODELS)
+    assert names == sorted([*MODELS, DEVICE_DISTANCE])
     total = sum(p.stat().st_size for p in BUNDLED.rglob("*") if p.is_file())
     assert total < 15 * 1024 * 1024
 
@@ -48,9 +56,9 @@ def test_repository_holds_exactly_the_flagship_models() -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_bundled_model_loads(name: str) -> None:
     model_file = load_model_file(BUNDLED / name)
-    assert model_file.aliases == {"stable": "1"}
-    assert model_file.description
     versions = [p for p in (BUNDLED / name).iterdir() if (p / MANIFEST_FILE).exists()]
+    assert model_file.aliases["stable"] in {p.name for p in versions}
+    assert model_file.description
     # Version 1 of every model is checked here; later versions have tests of their own.
     assert "1" in {p.name for p in versions}
     version_dir = _version_dir(name)
@@ -111,9 +119,9 @@ def test_registry_loads_every_bundled_model_quickly() -> None:
     registry = ModelRegistry(BUNDLED, default_model="ids")
     report = registry.reload()
     assert report.failed == {}
-    assert sorted(report.loaded) == sorted(MODELS)
+    assert sorted(report.loaded) == sorted([*MODELS, DEVICE_DISTANCE])
     for entry in registry.models():
-        version = entry.versions["1"]
+        version = entry.versions[min(entry.versions)]
         assert isinstance(version.runtime, OnnxRuntime)
         # Measured at warm-up: ~15-60 µs per row; generous bound for busy machines.
         assert version.single_row_us < 2000, (entry.name, version.single_row_us)
@@ -163,3 +171,70 @@ def test_iot_is_the_best_detector_on_validation() -> None:
     f1 = {n: load_manifest(_version_dir(n)).metrics["validation"]["f1"] for n in DETECTORS}
     assert f1[source] == max(f1.values())
     assert selected.artifact_sha256 == load_manifest(_version_dir(source)).artifact_sha256
+
+
+IOT_MODELS = [*DETECTORS, SELECTED]
+
+
+@pytest.mark.parametrize("name", IOT_MODELS)
+def test_iot_version_2_is_version_1_plus_device_baselines(name: str) -> None:
+    v1 = load_manifest(_version_dir(name, "1"))
+    v2 = load_manifest(_version_dir(name, "2"))
+    assert load_model_file(BUNDLED / name).aliases == {"stable": "2"}
+    # Without a device the answers are exactly version 1's: same graph, same threshold.
+    assert v2.artifact_sha256 == v1.artifact_sha256
+    assert (v2.threshold, v2.score_scale, v2.reference) == (
+        v1.threshold,
+        v1.score_scale,
+        v1.reference,
+    )
+    assert v1.device_baseline is None
+    assert v2.device_baseline is not None
+    assert v2.device_baseline.required_readings == 400
+    assert v2.provenance["split"]["max_rows_per_file"] is None
+
+
+@pytest.fixture(scope="module")
+def skab_all_sensors(skab: SkabData) -> SkabData:
+    del skab  # checks the data files against the manifests first
+    return load_skab(ROOT / "data" / "skab", columns=ALL_COLUMNS)
+
+
+def test_device_distance_is_for_devices(skab_all_sensors: SkabData) -> None:
+    version_dir = _version_dir(DEVICE_DISTANCE, "2")
+    manifest = load_manifest(version_dir)
+    assert load_model_file(BUNDLED / DEVICE_DISTANCE).aliases == {"stable": "2"}
+    assert manifest.artifact_sha256 == sha256_file(version_dir / manifest.artifact)
+    assert len(manifest.features) == 8 and manifest.reference is not None
+    assert manifest.device_baseline is not None
+    assert manifest.device_baseline.required_readings == 400
+    assert manifest.provenance["split"]["max_rows_per_file"] is None
+    _check_device_metrics(DEVICE_DISTANCE, skab_all_sensors)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_iot_reproduces_its_recorded_device_metrics(name: str, skab: SkabData) -> None:
+    _check_device_metrics(name, skab)
+
+
+def _check_device_metrics(name: str, skab: SkabData) -> None:
+    """Stream the test runs as devices, as training did: the same counts."""
+    from mlgate.training.iot import device_input
+
+    version_dir = _version_dir(name, "2")
+    manifest = load_manifest(version_dir)
+    device = manifest.device_baseline
+    assert device is not None and manifest.reference is not None
+    runtime = load_runtime(version_dir, manifest)
+    mean, std = np.asarray(manifest.reference.mean), np.asarray(manifest.reference.std)
+    scores, labels = [], []
+    for run in skab.test:
+        assert run.y is not None
+        x = device_input(
+            run.x, mean, std, window=device.window, baseline_readings=device.required_readings
+        )
+        scores.append(runtime.run(x))
+        labels.append(run.y[device.required_readings :])
+    again = binary_metrics(np.concatenate(labels), np.concatenate(scores) >= device.threshold)
+    for key in ("tp", "fp", "tn", "fn"):
+        assert again[key] == device.metrics[key], key

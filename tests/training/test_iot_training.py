@@ -23,7 +23,9 @@ from mlgate.training.common import (
     best_f1_threshold,
 )
 from mlgate.training.iot import (
+    ALL_COLUMNS,
     DETECTORS,
+    DEVICE_DISTANCE,
     ISOLATION_FOREST,
     SCORE_RTOL,
     SELECTED,
@@ -38,7 +40,7 @@ from mlgate.training.iot import (
 ROOT = Path(__file__).resolve().parents[2]
 SKAB = ROOT / "data" / "skab"
 ROWS = 150
-NAMES = [*DETECTORS, SELECTED]
+NAMES = [*DETECTORS, SELECTED, DEVICE_DISTANCE]
 FEATURES = ["temperature", "vibration", "pressure", "flow_rate", "current"]
 ALIASES = [
     ["Temperature"],
@@ -75,8 +77,11 @@ def test_writes_four_valid_models(trained: dict[str, Path]) -> None:
         runtime = load_runtime(version_dir, manifest)
         assert isinstance(runtime, OnnxRuntime)
         assert runtime.input_dtype == np.float64
-        assert manifest.feature_names == FEATURES
-        assert [f.aliases for f in manifest.features] == ALIASES
+        if name == DEVICE_DISTANCE:  # all eight sensors
+            assert manifest.feature_names == [*FEATURES, "vibration_2", "thermocouple", "voltage"]
+        else:
+            assert manifest.feature_names == FEATURES
+            assert [f.aliases for f in manifest.features] == ALIASES
         assert all(f.unit and f.description for f in manifest.features)
         assert manifest.threshold is not None
         assert manifest.score_scale is not None and manifest.score_scale > 0
@@ -87,6 +92,7 @@ def test_writes_four_valid_models(trained: dict[str, Path]) -> None:
     assert options["iot-isolation-forest"] == {"output": "scores", "negate": True}
     assert options["iot-lof"] == {"output": "scores", "negate": True}
     assert options["iot-autoencoder"] == {"output": "reconstruction_error"}
+    assert options[DEVICE_DISTANCE] == {"output": "mean_squared_z"}
 
 
 def test_training_proves_the_onnx_graphs_equal_sklearn(
@@ -107,14 +113,23 @@ def test_training_proves_the_onnx_graphs_equal_sklearn(
 
 
 @pytest.fixture(scope="module")
-def fitted(data: SkabData) -> dict[str, Any]:
-    return {name: SPECS[name].fit(data.train.x, 0) for name in DETECTORS}
+def fitted(data: SkabData, data8: SkabData) -> dict[str, Any]:
+    fits = {name: SPECS[name].fit(data.train.x, 0) for name in DETECTORS}
+    fits[DEVICE_DISTANCE] = SPECS[DEVICE_DISTANCE].fit(data8.train.x, 0)
+    return fits
 
 
-@pytest.mark.parametrize("name", DETECTORS)
+@pytest.fixture(scope="module")
+def data8() -> SkabData:
+    return load_skab(SKAB, max_rows_per_file=ROWS, columns=ALL_COLUMNS)
+
+
+@pytest.mark.parametrize("name", [*DETECTORS, DEVICE_DISTANCE])
 def test_onnx_export_equals_sklearn_on_held_out_rows(
-    name: str, fitted: dict[str, Any], data: SkabData
+    name: str, fitted: dict[str, Any], data: SkabData, data8: SkabData
 ) -> None:
+    if name == DEVICE_DISTANCE:
+        data = data8
     spec = SPECS[name]
     graph = spec.export(fitted[name])
     for runs in (data.validation, data.test):
@@ -178,11 +193,12 @@ def test_selected_model_is_a_copy_of_the_best_detector(trained: dict[str, Path])
 
 
 def test_models_load_and_thresholds_reproduce_recorded_counts(
-    trained: dict[str, Path], data: SkabData
+    trained: dict[str, Path], data: SkabData, data8: SkabData
 ) -> None:
-    x_val, y_val = SkabData.stack(data.validation)
-    x_test, y_test = SkabData.stack(data.test)
-    for version_dir in trained.values():
+    for name, version_dir in trained.items():
+        sensors = data8 if name == DEVICE_DISTANCE else data
+        x_val, y_val = SkabData.stack(sensors.validation)
+        x_test, y_test = SkabData.stack(sensors.test)
         manifest = load_manifest(version_dir)
         runtime = load_runtime(version_dir, manifest)
         assert manifest.threshold is not None
@@ -203,9 +219,13 @@ def test_models_load_and_thresholds_reproduce_recorded_counts(
         assert manifest.metrics["validation"]["f1"] == pytest.approx(best, abs=1e-6)
 
 
-def test_held_out_metrics_present(trained: dict[str, Path], data: SkabData) -> None:
+def test_held_out_metrics_present(
+    trained: dict[str, Path], data: SkabData, data8: SkabData
+) -> None:
     test_rows = sum(len(r.x) for r in data.test)
-    for version_dir in trained.values():
+    for name, version_dir in trained.items():
+        if name == DEVICE_DISTANCE:
+            data = data8
         manifest = load_manifest(version_dir)
         metrics = manifest.metrics
         assert metrics["split"] == "test"
@@ -238,7 +258,7 @@ def test_same_seed_gives_identical_metrics(trained: dict[str, Path], tmp_path: P
 def test_next_version_is_shared(tmp_path: Path) -> None:
     (tmp_path / "iot-lof" / "2").mkdir(parents=True)
     dirs = train_iot(SKAB, tmp_path, max_rows_per_file=40, console=quiet())
-    assert [d.name for d in dirs] == ["3"] * 4
+    assert [d.name for d in dirs] == ["3"] * 5
 
 
 def test_missing_data_dir(tmp_path: Path) -> None:
@@ -269,3 +289,34 @@ def test_cli_missing_data_exits_2(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def test_manifests_declare_device_baselines(trained: dict[str, Path], data: SkabData) -> None:
+    from mlgate.training.iot import DEVICE_WINDOWS, baseline_readings_for
+
+    for version_dir in trained.values():
+        manifest = load_manifest(version_dir)
+        device = manifest.device_baseline
+        assert device is not None
+        # Thinned runs (150 rows) are too short for 400 readings: two thirds of the shortest.
+        assert device.required_readings == baseline_readings_for(data) == 100
+        assert device.window in DEVICE_WINDOWS
+        metrics = device.metrics
+        assert metrics["split"] == "test" and "validation" in metrics
+        for key in ("f1", "false_alarm_rate", "missed_alarm_rate", "precision", "recall"):
+            assert key in metrics and key in metrics["validation"]
+        # Chosen on validation only: the selected window has the best validation F1.
+        best = max(v["validation_f1"] for v in metrics["window_selection"].values())
+        assert metrics["window_selection"][str(device.window)]["validation_f1"] == best
+
+
+def test_device_input_maps_a_run_onto_the_reference() -> None:
+    from mlgate.training.iot import device_input
+
+    rng = np.random.default_rng(0)
+    x = 50.0 + 2.0 * rng.normal(size=(600, 5))
+    mapped = device_input(x, np.zeros(5), np.ones(5), window=1, baseline_readings=400)
+    assert mapped.shape == (200, 5)
+    # Standardised by the first 400 readings: the rest has mean ~0 and std ~1.
+    assert np.abs(mapped.mean(axis=0)).max() < 0.3
+    assert np.abs(mapped.std(axis=0) - 1).max() < 0.2

@@ -12,6 +12,7 @@ from mlgate.auth.accounts import Accounts
 from mlgate.auth.principal import Principal
 from mlgate.auth.scopes import ADMIN, FEEDBACK, MODELS_READ, PREDICT
 from mlgate.auth.service import AuthService
+from mlgate.devices.scoring import DeviceScorer
 from mlgate.inference.service import InferenceService
 from mlgate.registry.registry import ModelRegistry
 
@@ -31,7 +32,13 @@ def get_registry(request: Request) -> ModelRegistry:
     return registry
 
 
+def get_devices(request: Request) -> DeviceScorer:
+    devices: DeviceScorer = request.app.state.mlgate.devices
+    return devices
+
+
 StateDep = Annotated[AppState, Depends(get_state)]
+DevicesDep = Annotated[DeviceScorer, Depends(get_devices)]
 InferenceDep = Annotated[InferenceService, Depends(get_inference)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 

@@ -21,6 +21,9 @@ from mlgate.auth.signing import load_signing_keys
 from mlgate.auth.tokens import TokenCodec
 from mlgate.db.engine import build_engine, session_factory
 from mlgate.db.migrate import upgrade
+from mlgate.devices.scoring import DeviceScorer
+from mlgate.devices.store import BaselineStore
+from mlgate.devices.windows import ReadingWindows
 from mlgate.inference.service import InferenceService
 from mlgate.ratelimit import build_rate_limiter
 from mlgate.registry.registry import ModelRegistry
@@ -36,7 +39,17 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
         default_model=settings.models.default_model,
         inline_threshold_us=settings.models.inline_threshold_us,
     )
-    inference = InferenceService(registry, max_batch_rows=settings.models.max_batch_rows)
+    devices = DeviceScorer(
+        BaselineStore(
+            engine,
+            required=settings.devices.baseline_readings,
+            cache_ttl_s=settings.devices.cache_ttl_s,
+        ),
+        ReadingWindows(settings.devices.max_windows),
+    )
+    inference = InferenceService(
+        registry, max_batch_rows=settings.models.max_batch_rows, devices=devices
+    )
     sessions = session_factory(engine)
     passwords = Passwords(settings.auth)
     tokens = TokenCodec(settings.auth, load_signing_keys(settings))
@@ -56,6 +69,7 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
         ),
         limiter=limiter,
         limits=EdgeLimits(limiter, settings.rate_limit),
+        devices=devices,
     )
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mlgate.api.limits import EdgeLimits
 from mlgate.auth.accounts import Accounts
 from mlgate.auth.service import AuthService
+from mlgate.devices.scoring import DeviceScorer
 from mlgate.inference.service import InferenceService
 from mlgate.ratelimit import RateLimiter
 from mlgate.registry.registry import ModelRegistry
@@ -28,6 +29,7 @@ class AppState:
     accounts: Accounts
     limiter: RateLimiter
     limits: EdgeLimits
+    devices: DeviceScorer
     started_monotonic: float = field(default_factory=time.monotonic)
     load_error: str | None = None
 

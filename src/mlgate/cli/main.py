@@ -12,6 +12,7 @@ from rich.table import Table
 
 import mlgate
 from mlgate.cli.db import db_group
+from mlgate.cli.eval import eval_group
 from mlgate.cli.keys import keys_group
 from mlgate.cli.train import train
 from mlgate.cli.users import users_group
@@ -195,6 +196,7 @@ def models_reload(url: str, api_key: str | None, timeout: float) -> None:
 
 for _group in (db_group, users_group, keys_group, train):
     cli.add_command(_group)
+cli.add_command(eval_group)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,4 +1,4 @@
-"""Tables of users and API keys.
+"""Tables of users, API keys and device baselines.
 
 Rows are never deleted: users are disabled and keys revoked, so that the audit log (a
 later migration) can reference ``users.id`` and ``api_keys.id`` for good.
@@ -96,3 +96,30 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship(back_populates="api_keys", lazy="raise")
+
+
+class DeviceBaselineRow(Base):
+    """A device's baseline for one model: running sums while calibrating, then mean/std.
+
+    ``seen`` counts the readings accumulated so far (``sums``/``sumsq`` per feature);
+    once ``seen >= required`` (or after an upload) ``mean``/``std`` are set.
+    ``revision`` grows with every change so that workers can tell a cached copy is old.
+    """
+
+    __tablename__ = "device_baselines"
+
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    features: Mapped[list[str]] = mapped_column(JSON)
+    required: Mapped[int] = mapped_column(Integer)
+    seen: Mapped[int] = mapped_column(Integer, default=0)
+    sums: Mapped[list[float]] = mapped_column(JSON)
+    sumsq: Mapped[list[float]] = mapped_column(JSON)
+    mean: Mapped[list[float] | None] = mapped_column(JSON)
+    std: Mapped[list[float] | None] = mapped_column(JSON)
+    source: Mapped[str] = mapped_column(String(16))
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    # Unused by the server; kept for operators (when the baseline was ready).
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

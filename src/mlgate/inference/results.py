@@ -34,27 +34,34 @@ def classification_results(mv: ModelVersion, probabilities: np.ndarray) -> list[
     ]
 
 
-def _deviations(mv: ModelVersion, x: np.ndarray) -> np.ndarray | None:
-    if mv.reference_mean is None or mv.reference_std is None:
+def _deviations(
+    center: np.ndarray | None, spread: np.ndarray | None, x: np.ndarray
+) -> np.ndarray | None:
+    if center is None or spread is None:
         return None
-    std = np.where(mv.reference_std > 0, mv.reference_std, 1.0)
-    return (x - mv.reference_mean) / std
+    std = np.where(spread > 0, spread, 1.0)
+    return (x - center) / std
 
 
 def _explain(
-    mv: ModelVersion, row: np.ndarray, z: np.ndarray | None, is_anomaly: bool
+    mv: ModelVersion,
+    row: np.ndarray,
+    z: np.ndarray | None,
+    is_anomaly: bool,
+    center: np.ndarray | None,
+    normal: str = "normal",
 ) -> tuple[str, list[dict[str, Any]]]:
     if z is None:
         text = "anomaly score above the threshold" if is_anomaly else "within normal parameters"
         return text, []
     order = np.argsort(-np.abs(z))[:EXPLAIN_TOP]
     names = mv.manifest.feature_names
-    assert mv.reference_mean is not None
+    assert center is not None
     deviations = [
         {
             "feature": names[j],
             "value": float(row[j]),
-            "expected": float(mv.reference_mean[j]),
+            "expected": float(center[j]),
             "z_score": round(float(z[j]), 2),
         }
         for j in order
@@ -63,7 +70,7 @@ def _explain(
     if notable:
         parts = [
             f"{d['feature']} {abs(d['z_score']):.1f}σ {'above' if d['z_score'] > 0 else 'below'} "
-            f"normal ({d['value']:.4g} vs typical {d['expected']:.4g})"
+            f"{normal} ({d['value']:.4g} vs typical {d['expected']:.4g})"
             for d in notable
         ]
         lead = "Sensors deviating most: " if is_anomaly else "Normal overall, but "
@@ -79,19 +86,34 @@ def _explain(
     return "Operating within normal parameters", deviations
 
 
-def anomaly_results(mv: ModelVersion, scores: np.ndarray, x: np.ndarray) -> list[dict[str, Any]]:
-    """One result per row: verdict, score, confidence and a readable explanation."""
-    threshold = float(mv.manifest.threshold or 0.0)
-    scale = float(mv.manifest.score_scale or 1.0)
+def anomaly_results(
+    mv: ModelVersion,
+    scores: np.ndarray,
+    x: np.ndarray,
+    *,
+    threshold: float | None = None,
+    score_scale: float | None = None,
+    baseline: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[dict[str, Any]]:
+    """One result per row: verdict, score, confidence and a readable explanation.
+
+    ``threshold``/``score_scale`` replace the manifest's; ``baseline`` (mean, std) is the
+    device's, which explanations are then relative to (else the training reference).
+    """
+    if threshold is None:
+        threshold = float(mv.manifest.threshold or 0.0)
+    scale = float(score_scale or mv.manifest.score_scale or 1.0)
     flags = scores >= threshold
     # Confidence in the verdict: 0.5 at the threshold, towards 1 far from it.
     confidence = 1.0 / (1.0 + np.exp(-np.abs(scores - threshold) / scale))
-    z = _deviations(mv, x)
+    center, spread = baseline if baseline is not None else (mv.reference_mean, mv.reference_std)
+    normal = "the device's baseline" if baseline is not None else "normal"
+    z = _deviations(center, spread, x)
     results = []
     for i, (score, flag, conf) in enumerate(
         zip(scores.tolist(), flags.tolist(), confidence.tolist(), strict=True)
     ):
-        text, deviations = _explain(mv, x[i], z[i] if z is not None else None, flag)
+        text, deviations = _explain(mv, x[i], z[i] if z is not None else None, flag, center, normal)
         results.append(
             {
                 "is_anomaly": flag,
@@ -121,8 +143,25 @@ def summarize(mv: ModelVersion, results: list[dict[str, Any]]) -> dict[str, Any]
             "attack_rate": attacks / total if total else 0.0,
         }
     anomalies = sum(1 for r in results if r["is_anomaly"])
-    return {
+    out = {
         "total": total,
         "anomalies": anomalies,
         "anomaly_rate": anomalies / total if total else 0.0,
+    }
+    if results and "status" in results[0]:
+        out["calibrating"] = sum(1 for r in results if r["status"] == "calibrating")
+    return out
+
+
+def calibrating_result(seen: int, required: int) -> dict[str, Any]:
+    """The result of a reading that went into its device's baseline (no verdict yet)."""
+    return {
+        "status": "calibrating",
+        "calibration": {"seen": seen, "required": required},
+        "is_anomaly": None,
+        "anomaly_score": None,
+        "threshold": None,
+        "confidence": None,
+        "explanation": f"Calibrating the device baseline ({seen} of {required} readings)",
+        "deviations": [],
     }

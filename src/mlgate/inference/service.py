@@ -15,9 +15,16 @@ from typing import Any
 import anyio.to_thread
 import numpy as np
 
+from mlgate.devices.scoring import DeviceScorer, device_spec
+from mlgate.devices.store import check_device_id
 from mlgate.errors import ModelExecutionError, ValidationFailed
 from mlgate.inference.features import ParsedInput, parse_instances, parse_single
-from mlgate.inference.results import anomaly_results, classification_results, summarize
+from mlgate.inference.results import (
+    anomaly_results,
+    calibrating_result,
+    classification_results,
+    summarize,
+)
 from mlgate.registry.registry import ModelRegistry, ModelVersion
 
 log = logging.getLogger("mlgate.inference")
@@ -39,19 +46,38 @@ class Prediction:
 class InferenceService:
     """Validates inputs, runs models and formats their outputs."""
 
-    def __init__(self, registry: ModelRegistry, *, max_batch_rows: int) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        max_batch_rows: int,
+        devices: DeviceScorer | None = None,
+    ) -> None:
         self.registry = registry
         self.max_batch_rows = max_batch_rows
+        self.devices = devices
 
     def resolve(self, model: str, version: str | None = None) -> ModelVersion:
         return self.registry.resolve(model, version)
 
     async def predict_one(
-        self, model: str, features: Any, version: str | None = None, field: str = "features"
+        self,
+        model: str,
+        features: Any,
+        version: str | None = None,
+        field: str = "features",
+        device_id: Any = None,
     ) -> Prediction:
+        """Score one instance; with ``device_id``, against that device's baseline."""
         started = time.perf_counter()
+        if device_id is not None:
+            device_id = check_device_id(device_id)
         mv = self.resolve(model, version)
+        if device_id is not None:
+            device_spec(mv)
         parsed = parse_single(features, mv, field)
+        if device_id is not None:
+            return await self._run_device(mv, parsed, device_id, started)
         return await self._run(mv, parsed, started)
 
     async def predict_many(
@@ -61,9 +87,16 @@ class InferenceService:
         version: str | None = None,
         field: str = "instances",
         paths: Sequence[str] | None = None,
+        device_id: Any = None,
     ) -> Prediction:
+        """Score a batch; with ``device_id`` the rows are that device's consecutive
+        readings, in order."""
         started = time.perf_counter()
+        if device_id is not None:
+            device_id = check_device_id(device_id)
         mv = self.resolve(model, version)
+        if device_id is not None:
+            device_spec(mv)
         if isinstance(instances, list):
             if not instances:
                 raise ValidationFailed(
@@ -84,10 +117,37 @@ class InferenceService:
                     ],
                 )
         parsed = parse_instances(instances, mv, field, paths)
+        if device_id is not None:
+            return await self._run_device(mv, parsed, device_id, started)
         return await self._run(mv, parsed, started)
 
-    async def _run(self, mv: ModelVersion, parsed: ParsedInput, started: float) -> Prediction:
-        x = parsed.matrix
+    async def _run_device(
+        self, mv: ModelVersion, parsed: ParsedInput, device_id: str, started: float
+    ) -> Prediction:
+        if self.devices is None:
+            raise ValidationFailed(
+                "this server does not keep device baselines",
+                details=[{"field": "device_id", "message": "not supported"}],
+            )
+        batch = await self.devices.prepare(mv, device_id, parsed.matrix)
+        required = batch.baseline.required
+        results = [calibrating_result(seen, required) for seen in batch.progress]
+        if len(batch.model_input):
+            raw = await self._scores(mv, batch.model_input)
+            assert batch.baseline.mean is not None and batch.baseline.std is not None
+            scored = anomaly_results(
+                mv,
+                raw,
+                batch.smoothed,
+                threshold=batch.spec.threshold,
+                score_scale=batch.spec.score_scale,
+                baseline=(batch.baseline.mean, batch.baseline.std),
+            )
+            results.extend({"status": "scored", **r} for r in scored)
+        elapsed = (time.perf_counter() - started) * 1000
+        return Prediction(mv, results, parsed.ignored, elapsed)
+
+    async def _scores(self, mv: ModelVersion, x: Any) -> np.ndarray:
         try:
             if mv.inline and len(x) == 1:
                 raw = mv.runtime.run(x)
@@ -104,6 +164,11 @@ class InferenceService:
             raise ModelExecutionError(
                 f"model {mv.name!r} version {mv.version!r} produced no usable output"
             )
+        return raw
+
+    async def _run(self, mv: ModelVersion, parsed: ParsedInput, started: float) -> Prediction:
+        x = parsed.matrix
+        raw = await self._scores(mv, x)
         if mv.manifest.task == "classification":
             results = classification_results(mv, raw)
         else:

@@ -53,6 +53,26 @@ class Reference(BaseModel):
     quantiles: dict[str, list[float]] = Field(default_factory=dict)
 
 
+class DeviceBaseline(BaseModel):
+    """How an anomaly model scores readings against a per-device baseline.
+
+    A reading ``x`` of a device with baseline mean/std ``m``/``s`` is first smoothed (the
+    mean of the device's last ``window`` readings), then mapped onto the training data,
+    ``x' = reference.mean + (x - m) / s * reference.std``, and scored by the artifact;
+    ``score >= threshold`` is an anomaly. ``threshold`` and ``score_scale`` replace the
+    global ones for such readings; ``required_readings`` is how many readings the
+    baseline was calibrated on when the threshold was chosen.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    required_readings: int = Field(ge=2)
+    window: int = Field(default=1, ge=1, le=1000)
+    threshold: float
+    score_scale: float | None = Field(default=None, gt=0)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
 class Manifest(BaseModel):
     """Everything a model version declares: identity, runtime, schema, outputs, metrics."""
 
@@ -75,6 +95,8 @@ class Manifest(BaseModel):
     score_scale: float | None = Field(default=None, gt=0)
     runtime_options: dict[str, Any] = Field(default_factory=dict)
     reference: Reference | None = None
+    # Optional: the model can score readings against per-device baselines.
+    device_baseline: DeviceBaseline | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime | None = None
@@ -97,6 +119,8 @@ class Manifest(BaseModel):
                 raise ValueError(f"attack_classes not among classes: {sorted(unknown)}")
         elif self.threshold is None:
             raise ValueError("an anomaly model needs a threshold")
+        if self.device_baseline is not None and (self.task != "anomaly" or self.reference is None):
+            raise ValueError("device_baseline needs an anomaly model with a reference")
         if self.reference is not None:
             n = len(self.features)
             if len(self.reference.mean) != n or len(self.reference.std) != n:

@@ -24,6 +24,14 @@ detector with the best validation F1.
 One global model for all runs is a known weak spot: the testbed's operating point (flow
 rate, vibration level) differs between runs, so normal readings of one run often look
 anomalous next to the normal data of another. The numbers are recorded as they are.
+
+Per-device baselines (the manifest's ``device_baseline``) address it the way the SKAB
+protocol does: every run is streamed as one device, its first
+:data:`BASELINE_READINGS` readings make its baseline (mean/std per sensor), and every
+later reading is smoothed over the device's last ``window`` readings, mapped onto the
+training data (``reference.mean + (x - mean) / std * reference.std``) and scored by the
+same detector. ``window`` (from :data:`DEVICE_WINDOWS`) and that threshold are chosen
+by F1 on the validation runs streamed that way; the test runs only give metrics.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from mlgate.training.common import (
     write_version,
 )
 from mlgate.training.onnx_export import (
+    MEAN_SQUARED_Z,
     RECONSTRUCTION_ERROR,
     SCORES,
     ExportMismatchError,
@@ -66,6 +75,7 @@ from mlgate.training.onnx_export import (
     local_outlier_factor_to_onnx,
     require_onnx,
     run_onnx,
+    standard_distance_to_onnx,
 )
 
 ISOLATION_FOREST = "iot-isolation-forest"
@@ -73,6 +83,8 @@ LOF = "iot-lof"
 AUTOENCODER = "iot-autoencoder"
 SELECTED = "iot"
 DETECTORS = (ISOLATION_FOREST, LOF, AUTOENCODER)
+#: Made for per-device baselines (not a candidate for ``iot``: it needs all 8 sensors).
+DEVICE_DISTANCE = "iot-device-distance"
 
 DEFAULT_DATA_DIR = Path("data/skab")
 TRAIN_FILE = Path("anomaly-free") / "anomaly-free.csv"
@@ -95,6 +107,14 @@ FEATURES: tuple[tuple[str, str, str, str], ...] = (
     ("current", "Current", "Current drawn by the pump's electric motor.", "A"),
 )
 SKAB_COLUMNS = tuple(f[1] for f in FEATURES)
+#: Every SKAB sensor: the per-device distance detector uses all eight.
+ALL_FEATURES: tuple[tuple[str, str, str, str], ...] = (
+    *FEATURES,
+    ("vibration_2", "Accelerometer2RMS", "Vibration acceleration (RMS, accelerometer 2).", "g"),
+    ("thermocouple", "Thermocouple", "Temperature of the fluid in the circulation loop.", "°C"),
+    ("voltage", "Voltage", "Voltage of the pump's electric motor.", "V"),
+)
+ALL_COLUMNS = tuple(f[1] for f in ALL_FEATURES)
 
 IFOREST_PARAMS: dict[str, Any] = {"n_estimators": 100, "max_samples": "auto"}
 LOF_PARAMS: dict[str, Any] = {"n_neighbors": 20, "novelty": True}
@@ -116,6 +136,11 @@ AUTOENCODER_PARAMS: dict[str, Any] = {
 SCORE_RTOL = 1e-9
 SCORE_ATOL = 1e-12
 
+#: Readings of each run that make its device baseline (the SKAB protocol's 400).
+BASELINE_READINGS = 400
+#: Smoothing windows tried on validation (the best validation F1 wins, ties: smaller).
+DEVICE_WINDOWS = (1, 5, 10, 20, 30)
+
 DATA_HINT = (
     "Expected a copy of the SKAB data folder (anomaly-free/anomaly-free.csv, valve1/*.csv, "
     f"other/*.csv; ';'-separated), e.g. {DEFAULT_DATA_DIR} (see data/skab/PROVENANCE.md); "
@@ -123,11 +148,13 @@ DATA_HINT = (
 )
 
 
-def feature_specs() -> list[dict[str, Any]]:
+def feature_specs(
+    features: tuple[tuple[str, str, str, str], ...] = FEATURES,
+) -> list[dict[str, Any]]:
     """The manifest ``features`` entries; each SKAB column name is an alias."""
     return [
         {"name": name, "aliases": [column], "description": description, "unit": unit}
-        for name, column, description, unit in FEATURES
+        for name, column, description, unit in features
     ]
 
 
@@ -157,11 +184,18 @@ class SkabData:
         return x, y
 
 
-def load_skab_file(path: Path, name: str, *, labelled: bool, max_rows: int | None = None) -> Run:
+def load_skab_file(
+    path: Path,
+    name: str,
+    *,
+    labelled: bool,
+    max_rows: int | None = None,
+    columns: tuple[str, ...] = SKAB_COLUMNS,
+) -> Run:
     """Read one SKAB file; ``max_rows`` keeps that many rows evenly spaced over time."""
     table = read_csv(path, delimiter=DELIMITER, what="SKAB file", hint=DATA_HINT)
     keep = evenly_spaced(len(table.rows), max_rows)
-    x = table.float_matrix(SKAB_COLUMNS, hint=DATA_HINT)[keep]
+    x = table.float_matrix(columns, hint=DATA_HINT)[keep]
     if not np.isfinite(x).all():
         raise DataError(f"{path}: empty or non-finite sensor readings; fix or remove those rows.")
     y = None
@@ -177,17 +211,23 @@ def _numeric_key(path: Path) -> tuple[int, int, str]:
     return (0, int(path.stem), "") if path.stem.isdigit() else (1, 0, path.stem)
 
 
-def _runs(data_dir: Path, folder: str, max_rows: int | None) -> list[Run]:
+def _runs(data_dir: Path, folder: str, max_rows: int | None, columns: tuple[str, ...]) -> list[Run]:
     directory = data_dir / folder
     files = sorted(directory.glob("*.csv"), key=_numeric_key) if directory.is_dir() else []
     if not files:
         raise DataError(f"{directory} has no .csv files. {DATA_HINT}")
     return [
-        load_skab_file(p, f"{folder}/{p.name}", labelled=True, max_rows=max_rows) for p in files
+        load_skab_file(p, f"{folder}/{p.name}", labelled=True, max_rows=max_rows, columns=columns)
+        for p in files
     ]
 
 
-def load_skab(data_dir: Path, *, max_rows_per_file: int | None = None) -> SkabData:
+def load_skab(
+    data_dir: Path,
+    *,
+    max_rows_per_file: int | None = None,
+    columns: tuple[str, ...] = SKAB_COLUMNS,
+) -> SkabData:
     """Training (anomaly-free), validation (valve1/) and test (other/) runs."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -195,12 +235,16 @@ def load_skab(data_dir: Path, *, max_rows_per_file: int | None = None) -> SkabDa
     if max_rows_per_file is not None and max_rows_per_file < 20:
         raise ValueError("max_rows_per_file must be at least 20")
     train = load_skab_file(
-        data_dir / TRAIN_FILE, TRAIN_FILE.as_posix(), labelled=False, max_rows=max_rows_per_file
+        data_dir / TRAIN_FILE,
+        TRAIN_FILE.as_posix(),
+        labelled=False,
+        max_rows=max_rows_per_file,
+        columns=columns,
     )
     return SkabData(
         train,
-        _runs(data_dir, VALIDATION_DIR, max_rows_per_file),
-        _runs(data_dir, TEST_DIR, max_rows_per_file),
+        _runs(data_dir, VALIDATION_DIR, max_rows_per_file, columns),
+        _runs(data_dir, TEST_DIR, max_rows_per_file, columns),
     )
 
 
@@ -243,6 +287,14 @@ def _fit_autoencoder(x: np.ndarray, seed: int) -> Any:
     return Pipeline([("scale", scaler), ("ae", mlp)])
 
 
+def _fit_distance(x: np.ndarray, seed: int) -> Any:
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    del seed  # deterministic
+    return Pipeline([("scale", StandardScaler())]).fit(x)
+
+
 @dataclass(frozen=True)
 class DetectorSpec:
     """A detector: how to fit it, its scikit-learn score, its ONNX export.
@@ -260,6 +312,7 @@ class DetectorSpec:
     algorithm: str
     params: dict[str, Any]
     description: str
+    features: tuple[tuple[str, str, str, str], ...] = FEATURES
 
     @property
     def runtime_options(self) -> dict[str, Any]:
@@ -306,6 +359,20 @@ SPECS: dict[str, DetectorSpec] = {
         "Autoencoder (MLP with a 3-unit bottleneck) on standardised pump sensors (SKAB); "
         "score = mean squared reconstruction error.",
     ),
+    DEVICE_DISTANCE: DetectorSpec(
+        DEVICE_DISTANCE,
+        "mean_squared_z",
+        _fit_distance,
+        standard_distance_to_onnx,
+        MEAN_SQUARED_Z,
+        False,
+        "StandardScaler; score = mean over the 8 sensors of the squared standardised value",
+        {},
+        "Distance from normal over all eight pump sensors (SKAB): the mean squared "
+        "standardised deviation. Made for per-device baselines (send device_id), where each "
+        "sensor is standardised by the device's own baseline; it needs all eight sensors.",
+        ALL_FEATURES,
+    ),
 }
 
 
@@ -327,6 +394,9 @@ def fit_info(estimator: Any) -> dict[str, Any]:
 def anomaly_scores(estimator: Any, method: str, x: np.ndarray) -> np.ndarray:
     """Scores of the scikit-learn pipeline (as the ``sklearn`` runtime computes them):
     higher means more anomalous. The reference the ONNX graphs are checked against."""
+    if method == "mean_squared_z":
+        z = np.asarray(estimator.transform(x), dtype=np.float64)
+        return np.mean(z * z, axis=1)
     if method == "reconstruction_error":
         encoded = estimator[:-1].transform(x)
         decoded = np.asarray(estimator[-1].predict(encoded), dtype=np.float64)
@@ -350,6 +420,7 @@ class DetectorResult:
     score_scale: float
     metrics: dict[str, Any]
     validation_scores: np.ndarray
+    device_baseline: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -407,10 +478,13 @@ def _train_detector(
         "rows": len(x_train),
         "alarm_share": round(float(np.mean(train_scores >= threshold)), 6),
     }
+    device = calibrate_device_baseline(spec, graph, data, reference_stats(x_train))
     progress.update(
         task,
         advance=1,
-        status=f"val F1 {metrics['validation']['f1']:.3f}, test F1 {metrics['f1']:.3f}",
+        status=f"val F1 {metrics['validation']['f1']:.3f}, test F1 {metrics['f1']:.3f}; "
+        f"per device: val F1 {device['metrics']['validation']['f1']:.3f}, "
+        f"test F1 {device['metrics']['f1']:.3f}",
     )
     return DetectorResult(
         spec,
@@ -421,9 +495,95 @@ def _train_detector(
         scale,
         metrics,
         val_scores,
+        device_baseline=device,
         warnings=warned,
         seconds=round(time.perf_counter() - started, 2),
     )
+
+
+def device_input(
+    x: np.ndarray,
+    reference_mean: np.ndarray,
+    reference_std: np.ndarray,
+    *,
+    window: int,
+    baseline_readings: int = BASELINE_READINGS,
+) -> np.ndarray:
+    """One run streamed as one device, as the server does it: the model input of every
+    reading after the first ``baseline_readings`` (which make the baseline)."""
+    from mlgate.devices.store import std_floor
+    from mlgate.devices.windows import ReadingWindows
+
+    base = x[:baseline_readings]
+    mean = base.mean(axis=0)
+    std = np.maximum(
+        np.sqrt(np.maximum((base * base).mean(axis=0) - mean * mean, 0.0)), std_floor(mean)
+    )
+    smoothed = ReadingWindows(1).smooth(("train", "run"), x, window)[baseline_readings:]
+    return np.asarray(reference_mean + (smoothed - mean) / std * reference_std)
+
+
+def baseline_readings_for(data: SkabData) -> int:
+    """:data:`BASELINE_READINGS`, unless runs are so short (tests keep few rows per file)
+    that fewer must do: at most two thirds of the shortest labelled run."""
+    shortest = min(len(r.x) for r in [*data.validation, *data.test])
+    return max(2, min(BASELINE_READINGS, shortest // 3 * 2))
+
+
+def _device_scores(
+    spec: DetectorSpec,
+    graph: Any,
+    runs: list[Run],
+    reference: dict[str, Any],
+    window: int,
+    baseline_readings: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = np.asarray(reference["mean"]), np.asarray(reference["std"])
+    scores, labels = [], []
+    for run in runs:
+        assert run.y is not None
+        x = device_input(run.x, mean, std, window=window, baseline_readings=baseline_readings)
+        scores.append(served_scores(spec, graph, x))
+        labels.append(run.y[baseline_readings:])
+    return np.concatenate(scores), np.concatenate(labels)
+
+
+def calibrate_device_baseline(
+    spec: DetectorSpec, graph: Any, data: SkabData, reference: dict[str, Any]
+) -> dict[str, Any]:
+    """The manifest's ``device_baseline``: window and threshold chosen on validation runs
+    streamed one device per run, metrics on the test runs streamed the same way."""
+    readings = baseline_readings_for(data)
+    by_window: dict[int, tuple[float, float, np.ndarray, np.ndarray]] = {}
+    for window in DEVICE_WINDOWS:
+        scores, labels = _device_scores(spec, graph, data.validation, reference, window, readings)
+        threshold, _ = best_f1_threshold(scores, labels)
+        f1 = float(binary_metrics(labels, scores >= threshold)["f1"])
+        by_window[window] = (f1, threshold, scores, labels)
+    window = max(DEVICE_WINDOWS, key=lambda w: (by_window[w][0], -w))
+    _, threshold, val_scores, val_labels = by_window[window]
+    test_scores, test_labels = _device_scores(spec, graph, data.test, reference, window, readings)
+    return {
+        "required_readings": readings,
+        "window": window,
+        "threshold": threshold,
+        "score_scale": robust_scale(val_scores[val_labels == 0]),
+        "metrics": {
+            "protocol": (
+                f"one device per run; its first {readings} readings make the "
+                "baseline, every later reading is scored"
+            ),
+            "split": "test",
+            "runs": f"{TEST_DIR}/*.csv",
+            **_detection(test_labels, test_scores, threshold),
+            "validation": {"runs": f"{VALIDATION_DIR}/*.csv"}
+            | _detection(val_labels, val_scores, threshold),
+            "window_selection": {
+                str(w): {"validation_f1": round(v[0], 6)} for w, v in by_window.items()
+            },
+            "selection_rule": "window and threshold with the best validation F1 (ties: smaller)",
+        },
+    }
 
 
 def _check_export(
@@ -452,17 +612,19 @@ def _manifest(
     result: DetectorResult, data: SkabData, *, version: str, seed: int, max_rows: int | None
 ) -> dict[str, Any]:
     spec = result.spec
+    reference = reference_stats(data.train.x)
     return {
         "name": spec.name,
         "version": version,
         "runtime": "onnx",
         "task": "anomaly",
         "description": spec.description,
-        "features": feature_specs(),
+        "features": feature_specs(spec.features),
         "threshold": result.threshold,
         "score_scale": result.score_scale,
         "runtime_options": spec.runtime_options,
-        "reference": reference_stats(data.train.x),
+        "reference": reference,
+        "device_baseline": result.device_baseline,
         "metrics": result.metrics,
         "provenance": {
             "dataset": (
@@ -474,7 +636,7 @@ def _manifest(
                 "2020, DOI 10.34740/KAGGLE/DSV/1693952"
             ),
             "data_licence": "GPL-3.0",
-            "columns": {name: column for name, column, _, _ in FEATURES},
+            "columns": {name: column for name, column, _, _ in spec.features},
             "data": {
                 "train": [data.train.record],
                 "validation": [r.record for r in data.validation],
@@ -519,6 +681,37 @@ def _manifest(
     }
 
 
+def _train_and_write(
+    name: str,
+    data: SkabData,
+    repository: Path,
+    version: str,
+    seed: int,
+    max_rows: int | None,
+    force: bool,
+    progress: Any,
+    results: list[DetectorResult],
+) -> Path:
+    """Fit, export, calibrate and write one detector; its result is appended to ``results``."""
+    task = progress.add_task(name, total=4, status="fitting")
+    result = _train_detector(SPECS[name], data, seed, progress, task)
+    manifest = _manifest(result, data, version=version, seed=seed, max_rows=max_rows)
+    version_dir, _, runtime = write_version(
+        repository,
+        manifest,
+        onnx_model=result.graph,
+        force=force,
+        model_description=result.spec.description,
+    )
+    x_val, _ = SkabData.stack(data.validation)
+    reloaded = runtime.run(x_val)
+    if not np.allclose(reloaded, result.validation_scores, rtol=1e-9, atol=1e-12):
+        raise RuntimeError(f"{version_dir}: the saved model does not reproduce its scores")
+    progress.update(task, advance=1)
+    results.append(result)
+    return version_dir
+
+
 def train_iot(
     data_dir: Path,
     repository: Path,
@@ -529,12 +722,15 @@ def train_iot(
     force: bool = False,
     max_rows_per_file: int | None = None,
 ) -> list[Path]:
-    """Train the three detectors and ``iot`` (the best on validation) into ``repository``.
+    """Train the three detectors, ``iot`` (the best of them on validation) and
+    :data:`DEVICE_DISTANCE` (all eight sensors, for per-device baselines) into
+    ``repository``.
 
-    All four get the same version: ``version``, or one after the highest existing
+    All five get the same version: ``version``, or one after the highest existing
     version of any of them. Existing versions are only overwritten with ``force=True``.
     ``max_rows_per_file`` keeps that many evenly spaced rows of every file (tests).
-    Returns the version directories in the order of :data:`DETECTORS`, then ``iot``.
+    Returns the version directories in the order of :data:`DETECTORS`, then ``iot``,
+    then :data:`DEVICE_DISTANCE`.
 
     Raises :class:`~mlgate.training.common.MissingDependencyError` (before any work)
     when ``onnx`` is not installed, and
@@ -543,31 +739,27 @@ def train_iot(
     """
     require_onnx()
     repository = Path(repository)
-    version = resolve_version(repository, [*DETECTORS, SELECTED], version, force=force)
+    version = resolve_version(
+        repository, [*DETECTORS, SELECTED, DEVICE_DISTANCE], version, force=force
+    )
     data = load_skab(Path(data_dir), max_rows_per_file=max_rows_per_file)
     results: list[DetectorResult] = []
     written: list[Path] = []
     with make_progress(console) as progress, single_threaded():
         for name in DETECTORS:
-            task = progress.add_task(name, total=4, status="fitting")
-            result = _train_detector(SPECS[name], data, seed, progress, task)
-            manifest = _manifest(
-                result, data, version=version, seed=seed, max_rows=max_rows_per_file
+            written.append(
+                _train_and_write(
+                    name,
+                    data,
+                    repository,
+                    version,
+                    seed,
+                    max_rows_per_file,
+                    force,
+                    progress,
+                    results,
+                )
             )
-            version_dir, _, runtime = write_version(
-                repository,
-                manifest,
-                onnx_model=result.graph,
-                force=force,
-                model_description=result.spec.description,
-            )
-            x_val, _ = SkabData.stack(data.validation)
-            reloaded = runtime.run(x_val)
-            if not np.allclose(reloaded, result.validation_scores, rtol=1e-9, atol=1e-12):
-                raise RuntimeError(f"{version_dir}: the saved model does not reproduce its scores")
-            progress.update(task, advance=1)
-            results.append(result)
-            written.append(version_dir)
 
         best = max(
             range(len(results)),
@@ -598,4 +790,21 @@ def train_iot(
             ),
         )
         written.append(selected_dir)
+
+        everything = load_skab(
+            Path(data_dir), max_rows_per_file=max_rows_per_file, columns=ALL_COLUMNS
+        )
+        written.append(
+            _train_and_write(
+                DEVICE_DISTANCE,
+                everything,
+                repository,
+                version,
+                seed,
+                max_rows_per_file,
+                force,
+                progress,
+                [],
+            )
+        )
     return written

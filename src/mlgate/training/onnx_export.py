@@ -54,6 +54,7 @@ INPUT_NAME = "x"
 PROBABILITIES = "probabilities"
 SCORES = "scores"
 RECONSTRUCTION_ERROR = "reconstruction_error"
+MEAN_SQUARED_Z = "mean_squared_z"
 
 #: ``TreeEnsemble`` enums (ai.onnx.ml 5).
 _BRANCH_LEQ = 0
@@ -495,6 +496,29 @@ def autoencoder_to_onnx(pipeline: Any) -> Any:
         RECONSTRUCTION_ERROR,
         ["N"],
         "Autoencoder mean squared reconstruction error of the scaled row",
+    )
+
+
+def standard_distance_to_onnx(pipeline: Any) -> Any:
+    """Pipeline(StandardScaler) with output ``mean_squared_z``: the mean over features of
+    the squared standardised value (higher = further from the training data's mean)."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if not (isinstance(pipeline, Pipeline) and len(pipeline) == 1):
+        raise TypeError("expected a fitted Pipeline(StandardScaler)")
+    scaler = pipeline[0]
+    if not isinstance(scaler, StandardScaler):
+        raise TypeError("expected a fitted Pipeline(StandardScaler)")
+    g = _Graph("standard_distance")
+    z = g.standard_scaler(scaler)
+    squared = g.op("Mul", [z, z])
+    g.op("ReduceMean", [squared], outputs=[MEAN_SQUARED_Z], axes=[1], keepdims=0)
+    return g.model(
+        scaler.n_features_in_,
+        MEAN_SQUARED_Z,
+        ["N"],
+        "Mean squared standardised deviation of the row",
     )
 
 

@@ -55,6 +55,19 @@ def _ids_result(prediction: Prediction, result: dict[str, Any], request: Request
     }
 
 
+def _device_fields(device_id: str | None, result: dict[str, Any]) -> dict[str, Any]:
+    """Fields a device reading adds (nothing without ``device_id``: seed clients see the
+    same body as before)."""
+    out: dict[str, Any] = {}
+    if device_id is not None:
+        out["device_id"] = device_id
+    if "status" in result:
+        out["status"] = result["status"]
+        if "calibration" in result:
+            out["calibration"] = result["calibration"]
+    return out
+
+
 def _iot_model(settings: ModelSettings, body: dict[str, Any]) -> tuple[str, str]:
     """(registry model, name to echo as model_used) for an IoT request."""
     name = body.get("model_name")
@@ -89,10 +102,14 @@ async def predict(request: Request, state: StateDep, inference: InferenceDep) ->
     if isinstance(body, dict) and "sensor_data" in body:
         model, used = _iot_model(state.settings.models, body)
         await charge_rows(request, None)
-        prediction = await inference.predict_one(model, body["sensor_data"], field="sensor_data")
+        device_id = body.get("device_id")
+        prediction = await inference.predict_one(
+            model, body["sensor_data"], field="sensor_data", device_id=device_id
+        )
         result = prediction.results[0]
         return ORJSONResponse(
             {
+                **_device_fields(device_id, result),
                 "is_anomaly": result["is_anomaly"],
                 "anomaly_score": result["anomaly_score"],
                 "confidence": result["confidence"],
@@ -149,10 +166,14 @@ async def predict_batch(request: Request, state: StateDep, inference: InferenceD
     if isinstance(body, dict) and "readings" in body:
         model, used = _iot_model(state.settings.models, body)
         await charge_rows(request, body["readings"])
-        prediction = await inference.predict_many(model, body["readings"], field="readings")
+        device_id = body.get("device_id")
+        prediction = await inference.predict_many(
+            model, body["readings"], field="readings", device_id=device_id
+        )
         timestamp = now_iso()
         predictions = [
             {
+                **_device_fields(None, r),
                 "index": i,
                 "is_anomaly": r["is_anomaly"],
                 "anomaly_score": r["anomaly_score"],
@@ -165,6 +186,7 @@ async def predict_batch(request: Request, state: StateDep, inference: InferenceD
         summary = prediction.summary()
         return ORJSONResponse(
             {
+                **_device_fields(device_id, {}),
                 "predictions": predictions,
                 "total_samples": summary["total"],
                 "anomalies_detected": summary["anomalies"],

@@ -71,8 +71,13 @@ async def predict(
             details=[{"field": "features", "message": "field required"}],
         )
     await charge_rows(request, None)
-    prediction = await inference.predict_one(model, body["features"], _version(body, version))
+    device_id = body.get("device_id")
+    prediction = await inference.predict_one(
+        model, body["features"], _version(body, version), device_id=device_id
+    )
     content = envelope(prediction, request)
+    if device_id is not None:
+        content["device_id"] = device_id
     content.update(prediction.results[0])
     return ORJSONResponse(content)
 
@@ -94,8 +99,13 @@ async def predict_batch(
             details=[{"field": "instances", "message": "field required"}],
         )
     await charge_rows(request, body["instances"])
-    prediction = await inference.predict_many(model, body["instances"], _version(body, version))
+    device_id = body.get("device_id")
+    prediction = await inference.predict_many(
+        model, body["instances"], _version(body, version), device_id=device_id
+    )
     content = envelope(prediction, request)
+    if device_id is not None:
+        content["device_id"] = device_id
     content["predictions"] = prediction.results
     content["summary"] = prediction.summary()
     return ORJSONResponse(content)

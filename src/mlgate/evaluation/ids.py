@@ -1,0 +1,110 @@
+"""`mlgate eval ids`: score labelled CICFlowMeter flows with any version of `ids`.
+
+The model is loaded from a repository exactly as the server loads it (manifest, checksum,
+runtime), so the numbers are those of what is served. With ``held_out=True`` only the
+test split the version recorded at training is scored, which reproduces its manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from mlgate.errors import MlgateError
+from mlgate.registry.manifest import sha256_file
+from mlgate.registry.registry import ModelRegistry
+from mlgate.training.common import binary_metrics, classification_metrics
+from mlgate.training.ids import BENIGN, clean_features, load_ids_dataset, split_ids
+
+
+@dataclass(frozen=True)
+class IdsEvaluation:
+    model: str
+    version: str
+    rows: int
+    metrics: dict[str, Any]
+
+
+def evaluate_ids(
+    repository: Path,
+    data: Sequence[Path],
+    *,
+    model: str = "ids",
+    version: str | None = None,
+    held_out: bool = False,
+) -> IdsEvaluation:
+    """Classify every flow of ``data`` and compare with its labels."""
+    registry = ModelRegistry(repository, default_model=model)
+    registry.reload()
+    try:
+        mv = registry.resolve(model, version)
+    except MlgateError as exc:
+        raise ValueError(f"{exc.message}: {exc.details}") from None
+    manifest = mv.manifest
+    if manifest.task != "classification":
+        raise ValueError(f"{model} is an {manifest.task} model; `eval ids` needs a classifier")
+    dataset = load_ids_dataset(list(data))
+    x, y = clean_features(dataset.x), dataset.y
+    if held_out:
+        recorded = {r["sha256"] for r in manifest.provenance.get("data", [])}
+        given = {sha256_file(Path(p)) for p in data}
+        if not recorded or given != recorded:
+            raise ValueError(
+                "--held-out needs exactly the data the version was trained on "
+                f"(files with sha256 {sorted(recorded)})"
+            )
+        split = split_ids(y, int(manifest.provenance["seed"]))
+        x, y = x[split.test], y[split.test]
+    unknown = sorted(set(y.tolist()) - set(manifest.classes))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not classes of {model} ({manifest.classes})")
+    probabilities = mv.runtime.run(x.astype(mv.runtime.input_dtype))
+    predicted = np.asarray(manifest.classes, dtype=object)[probabilities.argmax(axis=1)]
+    metrics = classification_metrics(y, predicted, manifest.classes)
+    detection = binary_metrics(y != BENIGN, predicted != BENIGN)
+    metrics["attack_detection"] = {
+        k: detection[k]
+        for k in ("precision", "recall", "f1", "false_alarm_rate", "missed_alarm_rate")
+    }
+    return IdsEvaluation(model, mv.version, len(y), metrics)
+
+
+def print_ids_report(result: IdsEvaluation, console: Console | None = None) -> None:
+    """Per-class table, summary line and confusion matrix."""
+    console = console or Console()
+    metrics = result.metrics
+    table = Table(
+        title=f"{result.model} v{result.version}: {result.rows} flows", title_justify="left"
+    )
+    for column in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in metrics["per_class"].items():
+        table.add_row(
+            name,
+            f"{row['precision']:.4f}",
+            f"{row['recall']:.4f}",
+            f"{row['f1']:.4f}",
+            str(row["support"]),
+        )
+    console.print(table)
+    attack = metrics["attack_detection"]
+    console.print(
+        f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   "
+        f"balanced accuracy {metrics['balanced_accuracy']:.4f}   "
+        f"attack detection F1 {attack['f1']:.4f} (FAR {attack['false_alarm_rate']:.4f}, "
+        f"MAR {attack['missed_alarm_rate']:.4f})"
+    )
+    matrix = metrics["confusion_matrix"]
+    confusion = Table(title="confusion matrix (rows: true, columns: predicted)")
+    confusion.add_column("")
+    for label in matrix["labels"]:
+        confusion.add_column(label[:10], justify="right")
+    for label, row in zip(matrix["labels"], matrix["matrix"], strict=True):
+        confusion.add_row(label, *(str(v) for v in row))
+    console.print(confusion)
