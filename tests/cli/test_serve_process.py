@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,13 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import FIXTURES, PROJECT_ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
+from tests.servers import clean_env, mlgate_serve
 
 KEY_PATTERN = re.compile(r"mlg_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
 
@@ -41,42 +30,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # Run from an empty directory, as a newcomer would: the default SQLite database
     # (./var/mlgate.db) is created there and the first start prints an admin key.
     workdir = tmp_path_factory.mktemp("serve")
-    output = workdir / "output.log"
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGATE_")}
-    argv = [sys.executable, "-m", "mlgate", "serve", "--port", str(port), "--log-level", "warning"]
-    with output.open("wb") as sink:
-        process = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=workdir,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"mlgate serve exited with {process.returncode}:\n{output.read_text()}")
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            pytest.fail("mlgate serve did not become ready within 60 s")
-        keys = KEY_PATTERN.findall(output.read_text())
-        assert len(keys) == 1, f"expected one bootstrap key in:\n{output.read_text()}"
-        yield Server(url, keys[0])
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with mlgate_serve(workdir, clean_env()) as running:
+        output = running.log.read_text()
+        keys = KEY_PATTERN.findall(output)
+        assert len(keys) == 1, f"expected one bootstrap key in:\n{output}"
+        yield Server(running.url, keys[0])
 
 
 @pytest.mark.slow

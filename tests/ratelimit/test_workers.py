@@ -8,12 +8,9 @@ backend on one worker is held to the same standard in-process.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cli.test_serve_process import free_port
 from tests.conftest import TEST_JWT_SECRET, make_settings, running_app
+from tests.servers import clean_env, mlgate_serve
 
 ROW = [0.5] * 77
 FREE_TIER_REQUESTS = 10
@@ -57,9 +54,8 @@ async def _fire(url: str, headers: dict[str, str], count: int) -> Counter[int]:
 def test_three_workers_sharing_redis_admit_exactly_n(
     tmp_path: Path, redis_url: str, key_prefix: str
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLGATE_")}
-    env.update(
-        {
+    env = clean_env(
+        **{
             "MLGATE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'mlgate.db'}",
             "MLGATE_AUTH__JWT_SECRET": TEST_JWT_SECRET,
             "MLGATE_AUTH__BOOTSTRAP_ADMIN": "false",
@@ -73,49 +69,8 @@ def test_three_workers_sharing_redis_admit_exactly_n(
     )
     _mlgate(env, "users", "create", "load-tester", "--no-password", "--scope", "predict")
     key = _mlgate(env, "keys", "create", "--user", "load-tester", "--name", "load")
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlgate",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            "3",
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        ready_in_a_row = 0
-        # Each worker loads models on its own: wait until many probes in a row are ready.
-        while ready_in_a_row < 20:
-            if time.monotonic() > deadline or server.poll() is not None:
-                stderr = server.stderr.read().decode() if server.stderr else ""
-                pytest.fail(f"3 workers did not become ready:\n{stderr[-3000:]}")
-            try:
-                ok = httpx.get(f"{url}/health/ready", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            ready_in_a_row = ready_in_a_row + 1 if ok else 0
-            time.sleep(0.05 if ok else 0.3)
-        counts = asyncio.run(_fire(url, {"X-API-Key": key}, 3 * FREE_TIER_REQUESTS))
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        if server.stderr is not None:
-            server.stderr.close()
+    with mlgate_serve(tmp_path, env, "--workers", "3", ready_in_a_row=20) as server:
+        counts = asyncio.run(_fire(server.url, {"X-API-Key": key}, 3 * FREE_TIER_REQUESTS))
     assert counts == {200: FREE_TIER_REQUESTS, 429: 2 * FREE_TIER_REQUESTS}
 
 

@@ -22,11 +22,23 @@ class PredictRequest(BaseModel):
     version: str | None = Field(
         default=None, description="Version or alias (`latest`, `stable`); default: stable."
     )
+    device_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._:-]{1,128}$",
+        description="Anomaly models with per-device baselines: the device the reading comes "
+        "from. Its first readings calibrate its baseline (the response says so); later ones "
+        "are scored against it.",
+    )
 
 
 class BatchPredictRequest(BaseModel):
     instances: list[Instance] = Field(min_length=1, description="Instances to score.")
     version: str | None = None
+    device_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._:-]{1,128}$",
+        description="One device's consecutive readings, in order (see PredictRequest).",
+    )
 
 
 class ClassificationResult(BaseModel):

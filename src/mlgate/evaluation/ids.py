@@ -19,8 +19,7 @@ from rich.table import Table
 from mlgate.errors import MlgateError
 from mlgate.registry.manifest import sha256_file
 from mlgate.registry.registry import ModelRegistry
-from mlgate.training.common import binary_metrics, classification_metrics
-from mlgate.training.ids import BENIGN, clean_features, load_ids_dataset, split_ids
+from mlgate.training.ids import clean_features, held_out_report, load_ids_dataset, split_ids
 
 
 @dataclass(frozen=True)
@@ -66,12 +65,8 @@ def evaluate_ids(
         raise ValueError(f"labels {unknown} are not classes of {model} ({manifest.classes})")
     probabilities = mv.runtime.run(x.astype(mv.runtime.input_dtype))
     predicted = np.asarray(manifest.classes, dtype=object)[probabilities.argmax(axis=1)]
-    metrics = classification_metrics(y, predicted, manifest.classes)
-    detection = binary_metrics(y != BENIGN, predicted != BENIGN)
-    metrics["attack_detection"] = {
-        k: detection[k]
-        for k in ("precision", "recall", "f1", "false_alarm_rate", "missed_alarm_rate")
-    }
+    metrics = held_out_report(y, predicted, manifest.classes)
+    metrics["split"] = "test" if held_out else "all rows given"
     return IdsEvaluation(model, mv.version, len(y), metrics)
 
 

@@ -362,6 +362,49 @@ def _fit(
     return best, history, best_iter
 
 
+def held_out_report(
+    y_true: np.ndarray, predicted: np.ndarray, classes: Sequence[str]
+) -> dict[str, Any]:
+    """Per-class metrics, and attack (any class but BENIGN) vs BENIGN detection."""
+    report: dict[str, Any] = {"split": "test"}
+    report.update(classification_metrics(y_true, predicted, classes))
+    if BENIGN in classes:
+        detection = binary_metrics(y_true != BENIGN, predicted != BENIGN)
+        report["attack_detection"] = {
+            "note": "attack (any class but BENIGN) vs BENIGN, from the predicted class",
+            **{
+                k: detection[k]
+                for k in ("precision", "recall", "f1", "false_alarm_rate", "missed_alarm_rate")
+            },
+        }
+    return report
+
+
+def classifier_manifest(
+    version: str,
+    description: str,
+    classes: list[str],
+    x_train: np.ndarray,
+    metrics: dict[str, Any],
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest of an ``ids`` version (ONNX graph with a ``probabilities`` output)."""
+    return {
+        "name": MODEL_NAME,
+        "version": version,
+        "runtime": "onnx",
+        "task": "classification",
+        "description": description,
+        "features": feature_specs(),
+        "classes": classes,
+        "attack_classes": [c for c in classes if c != BENIGN],
+        "runtime_options": {"output": PROBABILITIES},
+        "reference": reference_stats(x_train),
+        "metrics": metrics,
+        "provenance": provenance,
+    }
+
+
 def train_ids(
     data: Sequence[Path],
     repository: Path,
@@ -416,17 +459,7 @@ def train_ids(
     val_pred = label[np.argmax(served[split.validation], axis=1)]
     y_test = y[split.test]
 
-    metrics: dict[str, Any] = {"split": "test"}
-    metrics.update(classification_metrics(y_test, test_pred, classes))
-    if BENIGN in classes:
-        detection = binary_metrics(y_test != BENIGN, test_pred != BENIGN)
-        metrics["attack_detection"] = {
-            "note": "attack (any class but BENIGN) vs BENIGN, from the predicted class",
-            **{
-                k: detection[k]
-                for k in ("precision", "recall", "f1", "false_alarm_rate", "missed_alarm_rate")
-            },
-        }
+    metrics = held_out_report(y_test, test_pred, classes)
     metrics["split_sizes"] = split.sizes()
     metrics["validation"] = {
         "rows": len(split.validation),
@@ -435,24 +468,18 @@ def train_ids(
         "boosting_iterations": best_iter,
     }
     seconds = round(time.perf_counter() - started, 2)
-    manifest = {
-        "name": MODEL_NAME,
-        "version": version,
-        "runtime": "onnx",
-        "task": "classification",
-        "description": (
+    manifest = classifier_manifest(
+        version,
+        (
             "Network intrusion classifier for CICFlowMeter flow records (CICIDS2017, 77 "
             "features): BENIGN or one of six grouped attack classes. Gradient-boosted trees "
             "trained on a 5,050-row sample with a skewed class mix (BENIGN is rare), so the "
             "class probabilities are not calibrated to real traffic."
         ),
-        "features": feature_specs(),
-        "classes": classes,
-        "attack_classes": [c for c in classes if c != BENIGN],
-        "runtime_options": {"output": PROBABILITIES},
-        "reference": reference_stats(x[split.train]),
-        "metrics": metrics,
-        "provenance": {
+        classes,
+        x[split.train],
+        metrics,
+        {
             "dataset": (
                 "CICIDS2017 (Canadian Institute for Cybersecurity, UNB), sample with the "
                 "original column names and grouped labels; see data/cicids2017/PROVENANCE.md"
@@ -494,7 +521,7 @@ def train_ids(
             "training_seconds": seconds,
             **environment(),
         },
-    }
+    )
     version_dir, _, runtime = write_version(
         repository,
         manifest,

@@ -19,11 +19,9 @@ from rich.console import Console
 
 from mlgate.registry.manifest import MODEL_FILE, load_manifest
 from mlgate.training.common import (
-    binary_metrics,
     classification_metrics,
     environment,
     make_progress,
-    reference_stats,
     resolve_version,
     write_version,
 )
@@ -39,33 +37,22 @@ from mlgate.training.dqn import (
     train_dqn,
 )
 from mlgate.training.ids import (
-    BENIGN,
     CLEANING_RULE,
     LABEL_COLUMN,
     MODEL_NAME,
+    classifier_manifest,
     clean_features,
-    feature_specs,
+    held_out_report,
     load_ids_dataset,
     split_ids,
 )
-from mlgate.training.onnx_export import PROBABILITIES, require_onnx, run_onnx
+from mlgate.training.onnx_export import require_onnx, run_onnx
 
 #: Served (onnxruntime) and trained (torch) probabilities must agree this closely.
 EXPORT_ATOL = 1e-5
 #: The issue's target for the agent, and how far below the baseline it may be.
 TARGET_MACRO_F1 = 0.97
 MAX_GAP_TO_BASELINE = 0.01
-
-
-def _test_report(y: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    report: dict[str, Any] = {"split": "test"}
-    report.update(classification_metrics(y, predicted, classes))
-    detection = binary_metrics(y != BENIGN, predicted != BENIGN)
-    report["attack_detection"] = {
-        k: detection[k]
-        for k in ("precision", "recall", "f1", "false_alarm_rate", "missed_alarm_rate")
-    }
-    return report
 
 
 def _baseline_metrics(baseline_dir: Path | None) -> dict[str, Any] | None:
@@ -151,7 +138,7 @@ def train_ids_dqn(
     label = np.asarray(classes, dtype=object)
     test_pred = label[served[split.test].argmax(axis=1)]
     val_pred = label[served[split.validation].argmax(axis=1)]
-    metrics = _test_report(dataset.y[split.test], test_pred, classes)
+    metrics = held_out_report(dataset.y[split.test], test_pred, classes)
     metrics["split_sizes"] = split.sizes()
     val_report = classification_metrics(dataset.y[split.validation], val_pred, classes)
     metrics["validation"] = {
@@ -180,23 +167,17 @@ def train_ids_dqn(
             ),
         }
     seconds = round(time.perf_counter() - started, 2)
-    manifest = {
-        "name": MODEL_NAME,
-        "version": version,
-        "runtime": "onnx",
-        "task": "classification",
-        "description": (
+    manifest = classifier_manifest(
+        version,
+        (
             "Network intrusion classifier trained by deep Q-learning (RL-IDS): for each "
             "flow the agent picks a class and is rewarded for a correct one. Probabilities "
             "are a temperature-calibrated softmax of the Q-values."
         ),
-        "features": feature_specs(),
-        "classes": classes,
-        "attack_classes": [c for c in classes if c != BENIGN],
-        "runtime_options": {"output": PROBABILITIES},
-        "reference": reference_stats(x[split.train]),
-        "metrics": metrics,
-        "provenance": {
+        classes,
+        x[split.train],
+        metrics,
+        {
             "dataset": "CICIDS2017 sample; see data/cicids2017/PROVENANCE.md",
             "data": dataset.files,
             "rows_used": len(y),
@@ -230,7 +211,7 @@ def train_ids_dqn(
             "torch": torch.__version__,
             **environment(),
         },
-    }
+    )
     version_dir, _, _ = write_version(repository, manifest, onnx_model=graph, force=force)
     return version_dir
 
