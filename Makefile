@@ -28,13 +28,14 @@ install-dev: $(VENV)/.installed-dev
 serve: install
 	$(BIN)/mlgate serve $(ARGS)
 
-## Lint, then run the whole test suite
+## Lint (ruff, mypy), then run the whole test suite
 test: install-dev lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy src
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -183,7 +183,9 @@ def ids_command(
         dqn_version = version
         if baseline_dir is not None and version is not None:
             dqn_version = _following(version)
-        config = DQNConfig(seed=seed, **({"episodes": episodes} if episodes else {}))
+        config = (
+            DQNConfig(seed=seed) if episodes is None else DQNConfig(episodes=episodes, seed=seed)
+        )
         written.append(
             _run(
                 train_ids_dqn,
