@@ -29,8 +29,11 @@ serve: install
 	$(BIN)/mlgate serve $(ARGS)
 
 ## Lint (ruff, mypy), then run the whole test suite
+# The suite runs on the embedded default (SQLite); the HTTP tests run again on
+# PostgreSQL (the auth, database and device tests cover both in the first pass already).
 test: install-dev lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+	MLGATE_TEST_DATABASE=postgresql $(BIN)/pytest tests/api tests/ratelimit/test_http_limits.py $(PYTEST_ARGS)
 
 lint: install-dev
 	$(BIN)/ruff check src tests

@@ -33,14 +33,31 @@ FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost_kib": 8, "argon2_paral
 TEST_JWT_SECRET = secrets.token_urlsafe(48)
 
 
+#: ``MLGATE_TEST_DATABASE=postgresql`` runs the tests that take the default database on
+#: PostgreSQL (a fresh schema each) instead of SQLite; `make test` does both.
+TEST_DATABASE = os.environ.get("MLGATE_TEST_DATABASE", "sqlite")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test, and every Settings() it builds (CLI included), gets its own SQLite file."""
-    monkeypatch.setenv(
-        "MLGATE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'db' / 'mlgate.db'}"
-    )
+def _isolated_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test, and every Settings() it builds (CLI included), gets its own database:
+    a SQLite file, or a PostgreSQL schema dropped afterwards."""
     for name, value in FAST_ARGON2.items():
         monkeypatch.setenv(f"MLGATE_AUTH__{name.upper()}", str(value))
+    if TEST_DATABASE != "postgresql":
+        monkeypatch.setenv(
+            "MLGATE_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'db' / 'mlgate.db'}"
+        )
+        yield
+        return
+    _require_postgres()
+    schema = f"mlgate_test_{secrets.token_hex(6)}"
+    monkeypatch.setenv("MLGATE_DATABASE_URL", POSTGRES_URL)
+    monkeypatch.setenv("MLGATE_DATABASE__SCHEMA_NAME", schema)
+    try:
+        yield
+    finally:
+        _in_thread(_run_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 
 
 def make_settings(**overrides: Any) -> Settings:
