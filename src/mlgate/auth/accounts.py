@@ -191,8 +191,7 @@ class Accounts:
         rate_limit_overrides: Mapping[str, Any] | None = None,
     ) -> CreatedKey:
         """A new key for a user, with the user's scopes (or a subset) and tier by default."""
-        if not name.strip() or len(name) > 100:
-            raise _invalid("name", "give the key a name of 1-100 characters")
+        name = _key_name(name)
         if expires_at is not None and expires_at.tzinfo is None:
             expires_at = expires_at.replace(tzinfo=UTC)
         async with self._sessions() as session:
@@ -204,7 +203,7 @@ class Accounts:
             key = ApiKey(
                 prefix=material.prefix,
                 key_hash=material.digest,
-                name=name.strip(),
+                name=name,
                 user_id=user.id,
                 scopes=key_scopes,
                 tier=self._check_tier(tier or user.tier),
@@ -280,9 +279,7 @@ class Accounts:
             if key.revoked_at is not None:
                 raise Conflict(f"API key {key_id} is revoked", details={"key_id": key_id})
             if name is not None:
-                if not name.strip() or len(name) > 100:
-                    raise _invalid("name", "give the key a name of 1-100 characters")
-                key.name = name.strip()
+                key.name = _key_name(name)
             if scopes is not None:
                 key.scopes = self._owner_subset(user, scopes)
             if tier is not None:
@@ -313,3 +310,10 @@ class Accounts:
     @staticmethod
     def is_admin(user: User) -> bool:
         return ADMIN in user.scopes
+
+
+def _key_name(name: str) -> str:
+    """A key's name, trimmed (422 unless 1-100 characters)."""
+    if not name.strip() or len(name) > 100:
+        raise _invalid("name", "give the key a name of 1-100 characters")
+    return name.strip()
