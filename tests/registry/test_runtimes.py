@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -55,6 +56,28 @@ def write_version(
     return version_dir
 
 
+def write_ids_onnx(repo: Path, names: list[str], x: np.ndarray, pipeline: Any) -> Path:
+    """The ids pipeline converted to a float32 ONNX classifier, as version 1 of ids-onnx."""
+    onnx_model = to_onnx(
+        pipeline, x[:1].astype(np.float32), options={id(pipeline[-1]): {"zipmap": False}}
+    )
+    classes = [str(c) for c in pipeline.classes_]
+    return write_version(
+        repo,
+        "ids-onnx",
+        "model.onnx",
+        {
+            "runtime": "onnx",
+            "task": "classification",
+            "features": [{"name": n} for n in names],
+            "classes": classes,
+            "attack_classes": [c for c in classes if c != "BENIGN"],
+            "runtime_options": {"output": "probabilities"},
+        },
+        onnx_model.SerializeToString(),
+    )
+
+
 @pytest.fixture(scope="module")
 def ids_pipeline() -> tuple[list[str], np.ndarray, list[str], object]:
     names, x, y = ids_slice()
@@ -69,23 +92,7 @@ def test_both_runtimes_are_registered() -> None:
 
 def test_onnx_classifier_matches_sklearn(tmp_path: Path, ids_pipeline: tuple) -> None:
     names, x, _, pipeline = ids_pipeline
-    onnx_model = to_onnx(
-        pipeline, x[:1].astype(np.float32), options={id(pipeline[-1]): {"zipmap": False}}
-    )
-    version_dir = write_version(
-        tmp_path,
-        "ids-onnx",
-        "model.onnx",
-        {
-            "runtime": "onnx",
-            "task": "classification",
-            "features": [{"name": n} for n in names],
-            "classes": [str(c) for c in pipeline.classes_],
-            "attack_classes": [str(c) for c in pipeline.classes_ if c != "BENIGN"],
-            "runtime_options": {"output": "probabilities"},
-        },
-        onnx_model.SerializeToString(),
-    )
+    version_dir = write_ids_onnx(tmp_path, names, x, pipeline)
     runtime = load_runtime(version_dir, load_manifest(version_dir))
     assert runtime.input_dtype == np.float32
     got = runtime.run(x[:50].astype(np.float32))
@@ -118,24 +125,8 @@ def test_onnx_anomaly_scores_are_negated_when_asked(tmp_path: Path) -> None:
 
 async def test_onnx_model_served_over_http(tmp_path: Path, ids_pipeline: tuple) -> None:
     names, x, _, pipeline = ids_pipeline
-    onnx_model = to_onnx(
-        pipeline, x[:1].astype(np.float32), options={id(pipeline[-1]): {"zipmap": False}}
-    )
+    write_ids_onnx(tmp_path, names, x, pipeline)
     classes = [str(c) for c in pipeline.classes_]
-    write_version(
-        tmp_path,
-        "ids-onnx",
-        "model.onnx",
-        {
-            "runtime": "onnx",
-            "task": "classification",
-            "features": [{"name": n} for n in names],
-            "classes": classes,
-            "attack_classes": [c for c in classes if c != "BENIGN"],
-            "runtime_options": {"output": "probabilities"},
-        },
-        onnx_model.SerializeToString(),
-    )
     settings = make_settings(models={"repository": tmp_path, "default_model": "ids-onnx"})
     async with running_app(settings) as (_, client):
         response = await client.post(
