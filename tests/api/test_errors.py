@@ -199,8 +199,11 @@ async def test_body_too_large_is_413(app_factory: Any) -> None:
 async def test_method_not_allowed_and_unknown_route(client: httpx.AsyncClient) -> None:
     assert_envelope(await client.get("/v1/models/ids/predict"), 405, "method_not_allowed")
     assert_envelope(await client.delete("/predict"), 405, "method_not_allowed")
-    error = assert_envelope(await client.get("/v2/nothing"), 404, "not_found")
-    assert "/v2/nothing" in error["message"]
+    # (/v2 is the Open Inference Protocol now, whose errors have its own shape.)
+    error = assert_envelope(await client.get("/v3/nothing"), 404, "not_found")
+    assert "/v3/nothing" in error["message"]
+    oip = await client.get("/v2/nothing")
+    assert oip.status_code == 404 and "/v2/nothing" in oip.json()["error"]
 
 
 async def test_query_parameter_errors_use_the_envelope() -> None:

@@ -63,6 +63,27 @@ REQUESTS: list[tuple[str, str, Any, str, str, int]] = [
         1,
     ),
     ("seed-iot", "/predict/batch", {"readings": [READING] * 4}, "iot", "anomaly", 4),
+    (
+        "oip",
+        "/v2/models/ids/versions/2/infer",
+        {"inputs": [{"name": "x", "shape": [2, 77], "datatype": "FP32", "data": [ROW, ROW]}]},
+        "ids",
+        "classification",
+        2,
+    ),
+    (
+        "oip",
+        "/v2/models/iot/infer",
+        {
+            "inputs": [
+                {"name": name, "shape": [1], "datatype": "FP64", "data": [value]}
+                for name, value in READING.items()
+            ]
+        },
+        "iot",
+        "anomaly",
+        1,
+    ),
 ]
 
 
@@ -81,7 +102,10 @@ async def test_one_event_per_request_with_who_what_and_outputs(
     assert event.protocol == protocol
     assert event.model == model
     assert event.task == task
-    assert event.version == app.state.mlgate.registry.resolve(model).version
+    expected_version = (
+        "2" if "/versions/2/" in path else app.state.mlgate.registry.resolve(model).version
+    )
+    assert event.version == expected_version
     assert event.rows == rows == event.output.rows == event.inputs.rows
     assert event.request_id == response.headers["x-request-id"]
     assert event.principal is not None and event.principal.subject == "observer-admin"

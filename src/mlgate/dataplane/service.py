@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -181,3 +182,14 @@ class DataPlane:
             except Exception:
                 # An observer's bug must never fail the request it observes.
                 log.exception("inference observer failed", extra={"observer": repr(observer)})
+
+
+def local_dataplane(
+    repository: Path, *, default_model: str = "ids", max_batch_rows: int = 1_000_000
+) -> DataPlane:
+    """A data plane over a model repository, for scoring in-process (no server, no
+    caller to charge, no device baselines): the CLI's path to the same validation,
+    substitution rules and outputs as the HTTP routes."""
+    registry = ModelRegistry(repository, default_model=default_model, inline_threshold_us=0.0)
+    registry.reload()
+    return DataPlane(registry, max_batch_rows=max_batch_rows)

@@ -147,7 +147,8 @@ def to_json_data(array: np.ndarray) -> list[Any]:
     """An output tensor as a flat row-major JSON list (NaN becomes null)."""
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         return [None if math.isnan(v) else v for v in array.ravel().tolist()]
-    return array.ravel().tolist()  # type: ignore[no-any-return]
+    values: list[Any] = array.ravel().tolist()
+    return values
 
 
 def to_bytes(array: np.ndarray) -> bytes:
