@@ -15,7 +15,10 @@
     ├── ValidationFailed              422 validation_error
     ├── RateLimited                   429 rate_limited
     ├── ServiceUnavailable            503 not_ready
+    │   ├── Overloaded                503 overloaded
     │   └── RateLimiterUnavailable    503 rate_limiter_unavailable (mlgate.ratelimit)
+    ├── PredictionTimeout             504 prediction_timeout
+    ├── ClientGone                    499 client_closed_request (nobody reads the answer)
     └── ModelExecutionError           500 model_error
 
 The API edge (:mod:`mlgate.api.errors`) turns each into the one JSON envelope
@@ -137,6 +140,27 @@ class RateLimited(MlgateError):
 class ServiceUnavailable(MlgateError):
     status_code = 503
     code = "not_ready"
+
+
+class Overloaded(ServiceUnavailable):
+    """Too many requests are already waiting for this model version: shed at once with
+    ``Retry-After`` rather than queued until they time out (503)."""
+
+    code = "overloaded"
+
+
+class PredictionTimeout(MlgateError):
+    """The model did not answer within the prediction timeout (504)."""
+
+    status_code = 504
+    code = "prediction_timeout"
+
+
+class ClientGone(MlgateError):
+    """The client went away while its prediction waited; the work was abandoned."""
+
+    status_code = 499
+    code = "client_closed_request"
 
 
 class ModelExecutionError(MlgateError):

@@ -95,6 +95,18 @@ class ModelSettings(BaseModel):
     """Seed IoT client `model_name` values and the registry models they select."""
     iot_default_model: str = "iot"
     """Model for IoT seed requests that name no `model_name`."""
+    batching: bool = False
+    """Adaptive batching for every model whose manifest or model.yaml does not say: concurrent
+    requests for one version share model calls (see the benchmark for when it pays)."""
+    batching_max_batch_size: int = Field(default=32, ge=1, le=100_000)
+    """Most rows one batched model call takes (default for models that do not say)."""
+    batching_max_delay_ms: float = Field(default=2.0, ge=0, le=1000)
+    """How long the first queued request waits for others to join its batch."""
+    max_queue: int = Field(default=256, ge=1, le=1_000_000)
+    """Requests that may wait for or run on one model version at once, per worker; more
+    are shed at once with 503 and Retry-After."""
+    prediction_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """A prediction that takes longer is answered 504."""
 
     @property
     def resolved_repository(self) -> Path:

@@ -7,13 +7,15 @@ from functools import partial
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from mlgate.api.state import AppState
 from mlgate.dataplane.types import Encoded, InferenceContext
 
 
 def http_context(request: Request, protocol: str) -> InferenceContext:
-    """The caller (authenticated by the route's scope guard) and how to charge its rows."""
+    """The caller (authenticated by the route's scope guard), how to charge its rows, and
+    how to tell that it went away."""
     state: AppState = request.app.state.mlgate
     principal = request.state.principal
     return InferenceContext(
@@ -21,7 +23,14 @@ def http_context(request: Request, protocol: str) -> InferenceContext:
         principal=principal,
         request_id=request.state.request_id,
         charge_rows=partial(state.limits.charge_rows, request, principal),
+        disconnected=partial(_disconnect, request.receive),
     )
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Returns when the client disconnects (the body has been read: nothing else comes)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def encoded_response(encoded: Encoded, status_code: int = 200) -> Response:

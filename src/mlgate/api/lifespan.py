@@ -20,6 +20,7 @@ from mlgate.auth.service import AuthService
 from mlgate.auth.signing import load_signing_keys
 from mlgate.auth.tokens import TokenCodec
 from mlgate.dataplane import DataPlane
+from mlgate.dataplane.runner import Runner, RunnerPolicy
 from mlgate.db.engine import build_engine, session_factory
 from mlgate.db.migrate import upgrade
 from mlgate.devices.scoring import DeviceScorer
@@ -47,7 +48,20 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
         ),
         ReadingWindows(settings.devices.max_windows),
     )
-    dataplane = DataPlane(registry, max_batch_rows=settings.models.max_batch_rows, devices=devices)
+    models = settings.models
+    runner = Runner(
+        RunnerPolicy(
+            batching=models.batching,
+            max_batch_size=models.batching_max_batch_size,
+            max_delay_s=models.batching_max_delay_ms / 1000,
+            max_queue=models.max_queue,
+            timeout_s=models.prediction_timeout_s,
+        )
+    )
+    registry.add_listener(runner)
+    dataplane = DataPlane(
+        registry, max_batch_rows=models.max_batch_rows, runner=runner, devices=devices
+    )
     sessions = session_factory(engine)
     passwords = Passwords(settings.auth)
     tokens = TokenCodec(settings.auth, load_signing_keys(settings))
@@ -120,6 +134,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.dispose()
         raise
     app.state.mlgate = state
+    state.dataplane.runner.attach(asyncio.get_running_loop())
     if settings.rate_limit.backend == "redis" and not await state.limiter.check():
         log.warning("Redis is not answering at start; rate limits are degraded until it does")
     tasks: list[asyncio.Task[None]] = []
@@ -137,5 +152,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await state.dataplane.runner.close()
         await state.limiter.close()
         await engine.dispose()

@@ -104,7 +104,7 @@ class DataPlane:
         if inputs.device_id is not None:
             output = await self._score_device(mv, inputs, context)
         else:
-            output = await self._score(mv, inputs.matrix)
+            output = await self._score(mv, inputs.matrix, context)
         elapsed_ms = (time.perf_counter() - context.started) * 1000
         result = InferenceResult(mv, inputs, output, elapsed_ms, context.request_id)
         if self._observers:
@@ -119,8 +119,8 @@ class DataPlane:
             )
         device_spec(mv)
 
-    async def _score(self, mv: ModelVersion, x: np.ndarray) -> Output:
-        raw = await self.runner.run(mv, x)
+    async def _score(self, mv: ModelVersion, x: np.ndarray, context: InferenceContext) -> Output:
+        raw = await self.runner.run(mv, x, context.disconnected)
         if mv.manifest.task == "classification":
             return classification_output(mv, raw)
         return anomaly_output(mv, raw, x)
@@ -137,7 +137,9 @@ class DataPlane:
         spec, baseline = batch.spec, batch.baseline
         scores = np.full(n, np.nan)
         if len(batch.model_input):
-            scores[calibrating:] = await self.runner.run(mv, batch.model_input)
+            scores[calibrating:] = await self.runner.run(
+                mv, batch.model_input, context.disconnected
+            )
         scored = np.arange(n) >= calibrating
         seen = np.zeros(n, dtype=np.int64)
         seen[:calibrating] = batch.progress

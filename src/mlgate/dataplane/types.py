@@ -136,6 +136,8 @@ class InferenceContext:
     principal: Principal | None = None
     request_id: str | None = None
     charge_rows: RowCharger | None = None
+    disconnected: Callable[[], Awaitable[object]] | None = None
+    """Completes when the client goes away (lets queued work be abandoned)."""
     started: float = field(default_factory=time.perf_counter)
     headers: dict[str, str] = field(default_factory=dict)
 

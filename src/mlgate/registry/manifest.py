@@ -89,6 +89,21 @@ class DeviceBaseline(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 
+class BatchingSpec(BaseModel):
+    """Adaptive batching of one model (version): concurrent requests share model calls.
+
+    Unset fields take the server's defaults (``MLGATE_MODELS__BATCHING_*``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = None
+    max_batch_size: int | None = Field(default=None, ge=1, le=100_000)
+    """Most rows one model call takes."""
+    max_delay_ms: float | None = Field(default=None, ge=0, le=1000)
+    """How long the first queued request waits for others to join its batch."""
+
+
 class Manifest(BaseModel):
     """Everything a model version declares: identity, runtime, schema, outputs, metrics."""
 
@@ -113,6 +128,7 @@ class Manifest(BaseModel):
     reference: Reference | None = None
     # Optional: the model can score readings against per-device baselines.
     device_baseline: DeviceBaseline | None = None
+    batching: BatchingSpec | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime | None = None
@@ -160,6 +176,8 @@ class ModelFile(BaseModel):
 
     description: str = ""
     aliases: dict[str, str] = Field(default_factory=dict)
+    batching: BatchingSpec | None = None
+    """Batching of every version (a version's manifest may override it)."""
 
     @model_validator(mode="after")
     def _check_aliases(self) -> ModelFile:

@@ -29,6 +29,7 @@ from mlgate.errors import ModelNotFound, ServiceUnavailable, VersionNotFound
 from mlgate.registry.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
+    BatchingSpec,
     Manifest,
     ManifestError,
     load_manifest,
@@ -63,6 +64,8 @@ class ModelVersion:
     reference_mean: np.ndarray | None
     reference_std: np.ndarray | None
     attack_mask: np.ndarray | None
+    batching: BatchingSpec | None = None
+    """The version's batching (manifest, else model.yaml); None: the server's default."""
 
     @property
     def name(self) -> str:
@@ -327,13 +330,15 @@ class ModelRegistry:
                 continue
             version = version_dir.name
             old = previous.versions.get(version) if previous else None
-            fingerprint = _fingerprint(version_dir)
+            # model.yaml's batching shapes the version too: a change reloads it.
+            batching = model_file.batching if model_file else None
+            fingerprint = (*_fingerprint(version_dir), ("batching", repr(batching)))
             if old is not None and old.fingerprint == fingerprint:
                 versions[version] = old
                 report.unchanged.setdefault(name, []).append(version)
                 continue
             try:
-                versions[version] = self._load_version(version_dir, fingerprint)
+                versions[version] = self._load_version(version_dir, fingerprint, batching)
                 report.loaded.setdefault(name, []).append(version)
             except Exception as exc:
                 message = str(exc) or type(exc).__name__
@@ -381,7 +386,12 @@ class ModelRegistry:
                 aliases[alias] = kept
         return aliases
 
-    def _load_version(self, version_dir: Path, fingerprint: tuple[Any, ...]) -> ModelVersion:
+    def _load_version(
+        self,
+        version_dir: Path,
+        fingerprint: tuple[Any, ...],
+        model_batching: BatchingSpec | None = None,
+    ) -> ModelVersion:
         manifest = load_manifest(version_dir)
         if manifest.artifact_sha256 is not None:
             actual = sha256_file(version_dir / manifest.artifact)
@@ -408,6 +418,7 @@ class ModelRegistry:
             reference_mean=np.asarray(reference.mean) if reference else None,
             reference_std=np.asarray(reference.std) if reference else None,
             attack_mask=attack_mask,
+            batching=manifest.batching or model_batching,
         )
 
 

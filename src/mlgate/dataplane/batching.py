@@ -1,0 +1,163 @@
+"""Adaptive batching: concurrent requests for one model version share one model call.
+
+Requests queue their rows; one task per version takes what is queued - as soon as the
+model is free, after waiting at most ``max_delay_s`` from the first queued request for
+more to arrive, up to ``max_batch_size`` rows - runs the model once, and gives each
+caller its own rows back. A failed batch is retried request by request, so an error in
+one request's rows reaches only that caller. A caller that gives up (a timeout, a
+client that went away) before its batch runs leaves nothing behind: its rows are
+skipped. ``close()`` stops taking requests and finishes those already queued (reload,
+unload, shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger("mlgate.batching")
+
+#: Runs the model on a matrix (already in the right dtype); may run in a thread.
+ModelCall = Callable[[np.ndarray], Awaitable[np.ndarray]]
+
+
+class BatcherClosed(RuntimeError):
+    """The batcher no longer takes requests (its version is being unloaded)."""
+
+
+@dataclass(eq=False)
+class _Pending:
+    rows: np.ndarray
+    future: asyncio.Future[np.ndarray]
+    done: bool = field(default=False)
+
+
+class AdaptiveBatcher:
+    """Groups concurrent requests' rows into model calls (see the module docstring)."""
+
+    def __init__(self, call: ModelCall, *, max_batch_size: int, max_delay_s: float) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        self._call = call
+        self.max_batch_size = max_batch_size
+        self.max_delay_s = max(0.0, max_delay_s)
+        self._queue: deque[_Pending] = deque()
+        self._arrived: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.batches = 0
+        """Model calls made (for tests and metrics)."""
+
+    @property
+    def queued_rows(self) -> int:
+        return sum(len(p.rows) for p in self._queue)
+
+    async def submit(self, rows: np.ndarray) -> np.ndarray:
+        """The model's output for ``rows``, computed together with other callers'."""
+        if self._closed:
+            raise BatcherClosed
+        loop = asyncio.get_running_loop()
+        if self._task is None:
+            # Created lazily, inside the loop that serves the requests.
+            self._arrived = asyncio.Event()
+            self._task = loop.create_task(self._serve(), name="mlgate-batcher")
+        pending = _Pending(rows, loop.create_future())
+        self._queue.append(pending)
+        assert self._arrived is not None
+        self._arrived.set()
+        try:
+            return await pending.future
+        finally:
+            # Cancelled (timeout, disconnect) before its batch ran: skipped by _take().
+            pending.done = True
+
+    async def _serve(self) -> None:
+        assert self._arrived is not None
+        while True:
+            if not self._queue:
+                if self._closed:
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            await self._gather()
+            batch = self._take()
+            if batch:
+                await self._run(batch)
+
+    async def _gather(self) -> None:
+        """Wait (at most max_delay_s from now) for the batch to fill."""
+        assert self._arrived is not None
+        if self.max_delay_s <= 0 or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_delay_s
+        while self.queued_rows < self.max_batch_size and not self._closed:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    def _take(self) -> list[_Pending]:
+        """Queued requests up to max_batch_size rows (at least one), skipping those whose
+        callers have gone."""
+        batch: list[_Pending] = []
+        rows = 0
+        while self._queue:
+            head = self._queue[0]
+            if head.done or head.future.done():
+                self._queue.popleft()
+                continue
+            if batch and rows + len(head.rows) > self.max_batch_size:
+                break
+            batch.append(self._queue.popleft())
+            rows += len(head.rows)
+        return batch
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        self.batches += 1
+        if len(batch) == 1:
+            await self._answer(batch[0])
+            return
+        sizes = [len(p.rows) for p in batch]
+        try:
+            out = await self._call(np.concatenate([p.rows for p in batch]))
+        except Exception:
+            # Find out whose rows fail: each caller gets its own answer or error.
+            for pending in batch:
+                await self._answer(pending)
+            return
+        offsets = np.cumsum(sizes)[:-1]
+        for pending, part in zip(batch, np.split(out, offsets), strict=True):
+            if not pending.future.done():
+                pending.future.set_result(part)
+
+    async def _answer(self, pending: _Pending) -> None:
+        try:
+            out = await self._call(pending.rows)
+        except Exception as exc:
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+            return
+        if not pending.future.done():
+            pending.future.set_result(out)
+
+    async def close(self) -> None:
+        """Take no more requests; answer those queued, then stop."""
+        self._closed = True
+        if self._task is None:
+            return
+        assert self._arrived is not None
+        self._arrived.set()
+        try:
+            await self._task
+        except Exception:
+            log.exception("batcher failed while draining")
