@@ -231,3 +231,39 @@ def test_readme_user_and_key_examples_work_as_written(server: Server) -> None:
     assert _me(server, {"Authorization": f"Bearer {token}"}).status_code == 403
     status, _ = _run_curl(server, login)
     assert status == "403"
+
+
+def readme_model_commands() -> list[str]:
+    """The ``mlgate models ...`` lines of the README's bash blocks, without comments."""
+    text = (PROJECT_ROOT / "README.md").read_text()
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.splitlines():
+            if line.startswith("mlgate models"):
+                lines.append(line.split("  #", 1)[0].strip())
+    return lines
+
+
+@pytest.mark.slow
+def test_readme_model_commands_work_as_written(server: Server) -> None:
+    lines = readme_model_commands()
+    assert [" ".join(line.split()[:3]) for line in lines] == [
+        "mlgate models list",
+        "mlgate models reload",
+    ], lines
+    listing = _cli(server, lines[0])
+    assert "ids" in listing and "iot-device-distance" in listing
+    # "admin key in MLGATE_API_KEY"
+    argv = [sys.executable, "-m", "mlgate", *shlex.split(lines[1])[1:]]
+    argv = [a.replace("http://127.0.0.1:8000", server.url) for a in argv]
+    result = subprocess.run(
+        argv,
+        env=clean_env(MLGATE_API_KEY=server.api_key),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["failed"] == {} and "ids" in report["unchanged"]
