@@ -52,3 +52,29 @@ def test_readme_names_the_two_commands_that_ci_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     made = calls.read_text().splitlines() if calls.exists() else []
     assert "test" in made, f".ci/run ran make with {made or 'nothing'}: `make test` is missing"
+
+
+def test_package_description_promises_only_what_exists() -> None:
+    """pyproject's one-line description names features that are there today: a feature
+    in it must have its module (audit log and metrics come with theirs)."""
+    import tomllib
+
+    import mlgate
+
+    description = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"][
+        "description"
+    ].lower()
+    package = Path(mlgate.__file__).parent
+    needs = {
+        "audit": package / "audit",
+        "metrics": package / "observability",
+        "tracing": package / "observability",
+        "batching": package / "dataplane",
+        "cach": package / "dataplane",
+        "rate limit": package / "ratelimit",
+        "baseline": package / "devices",
+        "oauth2": package / "auth",
+    }
+    for word, module in needs.items():
+        if word in description:
+            assert module.is_dir(), f"the description promises {word!r}; {module.name}/ is missing"
