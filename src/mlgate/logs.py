@@ -20,13 +20,15 @@ _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
 
 
 class JSONFormatter(logging.Formatter):
-    """Formats a record as JSON: time, level, logger, message, request id and extras."""
+    """Formats a record as JSON: time, level, logger, process id, message, request id and
+    extras (the process id tells apart the workers of ``mlgate serve --workers N``)."""
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         payload.update(log_context())

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.api.gated_model import HOLD, Gate, write_gated_model
 from tests.conftest import make_settings, running_app
 
 FEATURES = {"features": [0.5] * 77}
@@ -135,6 +136,47 @@ async def test_reload_does_not_fail_requests_in_flight(model_repo: Path) -> None
         codes = [c for r in results if isinstance(r, list) for c in r]
         assert codes and set(codes) == {200}
         assert (await client.get("/v1/models/ids")).json()["aliases"]["latest"] == "14"
+
+
+async def test_requests_in_flight_finish_on_the_version_they_started_with(
+    tmp_path: Path,
+) -> None:
+    """A slow version is replaced on disk and a version 2 appears while three requests
+    are inside its model call: they finish on the old version 1 (its output and its
+    threshold), while new requests get what the reload loaded."""
+    repo = tmp_path / "models"
+    gate = Gate()
+    write_gated_model(repo, "gated", "1", score=0.25, threshold=0.5, gate=gate)
+    async with admin_app(repo) as (_, client):
+
+        async def predict(features: list[float], **params: str) -> httpx.Response:
+            return await client.post(
+                "/v1/models/gated/predict", json={"features": features}, params=params
+            )
+
+        held = [asyncio.create_task(predict([HOLD, 0.0])) for _ in range(3)]
+        await gate.entered()
+        write_gated_model(repo, "gated", "1", score=0.75, threshold=0.1, gate=gate)
+        write_gated_model(repo, "gated", "2", score=0.9, threshold=0.5, gate=gate)
+        report = await reload(client)
+        assert report["loaded"] == {"gated": ["1", "2"]}
+        assert gate.held >= 1  # the reload did not wait for the requests in flight
+        new_default = (await predict([0.0, 0.0])).json()
+        assert (new_default["model_version"], new_default["anomaly_score"]) == ("2", 0.9)
+        new_one = (await predict([0.0, 0.0], version="1")).json()
+        assert (new_one["anomaly_score"], new_one["threshold"], new_one["is_anomaly"]) == (
+            0.75,
+            0.1,
+            True,
+        )
+        gate.open()
+        finished = await asyncio.gather(*held)
+    assert not gate.timed_out
+    for response in finished:
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model_version"] == "1"
+        assert (body["anomaly_score"], body["threshold"], body["is_anomaly"]) == (0.25, 0.5, False)
 
 
 async def test_removed_version_disappears(model_repo: Path) -> None:

@@ -1,4 +1,5 @@
-"""`mlgate serve` as a real process: a user's first command."""
+"""`mlgate serve` as a real process: a user's first command, and the README's examples
+(curl and the `mlgate` CLI) run as written against it, with their documented results."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import json
 import re
 import shlex
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -23,6 +28,8 @@ class Server:
     url: str
     api_key: str
     """The admin key the first start printed (once) on stderr."""
+    workdir: Path
+    """Where it runs: the CLI run from here uses the same database (./var/mlgate.db)."""
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         output = running.log.read_text()
         keys = KEY_PATTERN.findall(output)
         assert len(keys) == 1, f"expected one bootstrap key in:\n{output}"
-        yield Server(running.url, keys[0])
+        yield Server(running.url, keys[0], workdir)
 
 
 @pytest.mark.slow
@@ -66,16 +73,197 @@ def readme_curl_commands() -> list[str]:
     return commands
 
 
+def _ids_port_scan(body: dict[str, Any]) -> None:
+    # "this one is a port scan from the CICIDS2017 sample"
+    assert body["predicted_class_name"] == "PortScan" and body["is_attack"] is True
+
+
+def _iot_normal_reading(body: dict[str, Any]) -> None:
+    # A normal pump reading; "unknown fields are ignored and listed in ignored_features".
+    assert body["is_anomaly"] is False
+    assert body["ignored_features"] == ["duty_cycle"]
+
+
+def _iot_batch(body: dict[str, Any]) -> None:
+    # "with a summary (counts per class, attack or anomaly rate)"; the first row is the
+    # normal reading above.
+    assert body["summary"]["total"] == 2 and "anomaly_rate" in body["summary"]
+    assert body["predictions"][0]["is_anomaly"] is False
+
+
+def _model_list(body: dict[str, Any]) -> None:
+    names = {m["name"] for m in body["models"]}
+    assert {"ids", "iot"} <= names
+
+
+def _ids_info(body: dict[str, Any]) -> None:
+    # "schema, classes, versions and held-out metrics"
+    assert len(body["schema"]["features"]) == 77 and "PortScan" in body["schema"]["classes"]
+    assert {"1", "2"} <= {v["version"] for v in body["versions"]}
+    assert body["metrics"]["macro_f1"] > 0
+
+
+def _seed_iot(body: dict[str, Any]) -> None:
+    assert body["model_used"] == "isolation_forest" and "is_anomaly" in body
+
+
+def _seed_health(body: dict[str, Any]) -> None:
+    assert body["status"] == "healthy"
+
+
+def _seed_model_info(body: dict[str, Any]) -> None:
+    assert body["model_name"] == "ids"
+
+
+#: What the README says each curl example answers, by path (each example needs one).
+DOCUMENTED: dict[str, Callable[[dict[str, Any]], None]] = {
+    "/v1/models/ids/predict": _ids_port_scan,
+    "/v1/models/iot/predict": _iot_normal_reading,
+    "/v1/models/iot/predict/batch": _iot_batch,
+    "/v1/models": _model_list,
+    "/v1/models/ids": _ids_info,
+    "/predict": _seed_iot,
+    "/health": _seed_health,
+    "/model/info": _seed_model_info,
+}
+
+
+def _run_curl(server: Server, command: str) -> tuple[str, str]:
+    """(status, body) of a README curl command, pointed at ``server``."""
+    command = command.replace("$MLGATE_API_KEY", server.api_key)
+    argv = shlex.split(command.replace("http://127.0.0.1:8000", server.url))
+    argv[1:1] = ["-w", "\n%{http_code}"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    body, _, status = result.stdout.rpartition("\n")
+    return status, body
+
+
 @pytest.mark.slow
 def test_readme_curl_examples_work_as_written(server: Server) -> None:
     commands = readme_curl_commands()
     assert len(commands) >= 6
+    checked = set()
     for command in commands:
         # As a reader would run it: with the bootstrap key in MLGATE_API_KEY.
-        command = command.replace("$MLGATE_API_KEY", server.api_key)
-        argv = shlex.split(command.replace("http://127.0.0.1:8000", server.url))
-        argv[1:1] = ["-w", "\n%{http_code}"]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-        body, _, status = result.stdout.rpartition("\n")
-        assert status == "200", f"{command}\n-> {status} {body}"
-        json.loads(body)
+        status, body = _run_curl(server, command)
+        assert status == "200", f"{command}\n-> {status} {body[:1000]}"
+        url = next(word for word in shlex.split(command) if word.startswith("http"))
+        path = urlsplit(url).path
+        assert path in DOCUMENTED, f"no documented result to check for {command}"
+        try:
+            DOCUMENTED[path](json.loads(body))
+        except (AssertionError, KeyError) as exc:
+            raise AssertionError(f"{command}\n-> {body[:1000]}") from exc
+        checked.add(path)
+    assert checked == set(DOCUMENTED), f"README examples gone: {set(DOCUMENTED) - checked}"
+
+
+def readme_account_commands() -> list[str]:
+    """The lines of the README's users-and-keys example, without their comments."""
+    text = (PROJECT_ROOT / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```sh\n(.*?)```", text, flags=re.S) if "mlgate" in b]
+    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def _cli(server: Server, command: str, stdin: str = "") -> str:
+    """A README ``mlgate ...`` line run as written from the server's directory (so on its
+    database), in a session without a terminal: a password prompt reads stdin."""
+    argv = [sys.executable, "-m", "mlgate", *shlex.split(command)[1:]]
+    result = subprocess.run(
+        argv,
+        cwd=server.workdir,
+        env=clean_env(COLUMNS="200"),  # a terminal wide enough for `keys list`
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        start_new_session=True,
+    )
+    assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def _me(server: Server, headers: dict[str, str]) -> httpx.Response:
+    return httpx.get(f"{server.url}/v1/users/me", headers=headers, timeout=10)
+
+
+@pytest.mark.slow
+def test_readme_user_and_key_examples_work_as_written(server: Server) -> None:
+    lines = readme_account_commands()
+    by_start = {" ".join(line.split()[:3]): line for line in lines}
+    assert set(by_start) == {
+        "mlgate users create",
+        "mlgate keys create",
+        "mlgate keys list",
+        "mlgate keys revoke",
+        "mlgate users disable",
+        "curl -s http://127.0.0.1:8000/v1/token",
+    }, lines
+    password = "correct-horse-battery-staple"
+
+    # "asks for a password" (twice: it is confirmed)
+    _cli(server, by_start["mlgate users create"], stdin=f"{password}\n{password}\n")
+    # "prints the key once"
+    key = _cli(server, by_start["mlgate keys create"]).strip()
+    assert KEY_PATTERN.fullmatch(key), key
+    me = _me(server, {"X-API-Key": key})
+    assert me.status_code == 200, me.text
+    assert me.json()["subject"] == "alice" and me.json()["tier"] == "pro"
+    assert sorted(me.json()["scopes"]) == ["models:read", "predict"]
+    listing = _cli(server, by_start["mlgate keys list"])
+    prefix = key.split("_")[1]
+    assert "billing-service" in listing and prefix in listing
+
+    # "-> access_token" (run before `users disable`, which refuses logins)
+    login = by_start["curl -s http://127.0.0.1:8000/v1/token"].replace(
+        "password=...", f"password={password}"
+    )
+    status, body = _run_curl(server, login)
+    assert status == "200", body
+    token = json.loads(body)["access_token"]
+    assert _me(server, {"Authorization": f"Bearer {token}"}).status_code == 200
+
+    # "takes effect at once"
+    _cli(server, by_start["mlgate keys revoke"].replace("<id or prefix>", prefix))
+    assert _me(server, {"X-API-Key": key}).status_code == 401
+    _cli(server, by_start["mlgate users disable"])
+    assert _me(server, {"Authorization": f"Bearer {token}"}).status_code == 403
+    status, _ = _run_curl(server, login)
+    assert status == "403"
+
+
+def readme_model_commands() -> list[str]:
+    """The ``mlgate models ...`` lines of the README's bash blocks, without comments."""
+    text = (PROJECT_ROOT / "README.md").read_text()
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.splitlines():
+            if line.startswith("mlgate models"):
+                lines.append(line.split("  #", 1)[0].strip())
+    return lines
+
+
+@pytest.mark.slow
+def test_readme_model_commands_work_as_written(server: Server) -> None:
+    lines = readme_model_commands()
+    assert [" ".join(line.split()[:3]) for line in lines] == [
+        "mlgate models list",
+        "mlgate models reload",
+    ], lines
+    listing = _cli(server, lines[0])
+    assert "ids" in listing and "iot-device-distance" in listing
+    # "admin key in MLGATE_API_KEY"
+    argv = [sys.executable, "-m", "mlgate", *shlex.split(lines[1])[1:]]
+    argv = [a.replace("http://127.0.0.1:8000", server.url) for a in argv]
+    result = subprocess.run(
+        argv,
+        env=clean_env(MLGATE_API_KEY=server.api_key),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["failed"] == {} and "ids" in report["unchanged"]

@@ -116,9 +116,22 @@ async def test_keys_are_isolated(limiter: RateLimiter) -> None:
 
 
 async def test_one_key_under_two_limits_shares_its_state(limiter: RateLimiter) -> None:
-    # The state is a time, not a count: a key must keep one limit, so callers name
-    # keys by limit ("req:alice", "rows:alice"). Pin the behaviour so that it stays.
+    # The state is a time (when the bucket is full again), not a count per limit: a key
+    # hit under another limit sees the time the first limit left behind.
+    await limiter.hit("alice", Limit.per_minute(10), cost=10)  # full again in 60 s
+    # 20 a minute has room for 20 at once on a fresh key, but not on this one: the
+    # stored time is 60 s ahead, exactly its whole burst (20 x 3 s).
+    shared = await limiter.hit("alice", Limit.per_minute(20), cost=1)
+    assert not shared.allowed
+    assert shared.remaining == 0
+    assert (await limiter.hit("fresh", Limit.per_minute(20), cost=1)).allowed
+
+
+async def test_keys_named_per_limit_do_not_share_state(limiter: RateLimiter) -> None:
+    # Hence callers name keys by limit ("req:alice", "rows:alice"): spending one
+    # leaves the other untouched.
     await limiter.hit("req:alice", Limit.per_minute(10), cost=10)
+    assert not (await limiter.hit("req:alice", Limit.per_minute(10))).allowed
     assert (await limiter.hit("rows:alice", Limit.per_minute(10), cost=10)).allowed
 
 

@@ -1,8 +1,8 @@
 """Exactness across processes: N requests a minute means N, however many workers serve.
 
 Three real uvicorn workers (``mlgate serve --workers 3``) share a Redis; a free-tier key
-(10 requests a minute) fires 30 requests at once and exactly 10 are admitted. The memory
-backend on one worker is held to the same standard in-process.
+(10 requests a minute) fires 30 requests at once, ten through each worker, and exactly 10
+are admitted. The memory backend on one worker is held to the same standard in-process.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import secrets
 import subprocess
 import sys
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import TEST_JWT_SECRET, make_settings, running_app
-from tests.servers import clean_env, mlgate_serve
+from tests.servers import Worker, clean_env, connections_to_workers, mlgate_serve
 
 ROW = [0.5] * 77
 FREE_TIER_REQUESTS = 10
@@ -38,16 +38,17 @@ def _mlgate(env: dict[str, str], *args: str) -> str:
     return result.stdout.strip()
 
 
-async def _fire(url: str, headers: dict[str, str], count: int) -> Counter[int]:
-    limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        responses = await asyncio.gather(
-            *(
-                client.post("/v1/models/ids/predict", json={"features": ROW}, headers=headers)
-                for _ in range(count)
-            )
+def _fire(connections: list[Worker], headers: dict[str, str]) -> Counter[int]:
+    """One request on every connection, all at the same time."""
+
+    def one(worker: Worker) -> int:
+        response = worker.request(
+            "POST", "/v1/models/ids/predict", json={"features": ROW}, headers=headers
         )
-    return Counter(r.status_code for r in responses)
+        return response.status_code
+
+    with ThreadPoolExecutor(len(connections)) as pool:
+        return Counter(pool.map(one, connections))
 
 
 @pytest.mark.slow
@@ -65,12 +66,16 @@ def test_three_workers_sharing_redis_admit_exactly_n(
             "MLGATE_REDIS_URL": redis_url,
             "MLGATE_RATE_LIMIT__BACKEND": "redis",
             "MLGATE_RATE_LIMIT__REDIS_KEY_PREFIX": key_prefix,
+            "MLGATE_OBSERVABILITY__ACCESS_LOG": "true",
         }
     )
     _mlgate(env, "users", "create", "load-tester", "--no-password", "--scope", "predict")
     key = _mlgate(env, "keys", "create", "--user", "load-tester", "--name", "load")
-    with mlgate_serve(tmp_path, env, "--workers", "3", ready_in_a_row=20) as server:
-        counts = asyncio.run(_fire(server.url, {"X-API-Key": key}, 3 * FREE_TIER_REQUESTS))
+    serve = mlgate_serve(tmp_path, env, "--workers", "3", ready_in_a_row=20, log_level="info")
+    # Ten connections to each of the three workers (checked in the access log).
+    with serve as server, connections_to_workers(server, 3, FREE_TIER_REQUESTS) as workers:
+        connections = [w for conns in workers.values() for w in conns]
+        counts = _fire(connections, {"X-API-Key": key})
     assert counts == {200: FREE_TIER_REQUESTS, 429: 2 * FREE_TIER_REQUESTS}
 
 

@@ -1,0 +1,94 @@
+"""Per-device scoring through HTTP gives the figures the README's IoT table promises.
+
+Every run of ``data/skab/other`` is streamed through the HTTP API as one device, with
+the same code as ``mlgate eval iot`` (first 400 readings calibrate, every later reading
+is scored), on one worker: each run is smoothed over one window, as offline. The pooled
+F1 / FAR / MAR / precision / recall must equal the README's table within its rounding
+(± 0.0005) and the manifest's ``device_baseline.metrics`` within ± 1e-6 (its rounding).
+Scoring raw readings instead of the smoothed window moves them by far more.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from mlgate.evaluation import evaluate_iot, leaderboard_rows, load_runs
+from mlgate.registry.manifest import load_manifest
+from mlgate.settings import bundled_repository
+from tests.conftest import DATA_DIR, PROJECT_ROOT, make_settings, running_app
+
+TEST_RUNS = DATA_DIR / "skab" / "other"
+README_ROWS_SCORED = 9329
+#: The README prints three decimals.
+README_TOLERANCE = 0.0005
+#: The manifests keep six.
+MANIFEST_TOLERANCE = 1e-6
+COLUMNS = {
+    "f1": "test F1",
+    "far": "test FAR",
+    "mar": "test MAR",
+    "precision": "precision",
+    "recall": "recall",
+}
+MANIFEST_KEYS = {
+    "f1": "f1",
+    "far": "false_alarm_rate",
+    "mar": "missed_alarm_rate",
+    "precision": "precision",
+    "recall": "recall",
+}
+
+
+def readme_device_table() -> dict[str, dict[str, str]]:
+    """The README's per-device table: detector name -> {column header: cell}."""
+    text = (PROJECT_ROOT / "README.md").read_text()
+    section = text.split("## Per-device baselines (IoT)", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    table = {}
+    for line in lines[1:]:
+        cells = [cell.strip().replace("*", "") for cell in line.strip("|").split("|")]
+        name = re.match(r"[\w-]+", cells[0])
+        assert name is not None, line
+        table[name.group(0)] = dict(zip(header, cells, strict=True))
+    return table
+
+
+def test_the_readme_table_names_the_four_detectors() -> None:
+    table = readme_device_table()
+    assert set(table) == {
+        "iot-device-distance",
+        "iot-autoencoder",
+        "iot-isolation-forest",
+        "iot-lof",
+    }
+    for name, row in table.items():
+        spec = load_manifest(bundled_repository() / name / "2").device_baseline
+        assert spec is not None, name
+        assert int(row["window"]) == spec.window, name
+
+
+@pytest.mark.slow
+async def test_http_device_scoring_reproduces_the_readme_table() -> None:
+    table = readme_device_table()
+    runs, _ = load_runs(TEST_RUNS)
+    async with running_app(make_settings()) as (_, client):
+        scores = await evaluate_iot(client, runs, list(table))
+    problems: list[str] = []
+    for got in leaderboard_rows(scores):
+        name = got["model"]
+        assert got["rows_scored"] == README_ROWS_SCORED, name
+        spec = load_manifest(bundled_repository() / name / "2").device_baseline
+        assert spec is not None
+        offline: dict[str, Any] = spec.metrics
+        for key, column in COLUMNS.items():
+            documented = float(table[name][column])
+            if abs(got[key] - documented) > README_TOLERANCE:
+                problems.append(f"{name} {column}: HTTP {got[key]:.4f}, README {documented}")
+            recorded = float(offline[MANIFEST_KEYS[key]])
+            if abs(got[key] - recorded) > MANIFEST_TOLERANCE:
+                problems.append(f"{name} {key}: HTTP {got[key]:.6f}, manifest {recorded}")
+    assert not problems, "\n".join(problems)
