@@ -1,4 +1,8 @@
-"""Dependency aliases so that routes read one line per dependency."""
+"""Dependency aliases so that routes read one line per dependency.
+
+The getters are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a
+worker thread, a hop that costs more than the attribute lookup it does.
+"""
 
 from __future__ import annotations
 
@@ -17,22 +21,22 @@ from mlgate.devices.scoring import DeviceScorer
 from mlgate.registry.registry import ModelRegistry
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.mlgate
     return state
 
 
-def get_dataplane(request: Request) -> DataPlane:
+async def get_dataplane(request: Request) -> DataPlane:
     dataplane: DataPlane = request.app.state.mlgate.dataplane
     return dataplane
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     registry: ModelRegistry = request.app.state.mlgate.registry
     return registry
 
 
-def get_devices(request: Request) -> DeviceScorer:
+async def get_devices(request: Request) -> DeviceScorer:
     devices: DeviceScorer = request.app.state.mlgate.devices
     return devices
 
@@ -43,12 +47,12 @@ DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 
-def get_accounts(request: Request) -> Accounts:
+async def get_accounts(request: Request) -> Accounts:
     accounts: Accounts = request.app.state.mlgate.accounts
     return accounts
 
 
-def get_auth(request: Request) -> AuthService:
+async def get_auth(request: Request) -> AuthService:
     auth: AuthService = request.app.state.mlgate.auth
     return auth
 

@@ -16,6 +16,7 @@ def version_view(mv: ModelVersion, *, full: bool = True) -> dict[str, Any]:
         "created_at": m.created_at.isoformat() if m.created_at else None,
         "loaded_at": mv.loaded_at.isoformat(),
         "single_row_latency_us": round(mv.single_row_us, 1),
+        "execution": getattr(mv.runtime, "execution", m.runtime),
     }
     if full:
         view.update(

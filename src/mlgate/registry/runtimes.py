@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mlgate.registry.manifest import Manifest, ManifestError
+from mlgate.registry.sklearn_onnx import Twin, convert
 
 
 class Runtime(Protocol):
@@ -62,6 +63,10 @@ class SklearnRuntime:
       scores, negated so that higher means more anomalous (anomaly default: score_samples);
     - ``reconstruction_error``: the last pipeline step reconstructs the output of the steps
       before it (an autoencoder); the score is the mean squared reconstruction error.
+
+    A classifier is served through an exact ONNX twin when one can be made
+    (:mod:`mlgate.registry.sklearn_onnx`; ``runtime_options.convert_onnx: false`` keeps
+    scikit-learn); ``execution`` says which serves and why.
     """
 
     input_dtype = np.dtype(np.float64)
@@ -92,11 +97,21 @@ class SklearnRuntime:
             raise ManifestError(
                 f"estimator expects {n_features} features, manifest lists {len(manifest.features)}"
             )
+        self.twin: Twin | None = None
+        self.execution = "scikit-learn"
+        if self.method == "predict_proba":
+            if manifest.runtime_options.get("convert_onnx", True):
+                self.twin, why = convert(self.estimator, manifest)
+                self.execution = why if self.twin else f"scikit-learn ({why})"
+            else:
+                self.execution = "scikit-learn (convert_onnx: false)"
 
     def _entry_point(self) -> str:
         return "predict" if self.method == "reconstruction_error" else self.method
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        if self.twin is not None:
+            return self.twin.run(x)
         if self.method == "predict_proba":
             return np.asarray(self.estimator.predict_proba(x), dtype=np.float64)
         if self.method == "reconstruction_error":
@@ -160,6 +175,7 @@ class OnnxRuntime:
                 raise ManifestError(f"ONNX graph has no output {wanted!r}; it has {names}")
             self.output_index = names.index(wanted)
         self.output_name = outputs[self.output_index].name
+        self.execution = "onnxruntime"
 
     def _guess_output(self, outputs: list[Any]) -> int:
         for index, out in enumerate(outputs):
