@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mlgate.context import bind_inference
+from mlgate.dataplane.ids import new_key
 from mlgate.dataplane.outputs import anomaly_output, classification_output, confidence_of
 from mlgate.dataplane.runner import Runner
 from mlgate.dataplane.types import (
@@ -106,7 +107,7 @@ class DataPlane:
         else:
             output = await self._score(mv, inputs.matrix, context)
         elapsed_ms = (time.perf_counter() - context.started) * 1000
-        result = InferenceResult(mv, inputs, output, elapsed_ms, context.request_id)
+        result = InferenceResult(mv, inputs, output, elapsed_ms, context.request_id, new_key())
         if self._observers:
             self._emit(result, context)
         return result
@@ -176,7 +177,9 @@ class DataPlane:
             timestamp=time.time(),
             inputs=result.inputs,
             output=result.output,
+            prediction_key=result.prediction_key,
             device_id=result.inputs.device_id,
+            cache_hit=result.cache_hit,
         )
         for observer in self._observers:
             try:

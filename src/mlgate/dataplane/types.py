@@ -122,6 +122,16 @@ class InferenceResult:
     output: Output
     processing_time_ms: float
     request_id: str | None
+    prediction_key: str
+    """Row ``i`` of this request is prediction ``<prediction_key>-<i>``."""
+    cache_hit: bool = False
+
+    def prediction_id(self, row: int) -> str:
+        return f"{self.prediction_key}-{row}"
+
+    def prediction_ids(self) -> list[str]:
+        key = self.prediction_key
+        return [f"{key}-{i}" for i in range(self.output.rows)]
 
 
 @dataclass(slots=True)
@@ -158,7 +168,13 @@ class InferenceEvent:
     """Wall-clock time (seconds since the epoch) at which the answer was ready."""
     inputs: InferenceInput
     output: Output
+    prediction_key: str
+    """Row ``i`` is prediction ``<prediction_key>-<i>``."""
     device_id: str | None = None
+    cache_hit: bool = False
+    """The output came from the prediction cache."""
+    shadow: bool = False
+    """Scored by a shadow (challenger) version off the request path; never returned."""
 
 
 class InferenceObserver(Protocol):

@@ -366,6 +366,8 @@ def response_header(
     parameters: dict[str, Any] = {}
     if result.request_id:
         parameters["request_id"] = result.request_id
+    # OIP parameters are scalars: the ids of the rows, in order, comma-separated.
+    parameters["prediction_ids"] = ",".join(result.prediction_ids())
     inputs = result.inputs
     if inputs.ignored:
         parameters["ignored_inputs"] = ",".join(inputs.ignored)

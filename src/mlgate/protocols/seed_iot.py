@@ -107,6 +107,7 @@ class IotCodec:
             return json_encoded(
                 {
                     **_device_fields(payload, row),
+                    "prediction_id": result.prediction_id(0),
                     "is_anomaly": row["is_anomaly"],
                     "anomaly_score": row["anomaly_score"],
                     "confidence": row["confidence"],
@@ -122,6 +123,7 @@ class IotCodec:
             {
                 **_device_fields(payload, row),
                 "index": i,
+                "prediction_id": result.prediction_id(i),
                 "is_anomaly": row["is_anomaly"],
                 "anomaly_score": row["anomaly_score"],
                 "confidence": row["confidence"],

@@ -66,8 +66,10 @@ class RlidsCodec:
             "request_id": result.request_id,
             "timestamp": now_iso(),
         }
+        key = result.prediction_key
         rows = [
             {
+                "prediction_id": f"{key}-{i}",
                 "predicted_class": k,
                 "predicted_class_name": classes[k],
                 "confidence": c,
@@ -76,12 +78,14 @@ class RlidsCodec:
                 "probabilities": p,
                 **common,
             }
-            for k, c, a, p in zip(
-                out.predicted.tolist(),
-                out.confidence.tolist(),
-                out.is_attack.tolist(),
-                out.probabilities.tolist(),
-                strict=True,
+            for i, (k, c, a, p) in enumerate(
+                zip(
+                    out.predicted.tolist(),
+                    out.confidence.tolist(),
+                    out.is_attack.tolist(),
+                    out.probabilities.tolist(),
+                    strict=True,
+                )
             )
         ]
         for s in result.inputs.substituted:  # only when cells were replaced: seed clients

@@ -155,6 +155,9 @@ class V1Codec:
         else:
             assert isinstance(output, AnomalyOutput)
             rows = anomaly_rows(mv, output)
+        key = result.prediction_key
+        for i, row in enumerate(rows):
+            row["prediction_id"] = f"{key}-{i}"
         if payload.batch:
             content["predictions"] = rows
             content["summary"] = summarize(mv, output)
