@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlgate.ratelimit.base import (
     Decision,
+    Hit,
     Limit,
     RateLimiter,
     RateLimiterUnavailable,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Decision",
+    "Hit",
     "Limit",
     "MemoryRateLimiter",
     "RateLimitSettings",
