@@ -261,7 +261,7 @@ def _report_text(
         "× MLServer: rows/s against MLServer's same workload (W2-bin against its W2 JSON); "
         "× ceiling: against the bare Starlette app under the same workload.",
         "CPU %: what the server's processes used of their core during the rounds; under 100 "
-        "means the machine gave it less (other load) or it waited.",
+        "means the machine gave the server (or wrk) less than a core, or the server waited.",
     ]
     return "\n".join(
         [

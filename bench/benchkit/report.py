@@ -30,6 +30,8 @@ class Cell:
     """CPU the server's process tree used in each round, in % of one core."""
     rss_mb: float | None = None
     ready_s: float | None = None
+    log_errors: int | None = None
+    """Error or traceback lines in the server's log (the whole run of its configuration)."""
 
     def _median(self, value: Callable[[WrkResult], float]) -> float | None:
         return statistics.median(value(r) for r in self.rounds) if self.rounds else None
@@ -81,6 +83,7 @@ class Cell:
             "errors": self.errors,
             "rss_mb": _round(self.rss_mb, 1),
             "ready_s": _round(self.ready_s, 3),
+            "server_log_error_lines": self.log_errors,
             "rounds": [
                 {**r.as_dict(), "server_cpu_pct": round(c, 1)}
                 for r, c in zip(self.rounds, self.cpu_pct, strict=False)

@@ -194,6 +194,8 @@ def run_config(config: ServerConfig, workloads: list[str], ctx: Context) -> list
     finally:
         server.stop()
     problems = log_problems(server.log)
+    for cell in cells:
+        cell.log_errors = problems
     if problems:
         print(f"  {problems} error or traceback lines in {server.log}")
     return cells
