@@ -39,6 +39,7 @@ lint: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
+	MYPYPATH=bench $(BIN)/mypy --explicit-package-bases bench/run.py bench/benchkit
 
 ## Benchmark against MLServer and a bare-ASGI ceiling (needs Debian's wrk; see bench/README.md).
 # Not part of `make test` or CI: it takes ~10 minutes and wants the machine to itself.

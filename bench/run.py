@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -203,8 +204,15 @@ def run(args: argparse.Namespace) -> int:
                     print("\n" + "\n".join(path.read_text().splitlines()[:16]))
             return 0
         cells: list[report.Cell] = []
+        wanted = args.workloads or list(WORKLOADS)
         for config in selected:
-            cells += runner.run_config(config, args.workloads or list(WORKLOADS), ctx)
+            try:
+                cells += runner.run_config(config, wanted, ctx)
+            except (BenchError, RuntimeError, subprocess.TimeoutExpired) as exc:
+                # One server that fails does not cost the others' measurements.
+                print(f"{config.key}: FAILED: {exc}")
+                failed = runner.failed_cells(config, str(exc).splitlines()[0])
+                cells += [c for c in failed if c.workload in wanted]
     finally:
         if ctx.redis_up:
             tools.delete_redis_keys(args.redis_url, options.redis_prefix)
@@ -235,8 +243,8 @@ def run(args: argparse.Namespace) -> int:
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\nraw results: {run_dir}")
-    failed = any(c.status == "failed" or c.errors for c in cells)
-    return 1 if failed else 0
+    trouble = any(c.status == "failed" or c.errors for c in cells)
+    return 1 if trouble else 0
 
 
 def _report_text(

@@ -192,8 +192,9 @@ def targets(cells: list[Cell]) -> list[Outcome]:
     outcomes = [_versus(cells, *target) for target in RATIO_TARGETS]
     w1, cell = outcomes[0], find(cells, "mlgate", "W1")
     if w1.status != "not measured" and cell is not None and cell.p99_ms is not None:
-        status = "met" if w1.status == "met" and cell.p99_ms <= W1_P99_MS else "not met"
-        outcomes[0] = Outcome(w1.target, status, f"{w1.detail}; p99 {cell.p99_ms:.1f} ms")
+        met = w1.status == "met" and cell.p99_ms <= W1_P99_MS
+        detail = f"{w1.detail}; p99 {cell.p99_ms:.1f} ms"
+        outcomes[0] = Outcome(w1.target, "met" if met else "not met", detail)
     mlgate = [c for c in cells if c.kind == "mlgate" and c.measured]
     ready = {c.config: c.ready_s for c in mlgate if c.ready_s is not None}
     if ready:

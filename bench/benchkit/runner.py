@@ -11,7 +11,7 @@ from benchkit import profiling
 from benchkit.checks import CheckResult, check_server
 from benchkit.configs import ServerConfig, resolve_settings
 from benchkit.model import BenchModel
-from benchkit.report import Cell
+from benchkit.report import Cell, Status
 from benchkit.servers import (
     RunningServer,
     base_env,
@@ -56,11 +56,16 @@ def _label(config: ServerConfig, features_on: list[str]) -> str:
     return config.label + (f" + {', '.join(features_on)}" if features_on else "")
 
 
-def _cells(config: ServerConfig, label: str, status: str, message: str) -> list[Cell]:
+def _cells(config: ServerConfig, label: str, status: Status, message: str) -> list[Cell]:
     return [
-        Cell(config.key, label, config.kind, w, WORKLOADS[w].rows, status, message)  # type: ignore[arg-type]
+        Cell(config.key, label, config.kind, w, WORKLOADS[w].rows, status, message)
         for w in config.workloads
     ]
+
+
+def failed_cells(config: ServerConfig, message: str) -> list[Cell]:
+    """The cells of a configuration whose server could not be started or loaded."""
+    return _cells(config, config.label, "failed", message)
 
 
 def prepare(config: ServerConfig, ctx: Context) -> tuple[dict[str, str] | None, str, list[Cell]]:
@@ -189,7 +194,12 @@ def run_config(config: ServerConfig, workloads: list[str], ctx: Context) -> list
                 print(f"  {workload}: {cell.status}: {check.message}")
                 continue
             print(f"  {workload}: answers checked; {WORKLOADS[workload].about}")
-            load(server, config, cell, request, ctx)
+            try:
+                load(server, config, cell, request, ctx)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                cell.status, cell.message = "failed", str(exc).splitlines()[0]
+                print(f"  {workload}: FAILED: {exc}")
+                continue
             cell.rss_mb = server.rss_mb()
     finally:
         server.stop()

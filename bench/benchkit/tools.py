@@ -154,7 +154,7 @@ def load_average() -> list[float]:
 
 def machine_info() -> dict[str, Any]:
     """Date, machine, CPU and the versions of what is measured."""
-    versions = {
+    versions: dict[str, str | None] = {
         name: metadata.version(name)
         for name in ("mlgate", "scikit-learn", "numpy", "uvicorn", "uvloop", "starlette")
     }

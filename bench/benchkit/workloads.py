@@ -71,7 +71,7 @@ class Request:
 
 
 def _floats(rows: np.ndarray) -> list[Any]:
-    return np.asarray(rows, dtype=np.float64).tolist()  # type: ignore[no-any-return]
+    return list(np.asarray(rows, dtype=np.float64).tolist())
 
 
 def oip_binary_request(path: str, rows: np.ndarray, input_name: str = OIP_INPUT) -> Request:
