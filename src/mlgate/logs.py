@@ -1,4 +1,5 @@
-"""Structured logging: one JSON object per line, carrying the request id."""
+"""Structured logging: one JSON object per line, carrying the request context
+(request id, principal, model, version, protocol)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from mlgate.context import current_request_id
+from mlgate.context import log_context
 
 _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",
@@ -28,9 +29,7 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id = current_request_id()
-        if request_id:
-            payload["request_id"] = request_id
+        payload.update(log_context())
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
                 payload[key] = value

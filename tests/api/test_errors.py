@@ -36,15 +36,17 @@ async def post_raw(client: httpx.AsyncClient, path: str, body: str | bytes) -> h
 async def test_non_finite_numbers_are_422_naming_the_feature(
     client: httpx.AsyncClient, literal: str, problem: str
 ) -> None:
+    # Flow Duration declares no substitution rule (the rate features do: see
+    # tests/protocols/test_substitution.py).
     values = ["0.5"] * 77
-    values[13] = literal
+    values[0] = literal
     body = '{"features": [' + ",".join(values) + "]}"
     error = assert_envelope(
         await post_raw(client, "/v1/models/ids/predict", body), 422, "validation_error"
     )
-    assert error["details"][0]["field"] == "features[13]"
+    assert error["details"][0]["field"] == "features[0]"
     assert problem in error["details"][0]["message"]
-    assert "Flow Bytes/s" in error["details"][0]["message"]
+    assert "Flow Duration" in error["details"][0]["message"]
 
 
 async def test_non_finite_in_named_feature_names_it(client: httpx.AsyncClient) -> None:
@@ -197,8 +199,11 @@ async def test_body_too_large_is_413(app_factory: Any) -> None:
 async def test_method_not_allowed_and_unknown_route(client: httpx.AsyncClient) -> None:
     assert_envelope(await client.get("/v1/models/ids/predict"), 405, "method_not_allowed")
     assert_envelope(await client.delete("/predict"), 405, "method_not_allowed")
-    error = assert_envelope(await client.get("/v2/nothing"), 404, "not_found")
-    assert "/v2/nothing" in error["message"]
+    # (/v2 is the Open Inference Protocol now, whose errors have its own shape.)
+    error = assert_envelope(await client.get("/v3/nothing"), 404, "not_found")
+    assert "/v3/nothing" in error["message"]
+    oip = await client.get("/v2/nothing")
+    assert oip.status_code == 404 and "/v2/nothing" in oip.json()["error"]
 
 
 async def test_query_parameter_errors_use_the_envelope() -> None:

@@ -29,6 +29,9 @@ OPEN = {
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),
+    # The Open Inference Protocol's probes, like /health/*.
+    ("GET", "/v2/health/live"),
+    ("GET", "/v2/health/ready"),
 }
 ANY_PRINCIPAL = None
 PROTECTED: dict[tuple[str, str], str | None] = {
@@ -42,6 +45,13 @@ PROTECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/model/info"): "models:read",
     ("GET", "/models"): "models:read",
     ("GET", "/info"): "models:read",
+    ("GET", "/v2"): "models:read",
+    ("GET", "/v2/models/{model}"): "models:read",
+    ("GET", "/v2/models/{model}/versions/{version}"): "models:read",
+    ("GET", "/v2/models/{model}/ready"): "models:read",
+    ("GET", "/v2/models/{model}/versions/{version}/ready"): "models:read",
+    ("POST", "/v2/models/{model}/infer"): "predict",
+    ("POST", "/v2/models/{model}/versions/{version}/infer"): "predict",
     ("GET", "/v1/models/{model}/devices/{device_id}/baseline"): "predict",
     ("PUT", "/v1/models/{model}/devices/{device_id}/baseline"): "admin",
     ("DELETE", "/v1/models/{model}/devices/{device_id}/baseline"): "admin",
@@ -56,6 +66,10 @@ PROTECTED: dict[tuple[str, str], str | None] = {
     ("PATCH", "/v1/admin/api-keys/{key_id}"): "admin",
     ("DELETE", "/v1/admin/api-keys/{key_id}"): "admin",
     ("GET", "/v1/users/me"): ANY_PRINCIPAL,
+    ("POST", "/v2/repository/index"): "admin",
+    # Last: as admin it stops serving `ids` for the rest of that test's app.
+    ("POST", "/v2/repository/models/{model}/load"): "admin",
+    ("POST", "/v2/repository/models/{model}/unload"): "admin",
 }
 PATH_VALUES = {
     "{model}": "ids",
@@ -64,6 +78,16 @@ PATH_VALUES = {
     "{key_id}": "1",
     "{device_id}": "pump-1",
 }
+
+
+def error_of(response: httpx.Response) -> tuple[str, str]:
+    """(code, message) of an error: the v1 envelope's, or on /v2 the Open Inference
+    Protocol's ``{"error": "message"}`` (whose code is its status)."""
+    error = response.json()["error"]
+    if isinstance(error, str):
+        codes = {401: "unauthorized", 403: "forbidden"}
+        return codes.get(response.status_code, str(response.status_code)), error
+    return error["code"], error["message"]
 
 
 def app_routes(app: FastAPI) -> set[tuple[str, str]]:
@@ -241,7 +265,7 @@ async def test_bad_credentials_are_401_everywhere(
         f"{m} {p}": r.status_code
         for (m, p), r in results.items()
         if r.status_code != 401
-        or r.json()["error"]["code"] != "unauthorized"
+        or error_of(r)[0] != "unauthorized"
         or not r.headers.get("www-authenticate", "").startswith("Bearer")
     }
     assert not wrong, f"{case.name}: not a 401 with WWW-Authenticate: {wrong}"
@@ -259,7 +283,7 @@ async def test_missing_scope_is_403_everywhere(harness: Harness) -> None:
         key = keys[scope]
         for headers in (api_key(key), bearer(key)):
             response = await call(harness.client, route, headers)
-            if response.status_code != 403 or response.json()["error"]["code"] != "forbidden":
+            if response.status_code != 403 or error_of(response)[0] != "forbidden":
                 wrong[f"{route[0]} {route[1]}"] = response.status_code
             elif scope not in response.headers["www-authenticate"]:
                 wrong[f"{route[0]} {route[1]}"] = "no insufficient_scope challenge"
@@ -302,7 +326,7 @@ async def test_disabled_user_is_403_everywhere(harness: Harness, credential: str
     wrong = {
         f"{m} {p}": r.status_code
         for (m, p), r in results.items()
-        if r.status_code != 403 or "disabled" not in r.json()["error"]["message"]
+        if r.status_code != 403 or "disabled" not in error_of(r)[1]
     }
     assert not wrong
 

@@ -19,6 +19,8 @@ from mlgate.api.routes import (
     health,
     legacy,
     models,
+    oip,
+    oip_repository,
     predict,
 )
 from mlgate.settings import Settings
@@ -52,6 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin_users.router,
         admin_keys.router,
         legacy.router,
+        oip.router,
+        oip.models_router,
+        oip_repository.router,
     ):
         app.include_router(router)
     if settings.server.cors_origins:

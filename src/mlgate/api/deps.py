@@ -12,8 +12,8 @@ from mlgate.auth.accounts import Accounts
 from mlgate.auth.principal import Principal
 from mlgate.auth.scopes import ADMIN, FEEDBACK, MODELS_READ, PREDICT
 from mlgate.auth.service import AuthService
+from mlgate.dataplane import DataPlane
 from mlgate.devices.scoring import DeviceScorer
-from mlgate.inference.service import InferenceService
 from mlgate.registry.registry import ModelRegistry
 
 
@@ -22,9 +22,9 @@ def get_state(request: Request) -> AppState:
     return state
 
 
-def get_inference(request: Request) -> InferenceService:
-    service: InferenceService = request.app.state.mlgate.inference
-    return service
+def get_dataplane(request: Request) -> DataPlane:
+    dataplane: DataPlane = request.app.state.mlgate.dataplane
+    return dataplane
 
 
 def get_registry(request: Request) -> ModelRegistry:
@@ -39,7 +39,7 @@ def get_devices(request: Request) -> DeviceScorer:
 
 StateDep = Annotated[AppState, Depends(get_state)]
 DevicesDep = Annotated[DeviceScorer, Depends(get_devices)]
-InferenceDep = Annotated[InferenceService, Depends(get_inference)]
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 

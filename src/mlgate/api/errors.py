@@ -32,8 +32,22 @@ _HTTP_CODES = {
 }
 
 
-def error_content(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    """The envelope body: ``{"error": {"code", "message", "request_id", "details"}}``."""
+#: Routes of the Open Inference Protocol answer errors in its own shape.
+OIP_PREFIX = "/v2"
+
+
+def is_oip_path(path: str) -> bool:
+    """Whether a request path (without the root path) belongs to the /v2 protocol."""
+    return path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/")
+
+
+def error_content(
+    code: str, message: str, details: Any = None, *, oip: bool = False
+) -> dict[str, Any]:
+    """The envelope body: ``{"error": {"code", "message", "request_id", "details"}}``;
+    on /v2, the Open Inference Protocol's ``{"error": "message"}``."""
+    if oip:
+        return {"error": message}
     return {
         "error": {
             "code": code,
@@ -44,19 +58,31 @@ def error_content(code: str, message: str, details: Any = None) -> dict[str, Any
     }
 
 
+def _is_oip(request: Request) -> bool:
+    path = request.scope["path"]
+    root = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return is_oip_path(path)
+
+
 def error_response(
-    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
-    return ORJSONResponse(
-        error_content(code, message, details), status_code=status, headers=headers
-    )
+    content = error_content(code, message, details, oip=_is_oip(request))
+    return ORJSONResponse(content, status_code=status, headers=headers)
 
 
 async def _mlgate_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, MlgateError)
     if exc.status_code >= 500 and exc.status_code != 503:
         log.error("request failed: %s", exc.message, extra={"error_code": exc.code})
-    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+    return error_response(request, exc.status_code, exc.code, exc.message, exc.details, exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -67,7 +93,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = f"no route {request.method} {request.url.path}"
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
-    return error_response(exc.status_code, code, message, None, dict(exc.headers or {}))
+    return error_response(request, exc.status_code, code, message, None, dict(exc.headers or {}))
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> str:
@@ -81,7 +107,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         for err in exc.errors()
     ]
     fields = ", ".join(d["field"] for d in details) or "request"
-    return error_response(422, "validation_error", f"invalid value for {fields}", details)
+    return error_response(request, 422, "validation_error", f"invalid value for {fields}", details)
 
 
 def install_error_handlers(app: FastAPI) -> None:

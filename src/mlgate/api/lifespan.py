@@ -19,12 +19,12 @@ from mlgate.auth.passwords import Passwords
 from mlgate.auth.service import AuthService
 from mlgate.auth.signing import load_signing_keys
 from mlgate.auth.tokens import TokenCodec
+from mlgate.dataplane import DataPlane
 from mlgate.db.engine import build_engine, session_factory
 from mlgate.db.migrate import upgrade
 from mlgate.devices.scoring import DeviceScorer
 from mlgate.devices.store import BaselineStore
 from mlgate.devices.windows import ReadingWindows
-from mlgate.inference.service import InferenceService
 from mlgate.ratelimit import build_rate_limiter
 from mlgate.registry.registry import ModelRegistry
 from mlgate.settings import Settings
@@ -47,9 +47,7 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
         ),
         ReadingWindows(settings.devices.max_windows),
     )
-    inference = InferenceService(
-        registry, max_batch_rows=settings.models.max_batch_rows, devices=devices
-    )
+    dataplane = DataPlane(registry, max_batch_rows=settings.models.max_batch_rows, devices=devices)
     sessions = session_factory(engine)
     passwords = Passwords(settings.auth)
     tokens = TokenCodec(settings.auth, load_signing_keys(settings))
@@ -57,7 +55,7 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
     return AppState(
         settings=settings,
         registry=registry,
-        inference=inference,
+        dataplane=dataplane,
         engine=engine,
         auth=AuthService(settings.auth, engine, sessions, passwords, tokens),
         accounts=Accounts(

@@ -124,19 +124,3 @@ class EdgeLimits:
         chosen = decision if previous is None else strictest([previous, decision])
         request.state.rate_limit_decision = chosen
         setattr(request.state, HEADERS_STATE, chosen.headers())
-
-
-async def charge_rows(request: Request, instances: object) -> None:
-    """Charge a prediction's rows to the caller (a batch of n instances costs n).
-
-    Malformed or oversized batches are left to input validation, which refuses them
-    without spending the caller's allowance.
-    """
-    state = request.app.state.mlgate
-    if isinstance(instances, list):
-        rows = len(instances)
-        if not 0 < rows <= state.settings.models.max_batch_rows:
-            return
-    else:
-        rows = 1
-    await state.limits.charge_rows(request, request.state.principal, rows)

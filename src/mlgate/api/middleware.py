@@ -13,7 +13,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlgate.api.errors import error_content
+from mlgate.api.errors import error_content, is_oip_path
 from mlgate.api.limits import HEADERS_STATE as RATE_LIMIT_HEADERS
 from mlgate.api.responses import dumps
 from mlgate.context import request_id_var
@@ -83,6 +83,7 @@ class RequestContextMiddleware:
                     f"request body of {length} bytes exceeds the limit of "
                     f"{self.max_body_bytes} bytes",
                     {"limit_bytes": self.max_body_bytes},
+                    scope,
                 )
                 return
             await self.app(scope, self._limited(receive), send_with_id)
@@ -90,7 +91,7 @@ class RequestContextMiddleware:
             log.exception("unhandled error")
             if not started:
                 await self._send_error(
-                    send_with_id, 500, "internal_error", "internal server error", None
+                    send_with_id, 500, "internal_error", "internal server error", None, scope
                 )
         finally:
             request_id_var.reset(token)
@@ -116,9 +117,13 @@ class RequestContextMiddleware:
 
     @staticmethod
     async def _send_error(
-        send: Send, status: int, code: str, message: str, details: object
+        send: Send, status: int, code: str, message: str, details: object, scope: Scope
     ) -> None:
-        body = dumps(error_content(code, message, details))
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        body = dumps(error_content(code, message, details, oip=is_oip_path(path)))
         await send(
             {
                 "type": "http.response.start",

@@ -1,6 +1,6 @@
 """Request and response shapes, for the OpenAPI document.
 
-Prediction routes parse their bodies by hand (see :mod:`mlgate.inference.features`)
+Prediction routes parse their bodies by hand (see :mod:`mlgate.protocols`)
 rather than through these models: a 1,000-row batch must not become 1,000 pydantic
 objects. The models here describe the contract for /docs and for clients.
 """

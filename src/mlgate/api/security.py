@@ -19,6 +19,7 @@ from mlgate.api.schemas import ErrorEnvelope
 from mlgate.auth.principal import Principal
 from mlgate.auth.scopes import SCOPES
 from mlgate.auth.service import AuthService
+from mlgate.context import principal_var
 from mlgate.errors import Forbidden, Unauthorized
 
 oauth2_scheme = OAuth2PasswordBearer(
@@ -72,6 +73,7 @@ async def get_principal(
         await limits.record_failed_auth(request)
         raise
     request.state.principal = principal
+    principal_var.set(principal)
     return principal
 
 

@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mlgate.api.limits import EdgeLimits
 from mlgate.auth.accounts import Accounts
 from mlgate.auth.service import AuthService
+from mlgate.dataplane import DataPlane
 from mlgate.devices.scoring import DeviceScorer
-from mlgate.inference.service import InferenceService
 from mlgate.ratelimit import RateLimiter
 from mlgate.registry.registry import ModelRegistry
 from mlgate.settings import Settings
@@ -23,7 +23,7 @@ class AppState:
 
     settings: Settings
     registry: ModelRegistry
-    inference: InferenceService
+    dataplane: DataPlane
     engine: AsyncEngine
     auth: AuthService
     accounts: Accounts

@@ -45,6 +45,16 @@ class Principal:
             return f"key:{self.key_id}"
         return f"user:{self.user_id}"
 
+    @property
+    def log_id(self) -> str:
+        """Who this is in logs and audit records: ``user:7``, ``key:12`` or ``anonymous``
+        (never a secret; anonymous callers' addresses are logged as the client IP)."""
+        if self.kind == "anonymous":
+            return "anonymous"
+        if self.kind == "api_key":
+            return f"key:{self.key_id}"
+        return f"user:{self.user_id}"
+
 
 def frozen_overrides(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """A read-only copy of rate-limit overrides (empty when None)."""

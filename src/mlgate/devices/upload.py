@@ -7,12 +7,15 @@ from typing import Any
 
 import numpy as np
 
+from mlgate.dataplane.validation import OutOfRange, json_type, out_of_range_message
 from mlgate.devices.store import std_floor
 from mlgate.errors import ValidationFailed
-from mlgate.inference.features import json_type, parse_instances
+from mlgate.protocols.json_rows import decode_instances
 from mlgate.registry.registry import ModelVersion
 
 MIN_READINGS = 2
+#: Most readings one upload may carry (the body size limit applies too).
+MAX_READINGS = 100_000
 
 
 def _fail(field: str, message: str) -> ValidationFailed:
@@ -50,6 +53,8 @@ def _from_stats(stats: Any, mv: ModelVersion) -> tuple[np.ndarray, np.ndarray]:
             raise _fail(where, "expected an object with exactly mean and std")
         for part in ("mean", "std"):
             v = value[part]
+            if type(v) is OutOfRange:
+                raise _fail(f"{where}.{part}", out_of_range_message(v.text, mv))
             if type(v) not in (int, float) or not math.isfinite(v):
                 raise _fail(f"{where}.{part}", f"expected a finite number, got {v!r}")
         if value["std"] <= 0:
@@ -73,7 +78,8 @@ def parse_upload(body: dict[str, Any], mv: ModelVersion) -> tuple[np.ndarray, np
     readings = body["readings"]
     if not isinstance(readings, list) or len(readings) < MIN_READINGS:
         raise _fail("readings", f"expected an array of at least {MIN_READINGS} readings")
-    x = parse_instances(readings, mv, "readings").matrix.astype(np.float64)
+    decoded = decode_instances(readings, mv, field="readings", max_rows=MAX_READINGS)
+    x = decoded.matrix.astype(np.float64)
     mean = x.mean(axis=0)
     std = np.maximum(x.std(axis=0), std_floor(mean))
     return mean, std, len(x)

@@ -1,12 +1,14 @@
 """`mlgate eval ids`: score labelled CICFlowMeter flows with any version of `ids`.
 
 The model is loaded from a repository exactly as the server loads it (manifest, checksum,
-runtime), so the numbers are those of what is served. With ``held_out=True`` only the
+runtime) and scored through the server's data plane in-process, so the numbers are those
+of what is served. With ``held_out=True`` only the
 test split the version recorded at training is scored, which reproduces its manifest.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +18,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from mlgate.dataplane import ClassificationOutput, InferenceContext
+from mlgate.dataplane.service import local_dataplane
 from mlgate.errors import MlgateError
+from mlgate.protocols.matrix import MatrixCodec
 from mlgate.registry.manifest import sha256_file
-from mlgate.registry.registry import ModelRegistry
-from mlgate.training.ids import clean_features, held_out_report, load_ids_dataset, split_ids
+from mlgate.training.ids import held_out_report, load_ids_dataset, split_ids
 
 
 @dataclass(frozen=True)
@@ -39,17 +43,17 @@ def evaluate_ids(
     held_out: bool = False,
 ) -> IdsEvaluation:
     """Classify every flow of ``data`` and compare with its labels."""
-    registry = ModelRegistry(repository, default_model=model)
-    registry.reload()
+    dataplane = local_dataplane(repository, default_model=model)
     try:
-        mv = registry.resolve(model, version)
+        mv = dataplane.resolve(model, version)
     except MlgateError as exc:
         raise ValueError(f"{exc.message}: {exc.details}") from None
     manifest = mv.manifest
     if manifest.task != "classification":
         raise ValueError(f"{model} is an {manifest.task} model; `eval ids` needs a classifier")
     dataset = load_ids_dataset(list(data))
-    x, y = clean_features(dataset.x), dataset.y
+    # Raw values: the manifest's rules replace the flow meter's NaN and Infinity cells.
+    x, y = dataset.x, dataset.y
     if held_out:
         recorded = {r["sha256"] for r in manifest.provenance.get("data", [])}
         given = {sha256_file(Path(p)) for p in data}
@@ -63,8 +67,15 @@ def evaluate_ids(
     unknown = sorted(set(y.tolist()) - set(manifest.classes))
     if unknown:
         raise ValueError(f"labels {unknown} are not classes of {model} ({manifest.classes})")
-    probabilities = mv.runtime.run(x.astype(mv.runtime.input_dtype))
-    predicted = np.asarray(manifest.classes, dtype=object)[probabilities.argmax(axis=1)]
+    # The server's own path: validation, the manifest's substitution rules, the runner.
+    try:
+        result = asyncio.run(
+            dataplane.score(model, mv.version, x, MatrixCodec(), InferenceContext("local"))
+        )
+    except MlgateError as exc:
+        raise ValueError(f"{exc.message}: {exc.details}") from None
+    assert isinstance(result.output, ClassificationOutput)
+    predicted = np.asarray(manifest.classes, dtype=object)[result.output.predicted]
     metrics = held_out_report(y, predicted, manifest.classes)
     metrics["split"] = "test" if held_out else "all rows given"
     return IdsEvaluation(model, mv.version, len(y), metrics)

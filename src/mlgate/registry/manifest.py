@@ -8,6 +8,7 @@ settings (aliases such as ``stable``, a description).
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +38,21 @@ class FeatureSpec(BaseModel):
     aliases: list[str] = Field(default_factory=list)
     description: str = ""
     unit: str | None = None
+    # What training did with cells a raw data source leaves missing or non-finite; the
+    # server applies the same rule (and reports it). None: such a cell is refused (422).
+    missing_value: float | None = Field(
+        default=None, description="Value that replaces NaN, null or an empty cell."
+    )
+    infinite_value: float | None = Field(
+        default=None, description="Value that replaces +Infinity or -Infinity."
+    )
+
+    @model_validator(mode="after")
+    def _finite_rules(self) -> FeatureSpec:
+        for rule in (self.missing_value, self.infinite_value):
+            if rule is not None and not math.isfinite(rule):
+                raise ValueError("missing_value and infinite_value must be finite numbers")
+        return self
 
 
 class Reference(BaseModel):

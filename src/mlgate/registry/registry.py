@@ -4,6 +4,12 @@ The registry holds an immutable snapshot (``dict[name, ModelEntry]``) that a rel
 replaces in one assignment, so a request that resolved a version keeps using it while a
 reload runs, and no request ever sees a half-built registry. A version that fails to
 load leaves whatever served before in place and is reported.
+
+Listeners (:class:`RegistryListener`) hear of every version that starts serving
+(``on_load``, before requests can resolve it) and of every version that stops
+(``on_unload``, after the swap: requests in flight may still be using it, so a listener
+drains rather than cancels). Per-version resources - batchers, cache namespaces,
+metrics - follow these events.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -124,6 +130,18 @@ def _feature_index(manifest: Manifest) -> dict[str, int]:
     return index
 
 
+class RegistryListener(Protocol):
+    """Hears which model versions start and stop serving.
+
+    Called from the thread that reloads (a worker thread in the server): a listener
+    that touches event-loop objects hands the work to its loop (``call_soon_threadsafe``).
+    """
+
+    def on_load(self, mv: ModelVersion) -> None: ...
+
+    def on_unload(self, mv: ModelVersion) -> None: ...
+
+
 class ModelRegistry:
     """Loads a model repository and resolves ``(name, version or alias)`` to a version."""
 
@@ -134,10 +152,51 @@ class ModelRegistry:
         self.default_model = default_model
         self.inline_threshold_us = inline_threshold_us
         self._snapshot: dict[str, ModelEntry] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._listeners: list[RegistryListener] = []
+        self._unloaded: set[str] = set()
         self.loaded_once = False
         self.last_report: ReloadReport | None = None
         self.repository_fingerprint: tuple[Any, ...] = ()
+
+    # -- listeners -------------------------------------------------------------------
+
+    def add_listener(self, listener: RegistryListener) -> None:
+        """Hear of every version that starts or stops serving from now on (and of those
+        already serving, as loads)."""
+        with self._lock:
+            self._listeners.append(listener)
+            for entry in self._snapshot.values():
+                for mv in entry.versions.values():
+                    self._notify("on_load", mv, [listener])
+
+    def remove_listener(self, listener: RegistryListener) -> None:
+        with self._lock:
+            self._listeners.remove(listener)
+
+    def _notify(
+        self, event: str, mv: ModelVersion, listeners: list[RegistryListener] | None = None
+    ) -> None:
+        for listener in listeners if listeners is not None else self._listeners:
+            try:
+                getattr(listener, event)(mv)
+            except Exception:
+                log.exception(
+                    "registry listener failed",
+                    extra={"event": event, "model": mv.name, "version": mv.version},
+                )
+
+    def _swap(self, new: dict[str, ModelEntry]) -> None:
+        """Replace the snapshot, telling listeners what starts and stops serving."""
+        old_versions = {id(mv): mv for e in self._snapshot.values() for mv in e.versions.values()}
+        new_versions = {id(mv): mv for e in new.values() for mv in e.versions.values()}
+        for key, mv in new_versions.items():
+            if key not in old_versions:
+                self._notify("on_load", mv)
+        self._snapshot = new
+        for key, mv in old_versions.items():
+            if key not in new_versions:
+                self._notify("on_unload", mv)
 
     # -- queries ---------------------------------------------------------------------
 
@@ -204,6 +263,8 @@ class ModelRegistry:
             new: dict[str, ModelEntry] = {}
             model_dirs = sorted(p for p in self.repository.iterdir() if p.is_dir())
             for model_dir in model_dirs:
+                if model_dir.name in self._unloaded:
+                    continue
                 if not any((v / MANIFEST_FILE).exists() for v in model_dir.iterdir()):
                     continue
                 entry = self._load_model(model_dir, old.get(model_dir.name), report)
@@ -213,12 +274,41 @@ class ModelRegistry:
                 gone = [v for v in entry.versions if name not in new or v not in new[name].versions]
                 if gone:
                     report.removed[name] = gone
-            self._snapshot = new
+            self._swap(new)
             self.repository_fingerprint = fingerprint
             self.loaded_once = True
             report.duration_ms = (time.perf_counter() - started) * 1000
             self.last_report = report
             log.info("model repository loaded", extra={"reload": report.as_dict()})
+            return report
+
+    @property
+    def unloaded(self) -> frozenset[str]:
+        """Models an operator unloaded (not served until loaded again)."""
+        return frozenset(self._unloaded)
+
+    def unload(self, name: str) -> None:
+        """Stop serving a model (until :meth:`load`); requests in flight finish."""
+        with self._lock:
+            if name not in self._snapshot:
+                raise ModelNotFound(f"model {name!r} is not served", details={"model": name})
+            self._unloaded.add(name)
+            self._swap({k: v for k, v in self._snapshot.items() if k != name})
+
+    def load(self, name: str) -> ReloadReport:
+        """Serve a model again (after :meth:`unload`) and reload it from disk; 404 when
+        the repository has no loadable version of it."""
+        with self._lock:
+            self._unloaded.discard(name)
+            report = self.reload()
+            entry = self._snapshot.get(name)
+            if entry is None or not entry.versions:
+                failed = report.failed.get(name)
+                raise ModelNotFound(
+                    f"model {name!r} has no loadable version in the repository"
+                    + (f": {failed}" if failed else ""),
+                    details={"model": name, "failed": failed},
+                )
             return report
 
     def _load_model(

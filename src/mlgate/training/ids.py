@@ -175,10 +175,13 @@ _ALIAS_OVERRIDES = {
 }
 
 _RATE_NOTE = (
-    "CICFlowMeter reports Infinity when Flow Duration is 0; the server only accepts "
-    f"finite numbers, so send {INF_SENTINEL:g} for it (the training data used "
-    f"{INF_SENTINEL:g} too)."
+    "CICFlowMeter reports Infinity when Flow Duration is 0 (and leaves the cell empty or "
+    f"NaN for 0/0): the server replaces Infinity by {INF_SENTINEL:g} and a missing value "
+    f"by {NAN_FILL:g}, as training did, and reports the substitution."
 )
+#: Features where the flow meter itself writes non-finite values; the manifest declares
+#: the cleaning rule for them, so the server applies it to raw flow-meter output.
+RAW_NON_FINITE_FEATURES = ("Flow Bytes/s", "Flow Packets/s")
 _DESCRIPTIONS = {
     "Flow Duration": "Duration of the flow.",
     "Flow Bytes/s": "Bytes per second over the flow. " + _RATE_NOTE,
@@ -248,6 +251,9 @@ def feature_specs() -> list[dict[str, Any]]:
         unit = _unit(name)
         if unit is not None:
             spec["unit"] = unit
+        if name in RAW_NON_FINITE_FEATURES:
+            spec["missing_value"] = NAN_FILL
+            spec["infinite_value"] = INF_SENTINEL
         specs.append(spec)
     return specs
 
@@ -262,8 +268,9 @@ def clean_features(x: np.ndarray) -> np.ndarray:
 
     The rule uses no statistic of the data, so training, evaluation and clients apply
     exactly the same mapping. Finite values are returned unchanged (as float64, in a
-    new array). At serving time the server rejects non-finite inputs; clients send
-    ``-1`` where their flow meter says Infinity.
+    new array). At serving time the manifest declares this rule for the rate features
+    (:data:`RAW_NON_FINITE_FEATURES`) and the server applies it; a non-finite value of
+    any other feature is refused.
     """
     out = np.array(x, dtype=np.float64, copy=True)
     out[np.isnan(out)] = NAN_FILL

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from mlgate.api.body import read_json, require_object
-from mlgate.api.deps import DevicesDep, InferenceDep, RequireAdmin, RequirePredict
+from mlgate.api.deps import DataPlaneDep, DevicesDep, RequireAdmin, RequirePredict
 from mlgate.api.responses import ORJSONResponse
 from mlgate.api.schemas import ERROR_RESPONSES
 from mlgate.api.security import AUTH_ERROR_RESPONSES
@@ -39,10 +39,10 @@ def _not_found(model: str, device_id: str) -> NotFound:
     dependencies=[RequirePredict],
 )
 async def get_baseline(
-    model: str, device_id: str, inference: InferenceDep, devices: DevicesDep
+    model: str, device_id: str, dataplane: DataPlaneDep, devices: DevicesDep
 ) -> Response:
     check_device_id(device_id)
-    mv = inference.resolve(model)
+    mv = dataplane.resolve(model)
     baseline = await devices.store.get(mv.name, device_id)
     if baseline is None:
         raise _not_found(mv.name, device_id)
@@ -51,10 +51,10 @@ async def get_baseline(
 
 @router.put("/baseline", summary="Upload a device's baseline", dependencies=[RequireAdmin])
 async def put_baseline(
-    model: str, device_id: str, request: Request, inference: InferenceDep, devices: DevicesDep
+    model: str, device_id: str, request: Request, dataplane: DataPlaneDep, devices: DevicesDep
 ) -> Response:
     check_device_id(device_id)
-    mv = inference.resolve(model)
+    mv = dataplane.resolve(model)
     body = require_object(await read_json(request))
     mean, std, seen = parse_upload(body, mv)
     baseline = await devices.store.put(
@@ -70,10 +70,10 @@ async def put_baseline(
     dependencies=[RequireAdmin],
 )
 async def delete_baseline(
-    model: str, device_id: str, inference: InferenceDep, devices: DevicesDep
+    model: str, device_id: str, dataplane: DataPlaneDep, devices: DevicesDep
 ) -> Response:
     check_device_id(device_id)
-    mv = inference.resolve(model)
+    mv = dataplane.resolve(model)
     check_anomaly_model(mv)
     devices.windows.forget((mv.name, device_id))
     if not await devices.store.delete(mv.name, device_id):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from sqlalchemy import text
 from starlette.responses import Response
 
@@ -41,10 +41,25 @@ async def live() -> Response:
 
 
 @router.get("/health/ready", summary="Readiness: models loaded, database and rate limiter up")
-async def ready(state: StateDep) -> Response:
+async def ready(request: Request, state: StateDep) -> Response:
     """200 when this worker can serve predictions; 503 (with the failing check named)
     while models load, when the database does not answer, or when Redis is down and
     rate limits fail closed. A fail-open limiter without Redis reports ``degraded``."""
+    checks, problems = await readiness(state)
+    if problems:
+        return error_response(
+            request,
+            503,
+            "not_ready",
+            "; ".join(problems),
+            {"status": "not_ready", "checks": checks},
+            headers={"Retry-After": "1"},
+        )
+    return ORJSONResponse({"status": "ready", "checks": checks})
+
+
+async def readiness(state: AppState) -> tuple[dict[str, str], list[str]]:
+    """Each check's status, and what keeps this worker from serving (empty: ready)."""
     checks: dict[str, str] = {"models": "ok" if state.ready else "loading"}
     checks["database"] = "ok" if await _database_answers(state) else "down"
     limiter_ok = await state.limiter.check()
@@ -57,15 +72,7 @@ async def ready(state: StateDep) -> Response:
         problems.append("the database does not answer")
     if checks["rate_limiter"] == "down":
         problems.append("the rate limiter's Redis does not answer (fail-closed)")
-    if problems:
-        return error_response(
-            503,
-            "not_ready",
-            "; ".join(problems),
-            {"status": "not_ready", "checks": checks},
-            headers={"Retry-After": "1"},
-        )
-    return ORJSONResponse({"status": "ready", "checks": checks})
+    return checks, problems
 
 
 async def _database_answers(state: AppState, timeout_s: float = 2.0) -> bool:

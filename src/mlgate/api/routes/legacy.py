@@ -17,19 +17,21 @@ from starlette.responses import Response
 
 import mlgate
 from mlgate.api.body import read_json
-from mlgate.api.deps import InferenceDep, RequireModelsRead, RequirePredict, StateDep
-from mlgate.api.limits import charge_rows
+from mlgate.api.deps import DataPlaneDep, RequireModelsRead, RequirePredict, StateDep
+from mlgate.api.inference import encoded_response, http_context
 from mlgate.api.presenters import model_view
 from mlgate.api.responses import ORJSONResponse
-from mlgate.api.routes.predict import now_iso
 from mlgate.api.schemas import ERROR_RESPONSES
 from mlgate.api.security import AUTH_ERROR_RESPONSES
-from mlgate.errors import ModelNotFound, ValidationFailed
-from mlgate.inference.features import json_type
-from mlgate.inference.service import Prediction
+from mlgate.dataplane import Codec
+from mlgate.errors import ValidationFailed
+from mlgate.protocols import seed_iot, seed_rlids
 from mlgate.settings import ModelSettings
 
 router = APIRouter(tags=["seed-compatible"], responses={**ERROR_RESPONSES, **AUTH_ERROR_RESPONSES})
+
+RLIDS = seed_rlids.RlidsCodec()
+IOT = seed_iot.IotCodec()
 
 _SHAPE_HINT = (
     "send {'features': [...]} for intrusion detection or "
@@ -37,52 +39,9 @@ _SHAPE_HINT = (
 )
 
 
-def _ids_result(prediction: Prediction, result: dict[str, Any], request: Request) -> dict[str, Any]:
-    mv = prediction.model
-    return {
-        "predicted_class": result["predicted_class"],
-        "predicted_class_name": result["predicted_class_name"],
-        "confidence": result["confidence"],
-        "is_attack": result["is_attack"],
-        # The RL-IDS client reads a list in class order; the names are alongside.
-        "probabilities": list(result["probabilities"].values()),
-        "class_names": mv.manifest.classes,
-        "processing_time_ms": round(prediction.processing_time_ms, 3),
-        "model_name": mv.name,
-        "model_version": mv.version,
-        "request_id": request.state.request_id,
-        "timestamp": now_iso(),
-    }
-
-
-def _device_fields(device_id: str | None, result: dict[str, Any]) -> dict[str, Any]:
-    """Fields a device reading adds (nothing without ``device_id``: seed clients see the
-    same body as before)."""
-    out: dict[str, Any] = {}
-    if device_id is not None:
-        out["device_id"] = device_id
-    if "status" in result:
-        out["status"] = result["status"]
-        if "calibration" in result:
-            out["calibration"] = result["calibration"]
-    return out
-
-
-def _iot_model(settings: ModelSettings, body: dict[str, Any]) -> tuple[str, str]:
-    """(registry model, name to echo as model_used) for an IoT request."""
-    name = body.get("model_name")
-    if name is None:
-        return settings.iot_default_model, settings.iot_default_model
-    if not isinstance(name, str):
-        raise ValidationFailed(
-            f"model_name must be a string, got {json_type(name)}",
-            details=[{"field": "model_name", "message": "expected string"}],
-        )
-    if name in settings.iot_detectors:
-        return settings.iot_detectors[name], name
-    raise ModelNotFound(
-        f"unknown model_name {name!r}; use one of {', '.join(sorted(settings.iot_detectors))}",
-        details={"field": "model_name", "available": sorted(settings.iot_detectors)},
+def _iot_payload(settings: ModelSettings, body: dict[str, Any], *, batch: bool) -> Any:
+    return seed_iot.parse(
+        body, batch=batch, detectors=settings.iot_detectors, default=settings.iot_default_model
     )
 
 
@@ -91,59 +50,25 @@ def _iot_model(settings: ModelSettings, body: dict[str, Any]) -> tuple[str, str]
     summary="Score one flow (`features`) or one sensor reading (`sensor_data`)",
     dependencies=[RequirePredict],
 )
-async def predict(request: Request, state: StateDep, inference: InferenceDep) -> Response:
+async def predict(request: Request, state: StateDep, dataplane: DataPlaneDep) -> Response:
     body = await read_json(request)
+    models = state.settings.models
     if isinstance(body, dict) and "features" in body:
-        await charge_rows(request, None)
-        prediction = await inference.predict_one(
-            state.settings.models.default_model, body["features"]
-        )
-        return ORJSONResponse(_ids_result(prediction, prediction.results[0], request))
-    if isinstance(body, dict) and "sensor_data" in body:
-        model, used = _iot_model(state.settings.models, body)
-        await charge_rows(request, None)
-        device_id = body.get("device_id")
-        prediction = await inference.predict_one(
-            model, body["sensor_data"], field="sensor_data", device_id=device_id
-        )
-        result = prediction.results[0]
-        return ORJSONResponse(
-            {
-                **_device_fields(device_id, result),
-                "is_anomaly": result["is_anomaly"],
-                "anomaly_score": result["anomaly_score"],
-                "confidence": result["confidence"],
-                "model_used": used,
-                "model_version": prediction.model.version,
-                "timestamp": now_iso(),
-                "explanation": result["explanation"],
-                "deviations": result["deviations"],
-                "ignored_features": prediction.ignored_features,
-                "processing_time_ms": round(prediction.processing_time_ms, 3),
-                "request_id": request.state.request_id,
-            }
-        )
-    raise ValidationFailed(
-        f"unrecognised request body: {_SHAPE_HINT}",
-        details=[{"field": "body", "message": "expected features or sensor_data"}],
-    )
-
-
-def _features_of(items: list[Any]) -> list[Any]:
-    instances = []
-    errors = []
-    for i, item in enumerate(items):
-        if isinstance(item, dict) and "features" in item:
-            instances.append(item["features"])
-        else:
-            errors.append({"field": f"[{i}]", "message": "expected an object with features"})
-            if len(errors) >= 20:
-                break
-    if errors:
+        payload: Any = seed_rlids.parse_single(body)
+        codec: Codec = RLIDS
+        model = models.default_model
+    elif isinstance(body, dict) and "sensor_data" in body:
+        payload = _iot_payload(models, body, batch=False)
+        model, codec = payload.model, IOT
+    else:
         raise ValidationFailed(
-            f"invalid batch: {errors[0]['field']}: {errors[0]['message']}", details=errors
+            f"unrecognised request body: {_SHAPE_HINT}",
+            details=[{"field": "body", "message": "expected features or sensor_data"}],
         )
-    return instances
+    encoded = await dataplane.infer(
+        model, None, payload, codec, http_context(request, codec.protocol)
+    )
+    return encoded_response(encoded)
 
 
 @router.post(
@@ -151,58 +76,26 @@ def _features_of(items: list[Any]) -> list[Any]:
     summary="Score a list of flows or a set of sensor readings",
     dependencies=[RequirePredict],
 )
-async def predict_batch(request: Request, state: StateDep, inference: InferenceDep) -> Response:
+async def predict_batch(request: Request, state: StateDep, dataplane: DataPlaneDep) -> Response:
     body = await read_json(request)
+    models = state.settings.models
     if isinstance(body, list):
-        instances = _features_of(body)
-        await charge_rows(request, instances)
-        prediction = await inference.predict_many(
-            state.settings.models.default_model,
-            instances,
-            field="body",
-            paths=[f"[{i}].features" for i in range(len(instances))],
+        payload: Any = seed_rlids.parse_batch(body)
+        codec: Codec = RLIDS
+        model = models.default_model
+    elif isinstance(body, dict) and "readings" in body:
+        payload = _iot_payload(models, body, batch=True)
+        model, codec = payload.model, IOT
+    else:
+        raise ValidationFailed(
+            "unrecognised batch body: send a JSON list of {'features': [...]} objects "
+            "or {'readings': [...], 'model_name': ...}",
+            details=[{"field": "body", "message": "expected a list or an object with readings"}],
         )
-        return ORJSONResponse([_ids_result(prediction, r, request) for r in prediction.results])
-    if isinstance(body, dict) and "readings" in body:
-        model, used = _iot_model(state.settings.models, body)
-        await charge_rows(request, body["readings"])
-        device_id = body.get("device_id")
-        prediction = await inference.predict_many(
-            model, body["readings"], field="readings", device_id=device_id
-        )
-        timestamp = now_iso()
-        predictions = [
-            {
-                **_device_fields(None, r),
-                "index": i,
-                "is_anomaly": r["is_anomaly"],
-                "anomaly_score": r["anomaly_score"],
-                "confidence": r["confidence"],
-                "explanation": r["explanation"],
-                "timestamp": timestamp,
-            }
-            for i, r in enumerate(prediction.results)
-        ]
-        summary = prediction.summary()
-        return ORJSONResponse(
-            {
-                **_device_fields(device_id, {}),
-                "predictions": predictions,
-                "total_samples": summary["total"],
-                "anomalies_detected": summary["anomalies"],
-                "anomaly_rate": summary["anomaly_rate"],
-                "model_used": used,
-                "model_version": prediction.model.version,
-                "ignored_features": prediction.ignored_features,
-                "processing_time_ms": round(prediction.processing_time_ms, 3),
-                "request_id": request.state.request_id,
-            }
-        )
-    raise ValidationFailed(
-        "unrecognised batch body: send a JSON list of {'features': [...]} objects "
-        "or {'readings': [...], 'model_name': ...}",
-        details=[{"field": "body", "message": "expected a list or an object with readings"}],
+    encoded = await dataplane.infer(
+        model, None, payload, codec, http_context(request, codec.protocol)
     )
+    return encoded_response(encoded)
 
 
 @router.get(
@@ -210,8 +103,8 @@ async def predict_batch(request: Request, state: StateDep, inference: InferenceD
     summary="The default model (RL-IDS client)",
     dependencies=[RequireModelsRead],
 )
-async def model_info(state: StateDep, inference: InferenceDep) -> Response:
-    mv = inference.resolve(state.settings.models.default_model)
+async def model_info(state: StateDep, dataplane: DataPlaneDep) -> Response:
+    mv = dataplane.resolve(state.settings.models.default_model)
     m = mv.manifest
     return ORJSONResponse(
         {

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from mlgate.api.body import optional_str, read_json, require_object
-from mlgate.api.deps import InferenceDep, RequirePredict
-from mlgate.api.limits import charge_rows
-from mlgate.api.responses import ORJSONResponse
+from mlgate.api.body import read_body
+from mlgate.api.deps import DataPlaneDep, RequirePredict
+from mlgate.api.inference import encoded_response, http_context
 from mlgate.api.schemas import (
     ERROR_RESPONSES,
     BatchPredictRequest,
@@ -21,8 +17,7 @@ from mlgate.api.schemas import (
     request_body,
 )
 from mlgate.api.security import AUTH_ERROR_RESPONSES
-from mlgate.errors import ValidationFailed
-from mlgate.inference.service import Prediction
+from mlgate.protocols import v1
 
 router = APIRouter(
     prefix="/v1/models",
@@ -32,26 +27,21 @@ router = APIRouter(
 )
 
 VersionQuery = Query(default=None, description="Version or alias; overrides `version` in the body.")
+CODEC = v1.V1Codec()
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def envelope(prediction: Prediction, request: Request) -> dict[str, Any]:
-    """The fields every v1 prediction response carries."""
-    return {
-        "model": prediction.model.name,
-        "model_version": prediction.model.version,
-        "request_id": request.state.request_id,
-        "timestamp": now_iso(),
-        "processing_time_ms": round(prediction.processing_time_ms, 3),
-        "ignored_features": prediction.ignored_features,
-    }
-
-
-def _version(body: dict[str, Any], query_version: str | None) -> str | None:
-    return query_version or optional_str(body, "version")
+async def _predict(
+    model: str, request: Request, dataplane: DataPlaneDep, version: str | None, *, batch: bool
+) -> Response:
+    payload = v1.parse(await read_body(request), batch=batch)
+    encoded = await dataplane.infer(
+        model,
+        version or payload.version,
+        payload,
+        CODEC,
+        http_context(request, CODEC.protocol),
+    )
+    return encoded_response(encoded)
 
 
 @router.post(
@@ -62,24 +52,9 @@ def _version(body: dict[str, Any], query_version: str | None) -> str | None:
     openapi_extra=request_body(PredictRequest),
 )
 async def predict(
-    model: str, request: Request, inference: InferenceDep, version: str | None = VersionQuery
+    model: str, request: Request, dataplane: DataPlaneDep, version: str | None = VersionQuery
 ) -> Response:
-    body = require_object(await read_json(request))
-    if "features" not in body:
-        raise ValidationFailed(
-            "features is required",
-            details=[{"field": "features", "message": "field required"}],
-        )
-    await charge_rows(request, None)
-    device_id = body.get("device_id")
-    prediction = await inference.predict_one(
-        model, body["features"], _version(body, version), device_id=device_id
-    )
-    content = envelope(prediction, request)
-    if device_id is not None:
-        content["device_id"] = device_id
-    content.update(prediction.results[0])
-    return ORJSONResponse(content)
+    return await _predict(model, request, dataplane, version, batch=False)
 
 
 @router.post(
@@ -90,22 +65,6 @@ async def predict(
     openapi_extra=request_body(BatchPredictRequest),
 )
 async def predict_batch(
-    model: str, request: Request, inference: InferenceDep, version: str | None = VersionQuery
+    model: str, request: Request, dataplane: DataPlaneDep, version: str | None = VersionQuery
 ) -> Response:
-    body = require_object(await read_json(request))
-    if "instances" not in body:
-        raise ValidationFailed(
-            "instances is required",
-            details=[{"field": "instances", "message": "field required"}],
-        )
-    await charge_rows(request, body["instances"])
-    device_id = body.get("device_id")
-    prediction = await inference.predict_many(
-        model, body["instances"], _version(body, version), device_id=device_id
-    )
-    content = envelope(prediction, request)
-    if device_id is not None:
-        content["device_id"] = device_id
-    content["predictions"] = prediction.results
-    content["summary"] = prediction.summary()
-    return ORJSONResponse(content)
+    return await _predict(model, request, dataplane, version, batch=True)

@@ -1,4 +1,4 @@
-"""Input parsing: positional and named instances, and every kind of bad value."""
+"""Decoding JSON instances: positional and named instances, and every kind of bad value."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mlgate.errors import ValidationFailed
-from mlgate.inference.features import parse_instances, parse_single
+from mlgate.protocols.json_rows import decode_instance, decode_instances
 from mlgate.registry.manifest import Manifest
 from mlgate.registry.registry import ModelVersion
 
@@ -55,31 +55,31 @@ def model_version(dtype: Any = np.float64) -> ModelVersion:
 
 def test_positional_and_named_give_the_same_row() -> None:
     mv = model_version()
-    a = parse_single([1.0, 2, 3.5], mv).matrix
-    b = parse_single({"current": 3.5, "Temperature": 1, "vibration": 2.0}, mv).matrix
+    a = decode_instance([1.0, 2, 3.5], mv).matrix
+    b = decode_instance({"current": 3.5, "Temperature": 1, "vibration": 2.0}, mv).matrix
     np.testing.assert_array_equal(a, b)
     assert a.dtype == np.float64 and a.shape == (1, 3)
 
 
 def test_unused_names_are_reported_not_rejected() -> None:
-    parsed = parse_single(
+    parsed = decode_instance(
         {"temperature": 1, "vibration": 2, "current": 3, "state": "ok", "duty_cycle": 0.7},
         model_version(),
     )
-    assert parsed.ignored == ["duty_cycle", "state"]
+    assert list(parsed.ignored) == ["duty_cycle", "state"]
 
 
 def test_float32_models_get_float32_and_refuse_what_float32_cannot_hold() -> None:
     mv = model_version(np.float32)
-    assert parse_single([1.0, 2.0, 3.0], mv).matrix.dtype == np.float32
+    assert decode_instance([1.0, 2.0, 3.0], mv).matrix.dtype == np.float32
     with pytest.raises(ValidationFailed) as info:
-        parse_single([1.0, 1e39, 3.0], mv)
+        decode_instance([1.0, 1e39, 3.0], mv)
     assert info.value.details[0]["field"] == "features[1]"
 
 
 def test_feature_given_twice_through_an_alias() -> None:
     with pytest.raises(ValidationFailed, match="given twice"):
-        parse_single(
+        decode_instance(
             {"temperature": 1, "Temperature": 2, "vibration": 2, "current": 3}, model_version()
         )
 
@@ -87,7 +87,7 @@ def test_feature_given_twice_through_an_alias() -> None:
 def test_many_errors_are_collected_and_capped() -> None:
     instances = [["x", "y", "z"]] * 30
     with pytest.raises(ValidationFailed) as info:
-        parse_instances(instances, model_version())
+        decode_instances(instances, model_version(), max_rows=1000)
     assert len(info.value.details) == 20
     assert "and 19 more" in info.value.message
 
@@ -95,23 +95,24 @@ def test_many_errors_are_collected_and_capped() -> None:
 @pytest.mark.parametrize("bad", [None, 5, "rows", {"a": 1}])
 def test_instances_must_be_a_list(bad: Any) -> None:
     with pytest.raises(ValidationFailed, match="expected an array of instances"):
-        parse_instances(bad, model_version())
+        decode_instances(bad, model_version(), max_rows=1000)
 
 
 @pytest.mark.parametrize("bad", [None, 5, "1,2,3", True])
 def test_an_instance_must_be_a_list_or_object(bad: Any) -> None:
     with pytest.raises(ValidationFailed, match="expected an array or object"):
-        parse_single(bad, model_version())
+        decode_instance(bad, model_version())
     with pytest.raises(ValidationFailed) as info:
-        parse_instances([[1, 2, 3], bad], model_version())
+        decode_instances([[1, 2, 3], bad], model_version(), max_rows=1000)
     assert info.value.details[0]["field"] == "instances[1]"
 
 
 def test_non_finite_values_name_field_and_feature() -> None:
     with pytest.raises(ValidationFailed) as info:
-        parse_instances(
+        decode_instances(
             [[1, 2, 3], {"temperature": 1, "vibration": float("nan"), "current": 1}],
             model_version(),
+            max_rows=1000,
         )
     detail = info.value.details[0]
     assert detail["field"] == "instances[1].vibration"
