@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     outcomes = report.targets(cells)
     text = _report_text(info, args, model, cells, outcomes)
     print("\n" + text)
-    (run_dir / "table.md").write_text(text)
+    (run_dir / "table.md").write_text(text + "\n")
     summary: dict[str, Any] = {
         **info,
         "rounds": args.rounds,
