@@ -58,10 +58,9 @@ OPTIONAL_FEATURES: Mapping[str, Mapping[str, str]] = MappingProxyType(
     }
 )
 
-# Adaptive batching (issue 9 item 2) does not exist yet: these two configurations are
-# skipped until `mlgate config` lists the setting. When it lands under another name,
-# this is the one line to change.
-BATCHING_SETTING = "MLGATE_BATCHING__ENABLED"
+# Adaptive batching for every model (MLGATE_MODELS__BATCHING, with its defaults for
+# batch size and delay); configurations (c) compare it on and off.
+BATCHING_SETTING = "MLGATE_MODELS__BATCHING"
 
 CONFIGS: tuple[ServerConfig, ...] = (
     ServerConfig(
