@@ -32,6 +32,16 @@ NAMING_CONVENTION = {
 }
 
 
+MAX_ROW_ID = 2**31 - 1
+"""Largest id an ``Integer`` primary key holds on every backend (PostgreSQL's int4)."""
+
+
+def storable_id(value: int) -> bool:
+    """Whether ``value`` can be a row id: a larger one would make the driver raise
+    (asyncpg: out of int32 range; SQLite: beyond 64 bits) rather than find nothing."""
+    return 1 <= value <= MAX_ROW_ID
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

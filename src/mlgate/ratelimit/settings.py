@@ -6,9 +6,22 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mlgate.ratelimit.base import Limit
+
+# Upper bounds of a tier's numbers (and of per-user or per-key overrides, which are
+# checked with them before they are stored): far beyond any real limit, and small enough
+# that the numbers stay exact in JSON, in the database and in Redis's Lua doubles.
+MAX_REQUESTS = 10**9
+MAX_ROWS = 10**12
 
 
 class TierLimits(BaseModel):
@@ -16,15 +29,23 @@ class TierLimits(BaseModel):
 
     model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid", frozen=True)
 
-    requests_per_minute: int = Field(gt=0)
+    requests_per_minute: int = Field(gt=0, le=MAX_REQUESTS)
     """Requests admitted per minute, whatever their size."""
-    rows_per_minute: int = Field(gt=0)
+    rows_per_minute: int = Field(gt=0, le=MAX_ROWS)
     """Batch rows admitted per minute (a batch of 500 rows costs 500)."""
-    burst: int | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, gt=0, le=MAX_REQUESTS)
     """Requests admitted at once after a quiet minute; unset means requests_per_minute."""
-    rows_burst: int | None = Field(default=None, gt=0)
+    rows_burst: int | None = Field(default=None, gt=0, le=MAX_ROWS)
     """Rows admitted at once; unset means rows_per_minute. A batch larger than this is
     never admitted, so keep it at least the largest batch allowed."""
+
+    @model_validator(mode="after")
+    def _buckets_drain(self) -> Self:
+        # Limit refuses a bucket that would take decades to drain (a tiny rate with a
+        # huge burst); say so here, where the numbers are given.
+        self.requests_limit()
+        self.rows_limit()
+        return self
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> TierLimits:
         """These limits with some fields replaced, e.g. ``{"requests_per_minute": 500}``.
@@ -110,6 +131,16 @@ class RateLimitSettings(BaseModel):
         """
         limits = self.tiers.get(tier or self.default_tier) or self.tiers[self.default_tier]
         return limits.with_overrides(overrides)
+
+    def check_overrides(self, overrides: Mapping[str, Any]) -> None:
+        """Raise ValueError, in one line naming the field, for overrides that no tier
+        could take (unknown fields, numbers out of range); call it before storing them."""
+        try:
+            self.limits_for(None, overrides)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ValueError(f"{where}: {first['msg']}" if where else first["msg"]) from None
 
     def login_limit(self) -> Limit:
         """Login attempts per client IP."""

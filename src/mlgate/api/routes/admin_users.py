@@ -12,6 +12,7 @@ from mlgate.api.schemas import ERROR_RESPONSES
 from mlgate.api.security import AUTH_ERROR_RESPONSES
 from mlgate.auth.accounts import UNSET
 from mlgate.auth.views import user_view
+from mlgate.db.models import MAX_ROW_ID
 
 router = APIRouter(
     prefix="/v1/admin/users",
@@ -39,7 +40,7 @@ async def create_user(body: UserCreate, accounts: AccountsDep) -> Response:
 async def list_users(
     accounts: AccountsDep,
     limit: int = Query(default=100, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_ROW_ID),
 ) -> Response:
     users = await accounts.list_users(limit=limit, offset=offset)
     return ORJSONResponse([user_view(u) for u in users])
