@@ -1,7 +1,9 @@
 """Rate-limit policy at the HTTP edge: what each request costs and whom it is charged to.
 
-- every authenticated or anonymous call: one request against the principal's tier;
-- prediction routes: one row per instance against the principal's row allowance;
+- every authenticated or anonymous call: one request against the caller's account (a
+  user and all of that user's keys and tokens share one budget, of the user's tier) and,
+  when the key carries overrides of its own, against that key's extra cap;
+- prediction routes: one row per instance against the same buckets' row allowances;
 - ``POST /v1/token``: one login attempt per client IP;
 - failed authentications: counted per client IP; an IP over its allowance is refused
   before its credentials are even checked (brute-force protection).
@@ -19,7 +21,14 @@ from fastapi import Request
 
 from mlgate.auth.principal import Principal
 from mlgate.errors import PayloadTooLarge, RateLimited
-from mlgate.ratelimit import Decision, RateLimiter, RateLimitSettings, client_ip, strictest
+from mlgate.ratelimit import (
+    Decision,
+    RateLimiter,
+    RateLimitSettings,
+    TierLimits,
+    client_ip,
+    strictest,
+)
 
 HEADERS_STATE = "rate_limit_headers"
 
@@ -40,47 +49,54 @@ class EdgeLimits:
         self.settings = settings
         self.enabled = settings.enabled
 
+    def _buckets(self, principal: Principal) -> list[tuple[str, TierLimits, str]]:
+        """(bucket, limits, whose) a principal's requests and rows are charged to: the
+        key's own cap first (when the key has one), then the account's."""
+        account = self.settings.limits_for(principal.tier, principal.rate_limit_overrides)
+        buckets = [(principal.rate_limit_key, account, f"the {principal.tier!r} tier")]
+        cap_key = principal.key_cap_key
+        if cap_key is not None and principal.key_rate_limit_overrides is not None:
+            # The cap replaces some of the account's numbers, for this key alone; it can
+            # only hold the key below its account, which is charged too.
+            cap = account.with_overrides(principal.key_rate_limit_overrides)
+            buckets.insert(0, (cap_key, cap, "this API key"))
+        return buckets
+
     async def charge_request(self, request: Request, principal: Principal) -> None:
-        """One request against the principal's tier (429 when over)."""
+        """One request against the caller's account, and its key's cap (429 when over)."""
         if not self.enabled:
             return
-        limits = self.settings.limits_for(principal.tier, principal.rate_limit_overrides)
-        decision = await self.limiter.hit(
-            f"req:{principal.rate_limit_key}", limits.requests_limit()
-        )
-        self._record(request, decision)
-        if not decision.allowed:
-            raise RateLimited(
-                f"request limit of the {principal.tier!r} tier reached "
-                f"({limits.requests_per_minute} a minute): retry after "
-                f"{decision.headers().get('Retry-After', '?')} s",
-                details={"limit": "requests", "tier": principal.tier},
-                headers=decision.headers(),
-            )
+        for bucket, limits, whose in self._buckets(principal):
+            decision = await self.limiter.hit(f"req:{bucket}", limits.requests_limit())
+            self._record(request, decision)
+            if not decision.allowed:
+                raise RateLimited(
+                    f"request limit of {whose} reached ({limits.requests_per_minute} a "
+                    f"minute): retry after {decision.headers().get('Retry-After', '?')} s",
+                    details={"limit": "requests", "tier": principal.tier},
+                    headers=decision.headers(),
+                )
 
     async def charge_rows(self, request: Request, principal: Principal, rows: int) -> None:
-        """``rows`` instances against the principal's row allowance."""
+        """``rows`` instances against the account's row allowance (and the key's cap)."""
         if not self.enabled or rows <= 0:
             return
-        limits = self.settings.limits_for(principal.tier, principal.rate_limit_overrides)
-        decision = await self.limiter.hit(
-            f"rows:{principal.rate_limit_key}", limits.rows_limit(), cost=rows
-        )
-        self._record(request, decision)
-        if decision.never:
-            raise PayloadTooLarge(
-                f"a batch of {rows} rows exceeds the {principal.tier!r} tier's allowance of "
-                f"{decision.limit} rows at once: split it into smaller batches",
-                details={"limit": "rows", "rows": rows, "max_rows_at_once": decision.limit},
-            )
-        if not decision.allowed:
-            raise RateLimited(
-                f"row limit of the {principal.tier!r} tier reached "
-                f"({limits.rows_per_minute} rows a minute): retry after "
-                f"{decision.headers().get('Retry-After', '?')} s",
-                details={"limit": "rows", "tier": principal.tier, "rows": rows},
-                headers=decision.headers(),
-            )
+        for bucket, limits, whose in self._buckets(principal):
+            decision = await self.limiter.hit(f"rows:{bucket}", limits.rows_limit(), cost=rows)
+            self._record(request, decision)
+            if decision.never:
+                raise PayloadTooLarge(
+                    f"a batch of {rows} rows exceeds the allowance of {whose} of "
+                    f"{decision.limit} rows at once: split it into smaller batches",
+                    details={"limit": "rows", "rows": rows, "max_rows_at_once": decision.limit},
+                )
+            if not decision.allowed:
+                raise RateLimited(
+                    f"row limit of {whose} reached ({limits.rows_per_minute} rows a minute): "
+                    f"retry after {decision.headers().get('Retry-After', '?')} s",
+                    details={"limit": "rows", "tier": principal.tier, "rows": rows},
+                    headers=decision.headers(),
+                )
 
     async def charge_login(self, request: Request) -> None:
         """One login attempt for the client IP."""

@@ -88,7 +88,6 @@ class AuthService:
                 ApiKey.id,
                 ApiKey.key_hash,
                 ApiKey.scopes,
-                ApiKey.tier,
                 ApiKey.rate_limit_overrides,
                 ApiKey.expires_at,
                 ApiKey.revoked_at,
@@ -97,6 +96,7 @@ class AuthService:
                 User.username,
                 User.disabled,
                 User.scopes.label("user_scopes"),
+                User.tier.label("user_tier"),
                 User.rate_limit_overrides.label("user_overrides"),
             )
             .join(User, User.id == ApiKey.user_id)
@@ -121,9 +121,11 @@ class AuthService:
             key_id=row.id,
             # A key never exceeds its owner, even after the owner loses a scope.
             scopes=narrow(row.scopes, row.user_scopes),
-            tier=row.tier,
-            rate_limit_overrides=frozen_overrides(
-                {**(row.user_overrides or {}), **(row.rate_limit_overrides or {})}
+            # Limits are the account's; the key's own overrides only cap it further.
+            tier=row.user_tier,
+            rate_limit_overrides=frozen_overrides(row.user_overrides),
+            key_rate_limit_overrides=(
+                frozen_overrides(row.rate_limit_overrides) if row.rate_limit_overrides else None
             ),
         )
 

@@ -63,4 +63,9 @@ def principal_view(principal: Principal) -> dict[str, Any]:
         "scopes": sorted(principal.scopes),
         "tier": principal.tier,
         "rate_limit_overrides": dict(principal.rate_limit_overrides),
+        "key_rate_limit_overrides": (
+            None
+            if principal.key_rate_limit_overrides is None
+            else dict(principal.key_rate_limit_overrides)
+        ),
     }

@@ -35,6 +35,7 @@ class Me(BaseModel):
     scopes: list[str]
     tier: str
     rate_limit_overrides: dict[str, Any]
+    key_rate_limit_overrides: dict[str, Any] | None
     user: dict[str, Any] | None
 
 
