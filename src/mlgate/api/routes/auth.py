@@ -48,13 +48,15 @@ async def issue_token(
     request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()], auth: AuthDep
 ) -> Response:
     """The OAuth2 password grant (form fields `username`, `password`, optional `scope` to
-    ask for fewer scopes). 401 for a wrong username or password, 403 for a disabled user."""
+    ask for fewer scopes). 401 for a wrong username or password, 403 for a disabled user;
+    429 for too many attempts from one address, or while the username backs off after
+    wrong passwords."""
     limits: EdgeLimits = request.app.state.mlgate.limits
-    await limits.charge_login(request)
+    await limits.charge_login(request, form.username)
     try:
         issued = await auth.login(form.username, form.password, " ".join(form.scopes))
     except Unauthorized:
-        await limits.record_failed_auth(request)
+        await limits.record_failed_login(request, form.username)
         raise
     return ORJSONResponse(
         {
