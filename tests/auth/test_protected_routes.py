@@ -56,6 +56,8 @@ PROTECTED: dict[tuple[str, str], str | None] = {
     ("PATCH", "/v1/admin/api-keys/{key_id}"): "admin",
     ("DELETE", "/v1/admin/api-keys/{key_id}"): "admin",
     ("GET", "/v1/users/me"): ANY_PRINCIPAL,
+    # Last: called with user 1's own token, it refuses that token from then on.
+    ("POST", "/v1/admin/users/{user_id}/revoke-sessions"): "admin",
 }
 PATH_VALUES = {
     "{model}": "ids",

@@ -173,8 +173,21 @@ class Accounts:
                 user.disabled = disabled
             if password_hash is not None:
                 user.password_hash = password_hash
+                # Whoever held the old password may hold a token too: refuse them all.
+                user.token_epoch += 1
             if rate_limit_overrides is not UNSET:
                 user.rate_limit_overrides = self._check_overrides(rate_limit_overrides)
+            await session.commit()
+        return user
+
+    async def revoke_sessions(self, user_id: int) -> User:
+        """Refuse every access token issued to the user so far (on every worker, at the
+        next request: tokens are checked against the user's row). API keys stay."""
+        async with self._sessions() as session:
+            user = await _user(session, user_id)
+            if user is None:
+                raise _no_user(user_id)
+            user.token_epoch += 1
             await session.commit()
         return user
 

@@ -38,6 +38,8 @@ class Principal:
     """The account's overrides (the user's)."""
     key_rate_limit_overrides: Mapping[str, Any] | None = None
     """The key's own cap (over the account's limits), None when the key has none."""
+    tenant: str | None = None
+    """The admin-defined group of the user, whose members share device baselines."""
 
     def has(self, scope: str) -> bool:
         """Whether this principal may use ``scope`` (``admin`` implies all)."""

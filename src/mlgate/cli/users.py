@@ -116,11 +116,25 @@ def users_enable(username: str) -> None:
     click.echo(f"enabled user {user.username!r}")
 
 
+@users_group.command("revoke-sessions")
+@click.argument("username")
+def users_revoke_sessions(username: str) -> None:
+    """Refuse every access token USERNAME holds now (at once, on every server); API keys
+    are not affected."""
+
+    async def work(accounts: Accounts) -> User:
+        user = await accounts.find_user(username)
+        return await accounts.revoke_sessions(user.id)
+
+    user = run_with_accounts(work)
+    click.echo(f"revoked every access token of {user.username!r}; they must log in again")
+
+
 @users_group.command("set-password")
 @click.argument("username")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
 def users_set_password(username: str, password_stdin: bool) -> None:
-    """Set USERNAME's password (for `POST /v1/token`)."""
+    """Set USERNAME's password (for `POST /v1/token`); tokens issued before are refused."""
     password = read_password(password_stdin)
 
     async def work(accounts: Accounts) -> User:

@@ -81,6 +81,11 @@ class User(Base):
     tier: Mapped[str] = mapped_column(String(32))
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     rate_limit_overrides: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Grows with every password change or "revoke sessions": an access token carries the
+    # value it was issued under and is refused once they differ.
+    token_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # An admin-defined group whose members share device baselines; NULL: the user alone.
+    tenant: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

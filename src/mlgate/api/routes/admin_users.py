@@ -55,7 +55,8 @@ async def get_user(user_id: int, accounts: AccountsDep) -> Response:
     "/{user_id}", summary="Change tier, scopes, password or disable", response_model=UserOut
 )
 async def update_user(user_id: int, body: UserUpdate, accounts: AccountsDep) -> Response:
-    """Disabling a user refuses their tokens and keys at once (403)."""
+    """Disabling a user refuses their tokens and keys at once (403); a new password
+    refuses the access tokens issued before it (401)."""
     sent = body.model_fields_set
     user = await accounts.update_user(
         user_id,
@@ -66,3 +67,14 @@ async def update_user(user_id: int, body: UserUpdate, accounts: AccountsDep) -> 
         rate_limit_overrides=body.rate_limit_overrides if "rate_limit_overrides" in sent else UNSET,
     )
     return ORJSONResponse(user_view(user))
+
+
+@router.post(
+    "/{user_id}/revoke-sessions",
+    summary="Refuse every access token issued to the user so far",
+    response_model=UserOut,
+)
+async def revoke_sessions(user_id: int, accounts: AccountsDep) -> Response:
+    """At once, on every worker; the user can log in again, and API keys keep working
+    (revoke those one by one). A password change does the same."""
+    return ORJSONResponse(user_view(await accounts.revoke_sessions(user_id)))
