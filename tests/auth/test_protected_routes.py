@@ -55,6 +55,9 @@ PROTECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/admin/api-keys/{key_id}"): "admin",
     ("PATCH", "/v1/admin/api-keys/{key_id}"): "admin",
     ("DELETE", "/v1/admin/api-keys/{key_id}"): "admin",
+    ("GET", "/v1/admin/device-shares"): "admin",
+    ("PUT", "/v1/admin/device-shares/{grantee}/{device_id}"): "admin",
+    ("DELETE", "/v1/admin/device-shares/{grantee}/{device_id}"): "admin",
     ("GET", "/v1/users/me"): ANY_PRINCIPAL,
     # Last: called with user 1's own token, it refuses that token from then on.
     ("POST", "/v1/admin/users/{user_id}/revoke-sessions"): "admin",
@@ -65,6 +68,7 @@ PATH_VALUES = {
     "{user_id}": "1",
     "{key_id}": "1",
     "{device_id}": "pump-1",
+    "{grantee}": "user:1",
 }
 
 

@@ -19,6 +19,7 @@ from mlgate.api.schemas import ErrorEnvelope
 from mlgate.auth.principal import Principal
 from mlgate.auth.scopes import SCOPES
 from mlgate.auth.service import AuthService
+from mlgate.devices.owners import device_owner
 from mlgate.errors import Forbidden, Unauthorized
 
 oauth2_scheme = OAuth2PasswordBearer(
@@ -99,3 +100,12 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
 
     check.__name__ = f"require_{scope.replace(':', '_')}"
     return check
+
+
+def owner_of_devices(request: Request, device_id: object) -> str | None:
+    """Whose device ``device_id`` names for this request's caller; None without a device
+    id. 401 for anonymous callers, who cannot use device ids (see mlgate.devices.owners)."""
+    if device_id is None:
+        return None
+    principal: Principal = request.state.principal
+    return device_owner(principal)

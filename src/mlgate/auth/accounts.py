@@ -20,6 +20,7 @@ from mlgate.errors import Conflict, NotFound, ValidationFailed
 from mlgate.settings import AuthSettings
 
 USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.@+-]{0,63}$")
+TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 # Marks "leave unchanged" in updates where None is a meaningful new value.
 UNSET: Any = object()
 
@@ -75,6 +76,16 @@ class Accounts:
             raise _invalid("tier", f"unknown tier {tier!r}; use one of {self._settings.tiers}")
         return tier
 
+    @staticmethod
+    def _check_tenant(tenant: str | None) -> str | None:
+        if tenant is not None and not TENANT_PATTERN.match(tenant):
+            raise _invalid(
+                "tenant",
+                "use 1-64 lower-case letters, digits and . _ - (starting with one of "
+                "the first two)",
+            )
+        return tenant
+
     def _check_overrides(self, value: Mapping[str, Any] | None) -> dict[str, Any] | None:
         if value is None:
             return None
@@ -99,8 +110,12 @@ class Accounts:
         tier: str | None = None,
         disabled: bool = False,
         rate_limit_overrides: Mapping[str, Any] | None = None,
+        tenant: str | None = None,
     ) -> User:
-        """A new user (409 if the name is taken); ``password=None``: API keys only."""
+        """A new user (409 if the name is taken); ``password=None``: API keys only.
+
+        ``tenant`` puts the user in an admin-defined group whose members share device
+        baselines (see :mod:`mlgate.devices.owners`)."""
         name = normalize_username(username)
         if not USERNAME_PATTERN.match(name):
             raise _invalid(
@@ -113,6 +128,7 @@ class Accounts:
             tier=self._check_tier(tier or self._settings.default_tier),
             disabled=disabled,
             rate_limit_overrides=self._check_overrides(rate_limit_overrides),
+            tenant=self._check_tenant(tenant),
         )
         async with self._sessions() as session:
             session.add(user)
@@ -158,8 +174,10 @@ class Accounts:
         disabled: bool | None = None,
         password: str | None = None,
         rate_limit_overrides: Mapping[str, Any] | None = UNSET,
+        tenant: str | None = UNSET,
     ) -> User:
-        """Change what is given; the rest stays."""
+        """Change what is given; the rest stays (``tenant=None`` takes the user out of
+        its tenant: it owns its own devices again)."""
         password_hash = await self._passwords.hash(password) if password is not None else None
         async with self._sessions() as session:
             user = await _user(session, user_id)
@@ -177,6 +195,8 @@ class Accounts:
                 user.token_epoch += 1
             if rate_limit_overrides is not UNSET:
                 user.rate_limit_overrides = self._check_overrides(rate_limit_overrides)
+            if tenant is not UNSET:
+                user.tenant = self._check_tenant(tenant)
             await session.commit()
         return user
 

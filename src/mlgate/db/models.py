@@ -1,4 +1,4 @@
-"""Tables of users, API keys and device baselines.
+"""Tables of users, API keys, device baselines and device shares.
 
 Rows are never deleted: users are disabled and keys revoked, so that the audit log (a
 later migration) can reference ``users.id`` and ``api_keys.id`` for good.
@@ -116,6 +116,8 @@ class ApiKey(Base):
 class DeviceBaselineRow(Base):
     """A device's baseline for one model: running sums while calibrating, then mean/std.
 
+    ``owner`` is whose device it is (``user:7``, ``tenant:acme``; see
+    :mod:`mlgate.devices.owners`): every owner has a namespace of device ids of its own.
     ``seen`` counts the readings accumulated so far (``sums``/``sumsq`` per feature);
     once ``seen >= required`` (or after an upload) ``mean``/``std`` are set.
     ``revision`` grows with every change so that workers can tell a cached copy is old.
@@ -123,6 +125,7 @@ class DeviceBaselineRow(Base):
 
     __tablename__ = "device_baselines"
 
+    owner: Mapped[str] = mapped_column(String(80), primary_key=True)
     model: Mapped[str] = mapped_column(String(64), primary_key=True)
     device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     features: Mapped[list[str]] = mapped_column(JSON)
@@ -138,3 +141,15 @@ class DeviceBaselineRow(Base):
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class DeviceShareRow(Base):
+    """An admin's grant: for ``grantee``, device id ``device_id`` means ``owner``'s device
+    of that id (every model's baseline of it), instead of a device of its own."""
+
+    __tablename__ = "device_shares"
+
+    grantee: Mapped[str] = mapped_column(String(80), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(80), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

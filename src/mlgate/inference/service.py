@@ -67,8 +67,10 @@ class InferenceService:
         version: str | None = None,
         field: str = "features",
         device_id: Any = None,
+        device_owner: str | None = None,
     ) -> Prediction:
-        """Score one instance; with ``device_id``, against that device's baseline."""
+        """Score one instance; with ``device_id``, against that device's baseline (of
+        ``device_owner``, :func:`mlgate.devices.owners.device_owner` of the caller)."""
         started = time.perf_counter()
         if device_id is not None:
             device_id = check_device_id(device_id)
@@ -77,7 +79,7 @@ class InferenceService:
             device_spec(mv)
         parsed = parse_single(features, mv, field)
         if device_id is not None:
-            return await self._run_device(mv, parsed, device_id, started)
+            return await self._run_device(mv, parsed, device_id, device_owner, started)
         return await self._run(mv, parsed, started)
 
     async def predict_many(
@@ -88,6 +90,7 @@ class InferenceService:
         field: str = "instances",
         paths: Sequence[str] | None = None,
         device_id: Any = None,
+        device_owner: str | None = None,
     ) -> Prediction:
         """Score a batch; with ``device_id`` the rows are that device's consecutive
         readings, in order."""
@@ -118,18 +121,25 @@ class InferenceService:
                 )
         parsed = parse_instances(instances, mv, field, paths)
         if device_id is not None:
-            return await self._run_device(mv, parsed, device_id, started)
+            return await self._run_device(mv, parsed, device_id, device_owner, started)
         return await self._run(mv, parsed, started)
 
     async def _run_device(
-        self, mv: ModelVersion, parsed: ParsedInput, device_id: str, started: float
+        self,
+        mv: ModelVersion,
+        parsed: ParsedInput,
+        device_id: str,
+        owner: str | None,
+        started: float,
     ) -> Prediction:
         if self.devices is None:
             raise ValidationFailed(
                 "this server does not keep device baselines",
                 details=[{"field": "device_id", "message": "not supported"}],
             )
-        batch = await self.devices.prepare(mv, device_id, parsed.matrix)
+        if owner is None:
+            raise ValueError("a device_id needs its device_owner")  # a caller's bug
+        batch = await self.devices.prepare(mv, device_id, parsed.matrix, owner=owner)
         required = batch.baseline.required
         results = [calibrating_result(seen, required) for seen in batch.progress]
         if len(batch.model_input):

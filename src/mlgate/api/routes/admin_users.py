@@ -32,6 +32,7 @@ async def create_user(body: UserCreate, accounts: AccountsDep) -> Response:
         tier=body.tier,
         disabled=body.disabled,
         rate_limit_overrides=body.rate_limit_overrides,
+        tenant=body.tenant,
     )
     return ORJSONResponse(user_view(user), status_code=201)
 
@@ -65,6 +66,7 @@ async def update_user(user_id: int, body: UserUpdate, accounts: AccountsDep) -> 
         disabled=body.disabled,
         password=body.password,
         rate_limit_overrides=body.rate_limit_overrides if "rate_limit_overrides" in sent else UNSET,
+        tenant=body.tenant if "tenant" in sent else UNSET,
     )
     return ORJSONResponse(user_view(user))
 

@@ -23,7 +23,7 @@ from mlgate.api.presenters import model_view
 from mlgate.api.responses import ORJSONResponse
 from mlgate.api.routes.predict import now_iso
 from mlgate.api.schemas import ERROR_RESPONSES
-from mlgate.api.security import AUTH_ERROR_RESPONSES
+from mlgate.api.security import AUTH_ERROR_RESPONSES, owner_of_devices
 from mlgate.errors import ModelNotFound, ValidationFailed
 from mlgate.inference.features import json_type
 from mlgate.inference.service import Prediction
@@ -104,7 +104,11 @@ async def predict(request: Request, state: StateDep, inference: InferenceDep) ->
         await charge_rows(request, None)
         device_id = body.get("device_id")
         prediction = await inference.predict_one(
-            model, body["sensor_data"], field="sensor_data", device_id=device_id
+            model,
+            body["sensor_data"],
+            field="sensor_data",
+            device_id=device_id,
+            device_owner=owner_of_devices(request, device_id),
         )
         result = prediction.results[0]
         return ORJSONResponse(
@@ -168,7 +172,11 @@ async def predict_batch(request: Request, state: StateDep, inference: InferenceD
         await charge_rows(request, body["readings"])
         device_id = body.get("device_id")
         prediction = await inference.predict_many(
-            model, body["readings"], field="readings", device_id=device_id
+            model,
+            body["readings"],
+            field="readings",
+            device_id=device_id,
+            device_owner=owner_of_devices(request, device_id),
         )
         timestamp = now_iso()
         predictions = [

@@ -20,7 +20,7 @@ from mlgate.api.schemas import (
     PredictResponse,
     request_body,
 )
-from mlgate.api.security import AUTH_ERROR_RESPONSES
+from mlgate.api.security import AUTH_ERROR_RESPONSES, owner_of_devices
 from mlgate.errors import ValidationFailed
 from mlgate.inference.service import Prediction
 
@@ -73,7 +73,11 @@ async def predict(
     await charge_rows(request, None)
     device_id = body.get("device_id")
     prediction = await inference.predict_one(
-        model, body["features"], _version(body, version), device_id=device_id
+        model,
+        body["features"],
+        _version(body, version),
+        device_id=device_id,
+        device_owner=owner_of_devices(request, device_id),
     )
     content = envelope(prediction, request)
     if device_id is not None:
@@ -101,7 +105,11 @@ async def predict_batch(
     await charge_rows(request, body["instances"])
     device_id = body.get("device_id")
     prediction = await inference.predict_many(
-        model, body["instances"], _version(body, version), device_id=device_id
+        model,
+        body["instances"],
+        _version(body, version),
+        device_id=device_id,
+        device_owner=owner_of_devices(request, device_id),
     )
     content = envelope(prediction, request)
     if device_id is not None:
