@@ -78,7 +78,7 @@ class Accounts:
 
     @staticmethod
     def _check_tenant(tenant: str | None) -> str | None:
-        if tenant is not None and not TENANT_PATTERN.match(tenant):
+        if tenant is not None and not TENANT_PATTERN.fullmatch(tenant):
             raise _invalid(
                 "tenant",
                 "use 1-64 lower-case letters, digits and . _ - (starting with one of "

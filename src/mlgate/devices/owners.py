@@ -44,7 +44,7 @@ def device_owner(principal: Principal) -> str:
 
 def check_owner(value: Any, field: str = "owner") -> str:
     """An owner as an admin names it (``user:7``, ``tenant:acme``, ``unowned``), or a 422."""
-    if not isinstance(value, str) or not _OWNER.match(value):
+    if not isinstance(value, str) or not _OWNER.fullmatch(value):
         shown = value if isinstance(value, str) else type(value).__name__
         raise ValidationFailed(
             f"{field} must be user:<id>, tenant:<name> or unowned, got {shown!r}"[:200],
