@@ -173,7 +173,8 @@ class AuthSettings(BaseModel):
     """Tier of new users that name none."""
     anonymous_enabled: bool = False
     """Serve callers without credentials as an anonymous principal identified by their
-    IP address (rate limited per IP); off: they get 401."""
+    IP address, IPv6 by network (rate limited per address; no device ids); off: they get
+    401."""
     anonymous_tier: str = "free"
     """Tier of anonymous callers."""
     anonymous_scopes: list[str] = Field(default_factory=lambda: ["predict", "models:read"])

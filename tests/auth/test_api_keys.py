@@ -64,12 +64,17 @@ async def test_a_key_never_exceeds_its_owner(harness: Harness) -> None:
     assert (await harness.client.get("/v1/models", headers=api_key(key))).status_code == 403
 
 
-async def test_key_tier_and_overrides_reach_the_principal(harness: Harness) -> None:
+async def test_limits_of_a_key_are_its_accounts_plus_its_own_cap(harness: Harness) -> None:
+    """Issue 8 item 16: the account's tier and overrides; the key's overrides are a cap."""
     user = await harness.user(rate_limit_overrides={"requests_per_minute": 10, "burst": 5})
     key = await harness.key(user, tier="enterprise", rate_limit_overrides={"burst": 50})
     me = (await harness.client.get("/v1/users/me", headers=api_key(key))).json()
-    assert me["tier"] == "enterprise"
-    assert me["rate_limit_overrides"] == {"requests_per_minute": 10, "burst": 50}
+    assert me["tier"] == "free"
+    assert me["rate_limit_overrides"] == {"requests_per_minute": 10, "burst": 5}
+    assert me["key_rate_limit_overrides"] == {"burst": 50}
+    plain = await harness.key(user)
+    me = (await harness.client.get("/v1/users/me", headers=api_key(plain))).json()
+    assert me["key_rate_limit_overrides"] is None
 
 
 async def test_last_use_is_recorded_at_most_once_per_interval(harness: Harness) -> None:

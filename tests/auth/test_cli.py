@@ -72,6 +72,12 @@ def test_users_create_list_disable(database_env: dict[str, Any]) -> None:
     assert json.loads(ok("users", "list", "--json").output)[0]["disabled"] is True
     ok("users", "enable", "alice")
     ok("users", "set-password", "ops", "--password-stdin", input="ops password 123\n")
+    # A tenant: its members share device baselines (tests/devices/test_owners.py).
+    ok("users", "create", "tess", "--no-password", "--tenant", "acme")
+    users = {u["username"]: u for u in json.loads(ok("users", "list", "--json").output)}
+    assert users["tess"]["tenant"] == "acme" and users["bob"]["tenant"] is None
+    bad = run("users", "create", "tom", "--no-password", "--tenant", "Not Valid")
+    assert bad.exit_code == 1 and "tenant" in bad.output
 
 
 def test_user_errors_are_one_line(database_env: dict[str, Any]) -> None:

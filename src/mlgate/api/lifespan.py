@@ -77,7 +77,7 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
             sessions,
             passwords,
             # The limiter owns the meaning of overrides: refuse bad ones when stored.
-            check_overrides=lambda overrides: settings.rate_limit.limits_for(None, overrides),
+            check_overrides=settings.rate_limit.check_overrides,
         ),
         limiter=limiter,
         limits=EdgeLimits(limiter, settings.rate_limit),

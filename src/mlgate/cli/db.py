@@ -54,7 +54,12 @@ def run_with_accounts(work: Callable[[Accounts], Awaitable[T]]) -> T:
     async def with_accounts(settings: Settings, engine: AsyncEngine) -> T:
         if settings.database.auto_migrate:
             await upgrade(engine, schema=settings.database.schema_name)
-        accounts = Accounts(settings.auth, session_factory(engine), Passwords(settings.auth))
+        accounts = Accounts(
+            settings.auth,
+            session_factory(engine),
+            Passwords(settings.auth),
+            check_overrides=settings.rate_limit.check_overrides,
+        )
         return await work(accounts)
 
     return run_with_engine(with_accounts)

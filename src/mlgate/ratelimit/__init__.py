@@ -20,7 +20,7 @@ from mlgate.ratelimit.base import (
     build_rate_limiter,
     strictest,
 )
-from mlgate.ratelimit.client_ip import client_ip
+from mlgate.ratelimit.client_ip import client_ip, client_network
 from mlgate.ratelimit.memory import MemoryRateLimiter
 from mlgate.ratelimit.settings import RateLimitSettings, TierLimits
 
@@ -39,6 +39,7 @@ __all__ = [
     "TierLimits",
     "build_rate_limiter",
     "client_ip",
+    "client_network",
     "strictest",
 ]
 

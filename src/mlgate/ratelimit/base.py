@@ -39,6 +39,11 @@ class Limit:
             raise ValueError(f"period must be a positive number of seconds, got {self.period}")
         if self.burst < 1:
             raise ValueError(f"burst must be at least 1, got {self.burst}")
+        if self.burst * self.emission_us > gcra.MAX_BUCKET_US:
+            raise ValueError(
+                f"a burst of {self.burst} at {self.rate} per {self.period:g} s takes longer "
+                "than 35 years to drain: lower the burst or raise the rate"
+            )
 
     @classmethod
     def per_minute(cls, rate: int, burst: int | None = None) -> Limit:
