@@ -163,9 +163,16 @@ class AuthSettings(BaseModel):
     jwt_leeway_s: float = Field(default=10.0, ge=0, le=300)
     """Clock skew tolerated when checking `exp` and `iat`, in seconds."""
     check_user_on_token: bool = True
-    """Look the user up (one indexed query) on every token request, so that disabling a
-    user or removing a scope takes effect at once. False: tokens are stateless and stay
-    valid until they expire."""
+    """Check a token's user (disabled, scopes, revoked sessions) when the token is verified
+    (one indexed query, then cached like keys). False: tokens are stateless and stay valid
+    until they expire."""
+    principal_cache_ttl_s: float = Field(default=5.0, ge=0, le=3600)
+    """How long a worker reuses a verified API key or token without asking the database.
+    A revoked key, disabled user or narrowed scope reaches the worker that made the change
+    at once, every worker at once with MLGATE_REDIS_URL (pub/sub), and otherwise within this
+    time. 0: check the database on every request."""
+    principal_cache_max_entries: int = Field(default=10_000, ge=1)
+    """Most credentials a worker keeps verified (least recently used go first)."""
     tiers: list[str] = Field(default_factory=lambda: ["free", "pro", "enterprise"], min_length=1)
     """Tier names a user or key may have, least to most generous (the bootstrap admin gets
     the last); each needs limits in MLGATE_RATE_LIMIT__TIERS."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -25,24 +24,6 @@ from fastapi import FastAPI
 from mlgate.ratelimit import MemoryRateLimiter, RateLimiter
 from mlgate.ratelimit.redis_backend import RedisRateLimiter
 from tests.conftest import make_settings, running_app
-
-REDIS_URL = os.environ.get("MLGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The test Redis URL, once it has answered a PING."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        reason = f"Redis is not reachable at {REDIS_URL} ({exc}); start redis-server"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (required under CI)", pytrace=False)
-        pytest.skip(reason)
-    finally:
-        client.close()
-    return REDIS_URL
 
 
 @asynccontextmanager

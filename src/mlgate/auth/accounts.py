@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mlgate.auth.api_keys import generate_key
 from mlgate.auth.passwords import Passwords
+from mlgate.auth.principal_cache import ChangeHook, no_change
 from mlgate.auth.scopes import ADMIN, narrow, unknown_scopes
 from mlgate.db.models import ApiKey, User, storable_id
 from mlgate.errors import Conflict, NotFound, ValidationFailed
@@ -55,13 +56,17 @@ class Accounts:
         passwords: Passwords,
         *,
         check_overrides: OverridesCheck | None = None,
+        on_change: ChangeHook | None = None,
     ) -> None:
         """``check_overrides`` validates rate-limit overrides before they are stored (the
-        rate limiter knows their meaning; auth keeps them opaque); it raises ValueError."""
+        rate limiter knows their meaning; auth keeps them opaque); it raises ValueError.
+        ``on_change`` is awaited after every change that can narrow what a credential
+        allows (so caches of verified principals are cleared)."""
         self._settings = settings
         self._sessions = sessions
         self._passwords = passwords
         self._check_overrides_hook = check_overrides
+        self._changed = on_change or no_change
 
     # -- validation ---------------------------------------------------------------------
 
@@ -198,6 +203,7 @@ class Accounts:
             if tenant is not UNSET:
                 user.tenant = self._check_tenant(tenant)
             await session.commit()
+        await self._changed()
         return user
 
     async def revoke_sessions(self, user_id: int) -> User:
@@ -209,6 +215,7 @@ class Accounts:
                 raise _no_user(user_id)
             user.token_epoch += 1
             await session.commit()
+        await self._changed()
         return user
 
     # -- API keys -----------------------------------------------------------------------
@@ -328,7 +335,8 @@ class Accounts:
             if rate_limit_overrides is not UNSET:
                 key.rate_limit_overrides = self._check_overrides(rate_limit_overrides)
             await session.commit()
-            return key, user.username
+        await self._changed()
+        return key, user.username
 
     async def revoke_key(self, key_id: int) -> tuple[ApiKey, str]:
         """Revoke at once for every worker (each request reads the row); idempotent."""
@@ -346,7 +354,8 @@ class Accounts:
             if key.revoked_at is None:
                 key.revoked_at = datetime.now(UTC)
                 await session.commit()
-            return key, username
+        await self._changed()
+        return key, username
 
     @staticmethod
     def is_admin(user: User) -> bool:

@@ -1,12 +1,12 @@
 """Authentication: who is calling (API key, access token or nobody), and password login.
 
-Cost per request: an API key is one indexed query (key joined with its owner, so a
-revoked key or a disabled owner is refused at once on every worker, with no cache to
-invalidate) plus, at most once a minute per key, a write of its last-use time. An
-access token is verified without the database, then (``check_user_on_token``, the
-default) one primary-key query makes a disabled user, a removed scope or revoked
-sessions (a password change, "revoke sessions": the user's token epoch) take effect at
-once; turning that off makes tokens fully stateless until they expire.
+Cost per request in the steady state: a dict lookup. A credential is verified against
+the database once - an API key by one indexed query (key joined with its owner), a
+token by its signature and (``check_user_on_token``) one primary-key query for its user
+(disabled, narrowed scopes, revoked sessions: the user's token epoch) - and the
+principal is then reused from the worker's :class:`~mlgate.auth.principal_cache.PrincipalCache`
+for a bounded time. Account changes clear that cache (at once on every worker with
+Redis, else within its TTL). A key's last-use time is written at most once per interval.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from mlgate.auth.accounts import normalize_username
 from mlgate.auth.api_keys import key_matches, key_prefix, looks_like_key
 from mlgate.auth.passwords import Passwords
 from mlgate.auth.principal import Principal, frozen_overrides
+from mlgate.auth.principal_cache import PrincipalCache
 from mlgate.auth.scopes import narrow, parse_scopes, unknown_scopes
 from mlgate.auth.tokens import IssuedToken, TokenClaims, TokenCodec
 from mlgate.db.models import ApiKey, User
@@ -99,12 +100,14 @@ class AuthService:
         sessions: async_sessionmaker[AsyncSession],
         passwords: Passwords,
         tokens: TokenCodec,
+        cache: PrincipalCache | None = None,
     ) -> None:
         self._settings = settings
         self._engine = engine
         self._sessions = sessions
         self._passwords = passwords
         self.tokens = tokens
+        self.cache = cache if cache is not None else PrincipalCache(0)
 
     # -- requests -----------------------------------------------------------------------
 
@@ -122,15 +125,21 @@ class AuthService:
                     tier=self._settings.anonymous_tier,
                 )
             raise Unauthorized(f"authentication required: {_CREDENTIALS_HINT}")
+        cached = self.cache.get(credential)
+        if cached is not None:
+            return cached
         try:
             if api_key or looks_like_key(credential):
-                return await self._from_key(credential)
-            return await self._from_token(credential)
+                principal, expires_at = await self._from_key(credential)
+            else:
+                principal, expires_at = await self._from_token(credential)
         except SQLAlchemyError:
             log.exception("authentication query failed")
             raise _database_down() from None
+        self.cache.put(credential, principal, expires_at)
+        return principal
 
-    async def _from_key(self, plaintext: str) -> Principal:
+    async def _from_key(self, plaintext: str) -> tuple[Principal, float | None]:
         prefix = key_prefix(plaintext)
         if prefix is None:
             raise Unauthorized("malformed API key", invalid_token=True)
@@ -166,6 +175,7 @@ class AuthService:
         if row.disabled:
             raise Forbidden(f"user {row.username!r} is disabled")
         await self._touch(row.id, row.last_used_at, now)
+        expires_at = row.expires_at.timestamp() if row.expires_at is not None else None
         return Principal(
             kind="api_key",
             subject=row.username,
@@ -180,7 +190,7 @@ class AuthService:
                 frozen_overrides(row.rate_limit_overrides) if row.rate_limit_overrides else None
             ),
             tenant=row.tenant,
-        )
+        ), expires_at
 
     async def _touch(self, key_id: int, last_used_at: datetime | None, now: datetime) -> None:
         """Record the key's use, at most once per interval (the WHERE keeps workers from
@@ -202,7 +212,7 @@ class AuthService:
             # Bookkeeping only: never fail a request because this write lost a lock race.
             log.warning("could not record API key use", extra={"key_id": key_id})
 
-    async def _from_token(self, token: str) -> Principal:
+    async def _from_token(self, token: str) -> tuple[Principal, float | None]:
         claims = self.tokens.verify(token)
         if not self._settings.check_user_on_token:
             return Principal(
@@ -212,11 +222,11 @@ class AuthService:
                 scopes=claims.scopes,
                 tier=claims.tier,
                 tenant=claims.tenant,
-            )
+            ), float(claims.expires_at)
         query = select(*TOKEN_USER_COLUMNS).where(User.id == claims.user_id)
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
-        return token_principal(claims, row)
+        return token_principal(claims, row), float(claims.expires_at)
 
     # -- login --------------------------------------------------------------------------
 
