@@ -4,6 +4,7 @@ sessions" (admin API and CLI), refuse every token issued before it, on every wor
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -63,14 +64,26 @@ async def test_an_admin_can_revoke_a_users_sessions(harness: Harness) -> None:
     assert forbidden.status_code == 403
 
 
-async def test_revocation_reaches_another_worker_at_once(harness_factory: Any) -> None:
-    async with harness_factory() as a:
+async def test_revocation_reaches_another_worker_at_once(
+    harness_factory: Any, redis_url: str
+) -> None:
+    # Both workers cache verified tokens; Redis tells the other one at once.
+    shared = {"redis_url": redis_url, "auth": {"principal_cache_ttl_s": 60}}
+    async with harness_factory(**shared) as a:
         user = await a.user("dave")
         token = bearer(await a.login("dave"))
         settings = a.app.state.settings
-        async with running_app(settings) as (_, other_worker):
+        async with running_app(settings) as (other_app, other_worker):
+            changes = [a.app.state.mlgate.account_changes, other_app.state.mlgate.account_changes]
+            for channel in changes:
+                await asyncio.wait_for(channel.listening.wait(), 5)
             assert await status(other_worker, token) == 200
             await a.accounts.revoke_sessions(user.id)
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                if await status(other_worker, token) != 200:
+                    break
+                await asyncio.sleep(0.01)
             assert await status(other_worker, token) == 401
 
 
