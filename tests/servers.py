@@ -35,6 +35,12 @@ class RunningServer:
     url: str
     log: Path
     """Everything the server printed (stdout and stderr)."""
+    process: subprocess.Popen[bytes]
+    """The `mlgate serve` process (e.g. to send it a signal)."""
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
 
 @contextmanager
@@ -73,7 +79,7 @@ def mlgate_serve(
                 ok = False
             streak = streak + 1 if ok else 0
             time.sleep(0.05 if ok else 0.2)
-        yield RunningServer(url, log)
+        yield RunningServer(url, log, process)
     finally:
         process.send_signal(signal.SIGTERM)
         try:

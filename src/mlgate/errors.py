@@ -9,12 +9,16 @@
     │   ├── ModelNotFound             404 model_not_found
     │   └── VersionNotFound           404 version_not_found
     ├── MethodNotAllowed              405 method_not_allowed
+    ├── RequestTimeout                408 request_timeout
     ├── Conflict                      409 conflict
     ├── PayloadTooLarge               413 payload_too_large
     ├── UnsupportedMediaType          415 unsupported_media_type
     ├── ValidationFailed              422 validation_error
     ├── RateLimited                   429 rate_limited
+    ├── HeadersTooLarge               431 headers_too_large
     ├── ServiceUnavailable            503 not_ready
+    │   ├── DatabaseUnavailable       503 database_unavailable
+    │   ├── TooManyConnections        503 too_many_connections
     │   └── RateLimiterUnavailable    503 rate_limiter_unavailable (mlgate.ratelimit)
     └── ModelExecutionError           500 model_error
 
@@ -103,6 +107,14 @@ class MethodNotAllowed(MlgateError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(MlgateError):
+    """The client did not send its request head or body in time (408); the server closes
+    the connection after answering."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
 class Conflict(MlgateError):
     """The request clashes with existing state, e.g. a username already taken (409)."""
 
@@ -118,6 +130,14 @@ class PayloadTooLarge(MlgateError):
 class UnsupportedMediaType(MlgateError):
     status_code = 415
     code = "unsupported_media_type"
+
+
+class HeadersTooLarge(MlgateError):
+    """The request line and headers exceed the server's bound (431), refused before the
+    application (and so before authentication) sees them."""
+
+    status_code = 431
+    code = "headers_too_large"
 
 
 class ValidationFailed(MlgateError):
@@ -137,6 +157,18 @@ class RateLimited(MlgateError):
 class ServiceUnavailable(MlgateError):
     status_code = 503
     code = "not_ready"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database cannot be reached or written: the change asked for was not stored."""
+
+    code = "database_unavailable"
+
+
+class TooManyConnections(ServiceUnavailable):
+    """A worker holds its maximum of open connections; the new one is answered and closed."""
+
+    code = "too_many_connections"
 
 
 class ModelExecutionError(MlgateError):

@@ -56,6 +56,30 @@ class ServerSettings(BaseModel):
     """Worker processes (each loads the models)."""
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger bodies get 413."""
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    """Largest request line plus headers; a longer one gets 431 before the app sees it
+    (before authentication)."""
+    header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    """Time a client has to send a request line and headers, from connecting (or from the
+    first byte of a later request on a kept-alive connection); then 408 and the
+    connection is closed. A new connection that sends nothing is closed after it."""
+    body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """Time a client has to send a request body once its headers arrived; then 408 and
+    the connection is closed (so uploads at a byte a second end). Raise it for large
+    bodies over slow links."""
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0, le=3600)
+    """An idle kept-alive connection is closed after this long."""
+    max_connections: int = Field(default=1000, ge=1)
+    """Open connections per worker; one more is answered 503 (with Retry-After) and
+    closed."""
+    max_discard_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    """How much of a refused request (a body over the limit, a head too large) is read
+    and dropped so that clients that send everything before reading get the error
+    instead of a connection reset; beyond it the connection is cut."""
+    shutdown_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """On SIGTERM, how long requests in flight may take to finish before they are
+    cancelled; requests arriving meanwhile on open connections are answered with
+    `Connection: close`."""
     cors_origins: list[str] = Field(default_factory=list)
     """Origins allowed by CORS; empty disables CORS."""
     root_path: str = ""

@@ -56,6 +56,8 @@ def serve(
     import uvicorn
 
     from mlgate.logs import logging_config
+    from mlgate.server.limits import ConnectionLimits
+    from mlgate.server.protocol import guarded_protocol
 
     overrides = {
         "MLGATE_SERVER__HOST": host,
@@ -74,13 +76,17 @@ def serve(
         os.environ.update(saved)
         raise
     obs = settings.observability
+    server = settings.server
     uvicorn.run(
         FACTORY,
         factory=True,
-        host=settings.server.host,
-        port=settings.server.port,
-        workers=settings.server.workers if not auto_reload else None,
+        host=server.host,
+        port=server.port,
+        workers=server.workers if not auto_reload else None,
         reload=auto_reload,
+        http=guarded_protocol(ConnectionLimits.from_settings(server)),
+        timeout_keep_alive=server.keep_alive_timeout_s,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=server.shutdown_timeout_s,  # type: ignore[arg-type]
         log_config=logging_config(obs.log_level, obs.json_logs),
         log_level=obs.log_level,
         access_log=obs.access_log,
