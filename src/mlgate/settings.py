@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlgate.auth.entropy import estimated_entropy_bits
 from mlgate.auth.scopes import ADMIN, SCOPES
 from mlgate.ratelimit.settings import RateLimitSettings
 
@@ -21,6 +22,10 @@ JWTAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/mlgate.db"
 MIN_SECRET_BYTES = 32
+# What a production JWT secret must hold at least, as estimated by
+# mlgate.auth.entropy (random 32-byte secrets score about 190-300).
+MIN_SECRET_BITS = 128
+SECRET_HINT = "generate one with `mlgate secret`"
 # Values copied from tutorials and .env examples; never accepted as a production secret.
 _PLACEHOLDER_MARKERS = (
     "your-secret",
@@ -157,8 +162,9 @@ class AuthSettings(BaseModel):
     """Signature algorithm of access tokens; the only one accepted. HS* use `jwt_secret`;
     RS*, ES256 and EdDSA use `jwt_private_key_file` (and `jwt_public_key_file`)."""
     jwt_secret: SecretStr | None = None
-    """HMAC secret for HS* tokens, at least 32 random bytes; required in production.
-    Unset in development: a random one is generated and kept in `jwt_secret_file`."""
+    """HMAC secret for HS* tokens, at least 32 random bytes (`mlgate secret` prints one);
+    required in production, which refuses short, placeholder and patterned secrets. Unset
+    in development: a random one is generated and kept in `jwt_secret_file`."""
     jwt_secret_file: Path | None = None
     """Where development keeps its generated secret (mode 0600); unset: `jwt_secret`
     beside the SQLite database, or ./var/jwt_secret."""
@@ -236,6 +242,12 @@ def secret_problem(secret: str) -> str | None:
         return "it is a placeholder copied from an example"
     if len(set(secret)) < 8:
         return "it repeats too few characters to be random"
+    bits = estimated_entropy_bits(secret)
+    if bits < MIN_SECRET_BITS:
+        return (
+            f"it follows a pattern (runs, repeats or keyboard rows): about {bits:.0f} bits of "
+            f"randomness where {MIN_SECRET_BITS} are needed"
+        )
     return None
 
 
@@ -243,7 +255,8 @@ def normalize_database_url(url: str) -> str:
     """Pin the async driver: ``postgresql://`` becomes ``postgresql+asyncpg://``."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ValueError(f"database URL must look like scheme://..., got {url!r}")
+        # Not echoed: the value may hold a password.
+        raise ValueError("database URL must look like scheme://user:password@host/db")
     scheme = {
         "postgres": "postgresql+asyncpg",
         "postgresql": "postgresql+asyncpg",
@@ -293,6 +306,9 @@ class Settings(BaseSettings):
         env_file=None,
         extra="ignore",
         use_attribute_docstrings=True,
+        # Errors name the variable and the rule, never the value: a rejected value may be
+        # a secret or a database URL with its password.
+        hide_input_in_errors=True,
     )
 
     env: Environment = "development"
@@ -336,14 +352,14 @@ class Settings(BaseSettings):
         if auth.symmetric:
             if auth.jwt_secret is None:
                 problems.append(
-                    "MLGATE_AUTH__JWT_SECRET is not set: set it to at least 32 random bytes, "
-                    "e.g. the output of `python -c 'import secrets; "
-                    "print(secrets.token_urlsafe(48))'`, or sign with a key pair "
+                    "MLGATE_AUTH__JWT_SECRET is not set: set it to at least 32 random bytes "
+                    f"({SECRET_HINT}), or sign with a key pair "
                     "(MLGATE_AUTH__JWT_ALGORITHM=EdDSA and MLGATE_AUTH__JWT_PRIVATE_KEY_FILE)"
                 )
             elif (why := secret_problem(auth.jwt_secret.get_secret_value())) is not None:
                 problems.append(
-                    f"MLGATE_AUTH__JWT_SECRET is too weak ({why}): use at least 32 random bytes"
+                    f"MLGATE_AUTH__JWT_SECRET is too weak ({why}): use at least 32 random "
+                    f"bytes, {SECRET_HINT}"
                 )
         elif auth.jwt_private_key_file is None:
             problems.append(

@@ -111,6 +111,22 @@ def _checked_serve_settings(auto_reload: bool) -> Settings:
     return settings
 
 
+@cli.command("secret")
+@click.option(
+    "--bytes",
+    "n_bytes",
+    type=click.IntRange(32, 1024),
+    default=48,
+    show_default=True,
+    help="Random bytes (printed URL-safe base64, 4 characters per 3 bytes).",
+)
+def secret(n_bytes: int) -> None:
+    """Print a new random secret for MLGATE_AUTH__JWT_SECRET (and nothing else)."""
+    import secrets
+
+    click.echo(secrets.token_urlsafe(n_bytes))
+
+
 @cli.command("config")
 @click.option("--markdown", is_flag=True, help="Print a Markdown table (as in the README).")
 def config_table(markdown: bool) -> None:
