@@ -101,6 +101,10 @@ class ModelSettings(BaseModel):
 
     repository: Path | None = None
     """Model repository directory; unset means the bundled models."""
+    follow_symlinks: bool = False
+    """Load versions whose files or directories are symbolic links (a deliberate layout,
+    e.g. versions linked from a shared store). Off: a link in the repository is a load
+    error. An artifact path must stay inside its version directory either way."""
     default_model: str = "ids"
     """Model used by routes that do not name one (seed `/predict` with `features`)."""
     max_batch_rows: int = Field(default=1000, ge=1, le=100_000)

@@ -165,7 +165,11 @@ def models_list(repository: Path | None) -> None:
 
     settings = Settings()
     repo = repository or settings.models.resolved_repository
-    registry = ModelRegistry(repo, default_model=settings.models.default_model)
+    registry = ModelRegistry(
+        repo,
+        default_model=settings.models.default_model,
+        follow_symlinks=settings.models.follow_symlinks,
+    )
     report = registry.reload()
     table = Table(title=f"models in {repo}")
     for column in ("model", "version", "task", "runtime", "aliases", "latency µs", "status"):

@@ -14,6 +14,7 @@ from mlgate.api.deps import StateDep
 from mlgate.api.errors import error_response
 from mlgate.api.responses import ORJSONResponse
 from mlgate.api.state import AppState
+from mlgate.registry.paths import hide_paths
 
 router = APIRouter(tags=["health"])
 
@@ -52,7 +53,8 @@ async def ready(state: StateDep) -> Response:
     checks["rate_limiter"] = "ok" if limiter_ok else ("degraded" if fail_open else "down")
     problems = []
     if not state.ready:
-        problems.append(state.load_error or "models are still loading")
+        # Readiness is open to anyone: the reason names no server path.
+        problems.append(hide_paths(state.load_error or "models are still loading"))
     if checks["database"] != "ok":
         problems.append("the database does not answer")
     if checks["rate_limiter"] == "down":
