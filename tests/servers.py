@@ -50,11 +50,13 @@ def mlgate_serve(
     *args: str,
     timeout_s: float = 90,
     ready_in_a_row: int = 1,
+    ready_path: str = "/health/ready",
 ) -> Iterator[RunningServer]:
     """``mlgate serve`` in ``workdir`` until the block ends (SIGTERM, then kill).
 
     Ready once ``ready_in_a_row`` consecutive readiness probes answered 200: with several
-    workers each loads its models, and readiness is per worker.
+    workers each loads its models, and readiness is per worker. ``ready_path`` probes
+    something else (``/health/live`` for a server that is meant not to be ready).
     """
     port = free_port()
     log = workdir / f"serve-{port}.log"
@@ -74,7 +76,7 @@ def mlgate_serve(
             if time.monotonic() > deadline:
                 pytest.fail(f"mlgate serve was not ready within {timeout_s} s:\n{log.read_text()}")
             try:
-                ok = httpx.get(f"{url}/health/ready", timeout=2).status_code == 200
+                ok = httpx.get(f"{url}{ready_path}", timeout=2).status_code == 200
             except httpx.HTTPError:
                 ok = False
             streak = streak + 1 if ok else 0
