@@ -51,6 +51,7 @@ def mlgate_serve(
     timeout_s: float = 90,
     ready_in_a_row: int = 1,
     ready_path: str = "/health/ready",
+    log_level: str = "warning",
 ) -> Iterator[RunningServer]:
     """``mlgate serve`` in ``workdir`` until the block ends (SIGTERM, then kill).
 
@@ -61,7 +62,7 @@ def mlgate_serve(
     port = free_port()
     log = workdir / f"serve-{port}.log"
     argv = [sys.executable, "-m", "mlgate", "serve", "--port", str(port)]
-    argv += [*args, "--log-level", "warning"]
+    argv += [*args, "--log-level", log_level]
     with log.open("wb") as sink:
         process = subprocess.Popen(
             argv, env=env, cwd=workdir, stdout=sink, stderr=subprocess.STDOUT
