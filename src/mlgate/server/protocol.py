@@ -50,12 +50,9 @@ class _CycleTransport:
     def __init__(self, protocol: GuardedHttpProtocol, transport: asyncio.Transport) -> None:
         self._protocol = protocol
         self._transport = transport
-
-    def write(self, data: bytes) -> None:
-        self._transport.write(data)
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
+        # The transport's own methods: no extra call on the path of every response.
+        self.write = transport.write
+        self.is_closing = transport.is_closing
 
     def close(self) -> None:
         self._protocol.close_after_request()
@@ -82,7 +79,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # bytes of the current head fed to the parser
         self._in_body = False  # between the end of a head and the end of its message
         self._heads = 0  # heads completed on this connection
-        self._phase_started = 0.0  # when the current head or body began (loop time)
         self._deadline: asyncio.TimerHandle | None = None
         self._discard_left: int | None = None  # set while lingering: input still accepted
         self._discard_raw = False  # lingering after a refusal: input is not even parsed
@@ -95,7 +91,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._cycle_transport = _CycleTransport(self, transport)
-        self._phase_started = self.loop.time()
         if len(self.connections) > self.limits.max_connections:
             self._refuse(
                 TooManyConnections(
@@ -117,8 +112,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._discard(data)
             return
         if not self._in_body:
-            if not self._head_bytes and self._deadline is None:
-                self._phase_started = self.loop.time()  # a new head begins
             room = self.limits.max_head_bytes - self._head_bytes
             if len(data) > room:
                 self._feed_bounded(data, room)
@@ -155,8 +148,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return  # a pipelined request after the one that closes the connection
         self._heads += 1
         self._in_body = True
-        self._cancel_deadline()
-        self._phase_started = self.loop.time()
+        if self._deadline is not None:
+            self._cancel_deadline()
         previous = self.cycle
         super().on_headers_complete()
         if self.cycle is not previous:
@@ -168,7 +161,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._in_body = False
         self._head_bytes = 0
-        self._cancel_deadline()
+        if self._deadline is not None:
+            self._cancel_deadline()
         if self._discard_left is not None:  # the ignored rest of a body has arrived
             self._discard_left = None
             if self._close_after_body:
@@ -227,16 +221,19 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # -- timeouts --------------------------------------------------------------------
 
     def _arm(self) -> None:
-        """After a read: a head or body that is not complete gets its deadline."""
-        if self._deadline is not None or self.transport.is_closing():
+        """After a read: a head or body still incomplete gets its deadline, counted from
+        the end of the read that left it incomplete (a request that arrives in one read,
+        the common case, never arms a timer)."""
+        if self._deadline is not None:
             return
         if self._in_body:
-            self._deadline = self.loop.call_at(
-                self._phase_started + self.limits.body_timeout_s, self._body_timed_out
-            )
-        elif self._head_bytes:
-            self._deadline = self.loop.call_at(
-                self._phase_started + self.limits.header_timeout_s, self._head_timed_out
+            if not self.transport.is_closing():
+                self._deadline = self.loop.call_later(
+                    self.limits.body_timeout_s, self._body_timed_out
+                )
+        elif self._head_bytes and not self.transport.is_closing():
+            self._deadline = self.loop.call_later(
+                self.limits.header_timeout_s, self._head_timed_out
             )
 
     def _cancel_deadline(self) -> None:
