@@ -218,3 +218,42 @@ def test_a_request_on_a_kept_alive_connection_during_shutdown_is_answered(
         assert response.headers["connection"] == "close"
         assert closed_by_server(sock)
         running.process.wait(timeout=15)
+
+
+# -- the normal path still works ------------------------------------------------------------
+
+
+def test_pipelined_requests_are_all_answered_in_order(server: RunningServer) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(get("/health/live") + get("/health") + get("/health/live"))
+        statuses = [read_response(sock) for _ in range(3)]
+    assert [r.status for r in statuses] == [200, 200, 200]
+    assert "uptime_seconds" in statuses[1].json()
+
+
+def test_a_kept_alive_connection_carries_on_after_an_early_413(server: RunningServer) -> None:
+    body = b"x" * (9 * 1024 * 1024)  # over the 8 MiB limit: answered before it is read
+    with connect(server.port, timeout_s=30) as sock:
+        sock.sendall(
+            b"POST /v1/models/ids/predict HTTP/1.1\r\nHost: mlgate.test\r\n"
+            b"Content-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        assert read_response(sock).status == 413
+        sock.sendall(get())  # the rest of the body was read and dropped
+        assert read_response(sock).status == 200
+
+
+def test_an_early_413_to_a_client_awaiting_100_continue_closes_at_once(
+    server: RunningServer,
+) -> None:
+    with connect(server.port, timeout_s=1.5) as sock:  # less than the 2 s body timeout
+        sock.sendall(
+            b"POST /v1/models/ids/predict HTTP/1.1\r\nHost: mlgate.test\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 20000000\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        assert read_response(sock).status == 413
+        # The client will not send a body it was not invited to send: no waiting for it.
+        assert closed_by_server(sock)

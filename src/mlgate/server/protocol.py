@@ -78,6 +78,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.timeout_keep_alive = limits.keep_alive_timeout_s  # type: ignore[assignment]
         self._head_bytes = 0  # bytes of the current head fed to the parser
         self._in_body = False  # between the end of a head and the end of its message
+        self._body_arrived = False  # some of the current body was received
         self._heads = 0  # heads completed on this connection
         self._deadline: asyncio.TimerHandle | None = None
         self._discard_left: int | None = None  # set while lingering: input still accepted
@@ -148,6 +149,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return  # a pipelined request after the one that closes the connection
         self._heads += 1
         self._in_body = True
+        self._body_arrived = False
         if self._deadline is not None:
             self._cancel_deadline()
         previous = self.cycle
@@ -156,6 +158,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.cycle.transport = cast(asyncio.Transport, self._cycle_transport)
             if self._draining:
                 self.cycle.keep_alive = False
+
+    def on_body(self, body: bytes) -> None:
+        self._body_arrived = True
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -177,9 +183,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             and self._discard_left is None
             and not self.transport.is_closing()
         ):
-            # Answered before the body ended (e.g. 413): read the rest and drop it, so
-            # that a client still writing its body can then read the answer.
-            self._start_discarding_body()
+            if self.expect_100_continue and not self._body_arrived:
+                # The client waits for "100 Continue" and got the final answer instead:
+                # it will not send the body, so the connection cannot carry on.
+                self.transport.close()
+            else:
+                # Answered before the body ended (e.g. 413): read the rest and drop it,
+                # so that a client still writing its body can then read the answer.
+                self._start_discarding_body()
         if self._close_after_body:
             self.server_state.total_requests += 1
             return
@@ -189,8 +200,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         """Close once the current request body has been read (called by its cycle)."""
         if self.transport.is_closing():
             return
-        if not self._in_body:
-            self.transport.close()
+        if not self._in_body or (self.expect_100_continue and not self._body_arrived):
+            self.transport.close()  # no body is coming (see on_response_complete)
             return
         self._close_after_body = True
         if self._discard_left is None:
