@@ -17,7 +17,7 @@ from fastapi.routing import iter_route_contexts
 
 from mlgate.api.app import create_app
 from tests.auth.conftest import Harness, api_key, bearer, unsigned_token
-from tests.conftest import make_settings
+from tests.conftest import TEST_JWT_SECRET, make_settings
 
 OPEN = {
     ("GET", "/health"),
@@ -114,7 +114,7 @@ def test_every_route_is_classified() -> None:
 
 
 def test_docs_are_off_in_production_unless_enabled() -> None:
-    production = {"env": "production", "auth": {"jwt_secret": "k" * 8 + "Zq3!x9Lm" * 4}}
+    production = {"env": "production", "auth": {"jwt_secret": TEST_JWT_SECRET}}
     routes = app_routes(create_app(make_settings(**production)))
     assert ("GET", "/docs") not in routes and ("GET", "/openapi.json") not in routes
     production["server"] = {"docs_enabled": True}

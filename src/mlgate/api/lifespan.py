@@ -40,6 +40,7 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
         settings.models.resolved_repository,
         default_model=settings.models.default_model,
         inline_threshold_us=settings.models.inline_threshold_us,
+        follow_symlinks=settings.models.follow_symlinks,
     )
     devices = DeviceScorer(
         BaselineStore(
