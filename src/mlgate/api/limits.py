@@ -34,6 +34,7 @@ from mlgate.auth.principal import Principal
 from mlgate.errors import PayloadTooLarge, RateLimited
 from mlgate.ratelimit import (
     Decision,
+    Hit,
     Limit,
     MemoryRateLimiter,
     RateLimiter,
@@ -100,39 +101,51 @@ class EdgeLimits:
 
     async def charge_request(self, request: Request, principal: Principal) -> None:
         """One request against the caller's account, and its key's cap (429 when over)."""
+        await self.charge(request, principal, 0)
+
+    async def charge(self, request: Request, principal: Principal, rows: int) -> None:
+        """This request and its ``rows`` against the caller's buckets - the account's and
+        the key's cap, requests and rows - in one limiter call, all or nothing: 429 (or
+        413 for a batch larger than a whole allowance) when any bucket refuses, and then
+        none is charged."""
         if not self.enabled:
             return
+        request.state.rate_charged = True
+        charges: list[tuple[str, TierLimits, str]] = []
+        hits: list[Hit] = []
         for bucket, limits, whose in self._buckets(principal):
-            decision = await self.limiter.hit(f"req:{bucket}", limits.requests_limit())
+            charges.append(("requests", limits, whose))
+            hits.append(Hit(f"req:{bucket}", limits.requests_limit()))
+            if rows > 0:
+                charges.append(("rows", limits, whose))
+                hits.append(Hit(f"rows:{bucket}", limits.rows_limit(), rows))
+        decisions = await self.limiter.hit_many(hits)
+        for decision in decisions:
             self._record(request, decision)
-            if not decision.allowed:
-                raise RateLimited(
-                    f"request limit of {whose} reached ({limits.requests_per_minute} a "
-                    f"minute): retry after {decision.headers().get('Retry-After', '?')} s",
-                    details={"limit": "requests", "tier": principal.tier},
-                    headers=decision.headers(),
-                )
-
-    async def charge_rows(self, request: Request, principal: Principal, rows: int) -> None:
-        """``rows`` instances against the account's row allowance (and the key's cap)."""
-        if not self.enabled or rows <= 0:
-            return
-        for bucket, limits, whose in self._buckets(principal):
-            decision = await self.limiter.hit(f"rows:{bucket}", limits.rows_limit(), cost=rows)
-            self._record(request, decision)
-            if decision.never:
+        for (kind, _, whose), decision in zip(charges, decisions, strict=True):
+            if kind == "rows" and decision.never:
                 raise PayloadTooLarge(
                     f"a batch of {rows} rows exceeds the allowance of {whose} of "
                     f"{decision.limit} rows at once: split it into smaller batches",
                     details={"limit": "rows", "rows": rows, "max_rows_at_once": decision.limit},
                 )
-            if not decision.allowed:
+        for (kind, limits, whose), decision in zip(charges, decisions, strict=True):
+            if decision.allowed:
+                continue
+            retry = decision.headers().get("Retry-After", "?")
+            if kind == "requests":
                 raise RateLimited(
-                    f"row limit of {whose} reached ({limits.rows_per_minute} rows a minute): "
-                    f"retry after {decision.headers().get('Retry-After', '?')} s",
-                    details={"limit": "rows", "tier": principal.tier, "rows": rows},
+                    f"request limit of {whose} reached ({limits.requests_per_minute} a "
+                    f"minute): retry after {retry} s",
+                    details={"limit": "requests", "tier": principal.tier},
                     headers=decision.headers(),
                 )
+            raise RateLimited(
+                f"row limit of {whose} reached ({limits.rows_per_minute} rows a minute): "
+                f"retry after {retry} s",
+                details={"limit": "rows", "tier": principal.tier, "rows": rows},
+                headers=decision.headers(),
+            )
 
     async def _guard(self, key: str, limit: Limit, cost: int = 1) -> Decision:
         """A hit on a brute-force bucket: in the shared store, or in this worker's
