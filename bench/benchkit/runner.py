@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from benchkit import profiling
 from benchkit.checks import CheckResult, check_server
 from benchkit.configs import ServerConfig, resolve_settings
@@ -171,6 +173,28 @@ def load(
         )
 
 
+def wait_steady(server: RunningServer, config: ServerConfig, ctx: Context) -> None:
+    """mlgate serves a scikit-learn classifier through an ONNX twin it makes in the
+    background after it is ready: wait (up to a minute) until the model's execution is
+    settled, so that the rounds measure the steady state; say which serves."""
+    if config.kind != "mlgate":
+        return
+    deadline = time.monotonic() + 60
+    execution = "?"
+    while time.monotonic() < deadline:
+        try:
+            info = httpx.get(
+                f"{server.url}/v1/models/{MODEL_NAME}", headers=auth_headers(config, ctx), timeout=5
+            ).json()
+            execution = str(info["versions"][0].get("execution", ""))
+        except (httpx.HTTPError, ValueError, KeyError, IndexError):
+            execution = "?"
+        if "being made" not in execution and execution != "?":
+            break
+        time.sleep(0.5)
+    print(f"  {MODEL_NAME} served by: {execution}")
+
+
 def run_config(config: ServerConfig, workloads: list[str], ctx: Context) -> list[Cell]:
     """Start the server, check and load it with each workload, stop it."""
     env, label, skipped = prepare(config, ctx)
@@ -181,6 +205,7 @@ def run_config(config: ServerConfig, workloads: list[str], ctx: Context) -> list
     print(f"{config.key}: starting ({label})")
     server = start(config, env, ctx)
     print(f"  ready in {server.ready_s:.2f} s, RSS {server.rss_mb():.0f} MB")
+    wait_steady(server, config, ctx)
     cells: list[Cell] = []
     try:
         for workload in wanted:
@@ -221,6 +246,7 @@ def profile_config(
     out_dir = ctx.run_dir / "profile"
     out_dir.mkdir(parents=True, exist_ok=True)
     server = start(config, env, ctx)
+    wait_steady(server, config, ctx)
     written: list[Path] = []
     try:
         for workload in workloads:

@@ -70,6 +70,28 @@ async def test_one_database_query_per_credential_not_per_request(tmp_path: Path)
     assert app.state.mlgate.auth.cache.hits >= 19
 
 
+async def test_concurrent_first_requests_share_one_check(tmp_path: Path) -> None:
+    async with running_app(make_settings(**shared_db(tmp_path))) as (app, client):
+        _, key = await new_key(app)
+        statements: list[str] = []
+        engine = app.state.mlgate.engine.sync_engine
+        listener = lambda *args: statements.append(str(args[2]))  # noqa: E731
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            responses = await asyncio.gather(
+                *(predict(client, {"X-API-Key": key}) for _ in range(16))
+            )
+            wrong = await asyncio.gather(
+                *(predict(client, {"X-API-Key": key[:-4] + "AAAA"}) for _ in range(4))
+            )
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+    assert [r.status_code for r in responses] == [200] * 16
+    assert [r.status_code for r in wrong] == [401] * 4
+    lookups = [s for s in statements if "api_keys" in s and "SELECT" in s.upper()]
+    assert len(lookups) == 2, lookups  # one for the key, one for the wrong key
+
+
 async def test_without_redis_a_revocation_reaches_other_workers_within_the_ttl(
     tmp_path: Path,
 ) -> None:

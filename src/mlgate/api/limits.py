@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import OrderedDict
+from dataclasses import dataclass
 
 from fastapi import Request
 
@@ -69,6 +71,19 @@ def _username_key(username: str) -> str:
     return hashlib.sha256(normalize_username(username).encode()).hexdigest()[:32]
 
 
+#: Principals whose buckets are kept worked out (the principal cache's size is the same).
+_MAX_PLANS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Bucket:
+    key: str
+    limits: TierLimits
+    whose: str
+    requests: Limit
+    rows: Limit
+
+
 class EdgeLimits:
     """Charges requests, rows, logins and failed authentications to their buckets."""
 
@@ -85,8 +100,24 @@ class EdgeLimits:
         self.settings = settings
         self.enabled = settings.enabled
         self.fallback = fallback or MemoryRateLimiter(max_keys=settings.memory_max_keys)
+        self._plans: OrderedDict[int, tuple[Principal, list[_Bucket]]] = OrderedDict()
 
-    def _buckets(self, principal: Principal) -> list[tuple[str, TierLimits, str]]:
+    def _buckets(self, principal: Principal) -> list[_Bucket]:
+        """The buckets a principal's requests and rows are charged to, worked out once
+        per principal object (the principal cache hands out the same one for a while)."""
+        cached = self._plans.get(id(principal))
+        if cached is not None and cached[0] is principal:
+            return cached[1]
+        plan = [
+            _Bucket(bucket, limits, whose, limits.requests_limit(), limits.rows_limit())
+            for bucket, limits, whose in self._limits_of(principal)
+        ]
+        self._plans[id(principal)] = (principal, plan)
+        while len(self._plans) > _MAX_PLANS:
+            self._plans.popitem(last=False)
+        return plan
+
+    def _limits_of(self, principal: Principal) -> list[tuple[str, TierLimits, str]]:
         """(bucket, limits, whose) a principal's requests and rows are charged to: the
         key's own cap first (when the key has one), then the account's."""
         account = self.settings.limits_for(principal.tier, principal.rate_limit_overrides)
@@ -113,12 +144,12 @@ class EdgeLimits:
         request.state.rate_charged = True
         charges: list[tuple[str, TierLimits, str]] = []
         hits: list[Hit] = []
-        for bucket, limits, whose in self._buckets(principal):
-            charges.append(("requests", limits, whose))
-            hits.append(Hit(f"req:{bucket}", limits.requests_limit()))
+        for b in self._buckets(principal):
+            charges.append(("requests", b.limits, b.whose))
+            hits.append(Hit(f"req:{b.key}", b.requests))
             if rows > 0:
-                charges.append(("rows", limits, whose))
-                hits.append(Hit(f"rows:{bucket}", limits.rows_limit(), rows))
+                charges.append(("rows", b.limits, b.whose))
+                hits.append(Hit(f"rows:{b.key}", b.rows, rows))
         decisions = await self.limiter.hit_many(hits)
         for decision in decisions:
             self._record(request, decision)

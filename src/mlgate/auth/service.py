@@ -11,7 +11,9 @@ Redis, else within its TTL). A key's last-use time is written at most once per i
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -33,6 +35,7 @@ from mlgate.settings import AuthSettings
 log = logging.getLogger("mlgate.auth")
 
 _CREDENTIALS_HINT = "send an X-API-Key header or Authorization: Bearer <token or key>"
+_MAX_ANONYMOUS = 10_000
 
 
 TOKEN_USER_COLUMNS = (
@@ -108,6 +111,8 @@ class AuthService:
         self._passwords = passwords
         self.tokens = tokens
         self.cache = cache if cache is not None else PrincipalCache(0)
+        self._verifying: dict[str, asyncio.Future[Principal]] = {}
+        self._anonymous_principals: OrderedDict[str, Principal] = OrderedDict()
 
     # -- requests -----------------------------------------------------------------------
 
@@ -118,18 +123,42 @@ class AuthService:
         credential = api_key or bearer
         if not credential:
             if self._settings.anonymous_enabled:
-                return Principal(
-                    kind="anonymous",
-                    subject=client_ip,
-                    scopes=frozenset(self._settings.anonymous_scopes),
-                    tier=self._settings.anonymous_tier,
-                )
+                return self._anonymous(client_ip)
             raise Unauthorized(f"authentication required: {_CREDENTIALS_HINT}")
         cached = self.cache.get(credential)
         if cached is not None:
             return cached
+        # Concurrent requests with a credential not yet verified wait for one check.
+        pending = self._verifying.get(credential)
+        if pending is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not pending.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # The request that was checking went away: check for this one.
+        future = asyncio.get_running_loop().create_future()
+        self._verifying[credential] = future
         try:
-            if api_key or looks_like_key(credential):
+            principal = await self._verify(credential, by_key=bool(api_key))
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters get it, nobody else must
+            raise
+        except BaseException:
+            future.cancel()
+            raise
+        else:
+            future.set_result(principal)
+            return principal
+        finally:
+            if self._verifying.get(credential) is future:
+                del self._verifying[credential]
+
+    async def _verify(self, credential: str, *, by_key: bool) -> Principal:
+        try:
+            if by_key or looks_like_key(credential):
                 principal, expires_at = await self._from_key(credential)
             else:
                 principal, expires_at = await self._from_token(credential)
@@ -137,6 +166,22 @@ class AuthService:
             log.exception("authentication query failed")
             raise _database_down() from None
         self.cache.put(credential, principal, expires_at)
+        return principal
+
+    def _anonymous(self, client: str) -> Principal:
+        """The anonymous principal of a client address (one object per address, so that
+        what is derived from it - its rate-limit buckets - is worked out once)."""
+        principal = self._anonymous_principals.get(client)
+        if principal is None:
+            principal = Principal(
+                kind="anonymous",
+                subject=client,
+                scopes=frozenset(self._settings.anonymous_scopes),
+                tier=self._settings.anonymous_tier,
+            )
+            self._anonymous_principals[client] = principal
+            while len(self._anonymous_principals) > _MAX_ANONYMOUS:
+                self._anonymous_principals.popitem(last=False)
         return principal
 
     async def _from_key(self, plaintext: str) -> tuple[Principal, float | None]:
