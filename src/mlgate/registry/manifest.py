@@ -73,6 +73,23 @@ class DeviceBaseline(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 
+class ExplainerSpec(BaseModel):
+    """A file beside the artifact that explains single predictions (``mlgate.explain``).
+
+    ``kind`` names the method (``tree_shap``: the trees as arrays for exact TreeSHAP;
+    ``integrated_gradients``: the network's weights for exact integrated gradients);
+    the file's SHA-256 is checked before it is used.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(min_length=1)
+    file: str = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    output: str = ""
+    reference: str = ""
+
+
 class Manifest(BaseModel):
     """Everything a model version declares: identity, runtime, schema, outputs, metrics."""
 
@@ -97,6 +114,8 @@ class Manifest(BaseModel):
     reference: Reference | None = None
     # Optional: the model can score readings against per-device baselines.
     device_baseline: DeviceBaseline | None = None
+    # Optional: a file to explain single predictions with (see ExplainerSpec).
+    explainer: ExplainerSpec | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime | None = None
