@@ -238,3 +238,57 @@ def _check_device_metrics(name: str, skab: SkabData) -> None:
     again = binary_metrics(np.concatenate(labels), np.concatenate(scores) >= device.threshold)
     for key in ("tp", "fp", "tn", "fn"):
         assert again[key] == device.metrics[key], key
+
+
+@pytest.mark.parametrize("name", [*IOT_MODELS, DEVICE_DISTANCE])
+def test_iot_version_3_is_version_2_plus_a_device_detector(name: str) -> None:
+    v2 = load_manifest(_version_dir(name, "2"))
+    v3 = load_manifest(_version_dir(name, "3"))
+    # Serving is unchanged until the per-device detectors are wired in: same graph,
+    # thresholds and device baselines; `stable` stays on version 2.
+    assert load_model_file(BUNDLED / name).aliases == {"stable": "2"}
+    assert v3.artifact_sha256 == v2.artifact_sha256
+    assert (v3.threshold, v3.reference, v3.device_baseline) == (
+        v2.threshold,
+        v2.reference,
+        v2.device_baseline,
+    )
+    assert v2.device_detector is None
+    detector = v3.device_detector
+    assert detector is not None
+    assert detector.calibration_readings == 400
+    assert "temperature" not in detector.features  # the pump body's temperature drifts
+    cv = detector.metrics["cv"]
+    assert cv["f1"]["mean"] == max(f["f1"]["mean"] for f in detector.metrics["families"].values())
+
+
+@pytest.mark.parametrize("name", [SELECTED, DEVICE_DISTANCE])
+def test_device_detector_reproduces_its_recorded_figures(
+    name: str, skab_all_sensors: SkabData
+) -> None:
+    """Every labelled run streamed as a device with the recorded recipe: the pooled
+    figures the manifest records for the recipe on all runs."""
+    from mlgate.devices.detectors import DetectorParams, fit, initial_state, score
+
+    detector = load_manifest(_version_dir(name, "3")).device_detector
+    assert detector is not None
+    columns = [ALL_COLUMNS.index(_skab_column(f)) for f in detector.features]
+    params = DetectorParams.from_dict(detector.params)
+    readings = detector.calibration_readings
+    labels, alarms = [], []
+    for run in [*skab_all_sensors.validation, *skab_all_sensors.test]:
+        assert run.y is not None
+        x = run.x[:, columns]
+        model = fit(x[:readings], params)
+        alarms.append(score(model, x[readings:], initial_state(model, x[:readings])).alarms)
+        labels.append(run.y[readings:])
+    again = binary_metrics(np.concatenate(labels), np.concatenate(alarms))
+    recorded = detector.metrics["selected_on_all_runs"]
+    assert again["f1"] == pytest.approx(recorded["f1"], abs=1e-4)
+    assert again["false_alarm_rate"] == pytest.approx(recorded["far"], abs=1e-4)
+
+
+def _skab_column(feature: str) -> str:
+    from mlgate.training.iot import ALL_FEATURES
+
+    return next(column for name, column, _, _ in ALL_FEATURES if name == feature)

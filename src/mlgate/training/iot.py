@@ -772,9 +772,9 @@ def train_iot(
     written: list[Path] = []
     with make_progress(console) as progress, single_threaded():
         task = progress.add_task("per-device detectors (CV)", total=2, status="5 sensors")
-        detector = _device_detector(data, FEATURES, device_search)
+        detector = device_detector_for(data, FEATURES, device_search)
         progress.update(task, advance=1, status="8 sensors")
-        detector_all = _device_detector(everything, ALL_FEATURES, device_search)
+        detector_all = device_detector_for(everything, ALL_FEATURES, device_search)
         progress.update(task, advance=1, status=_detector_status(detector, detector_all))
         for name in DETECTORS:
             written.append(
@@ -846,7 +846,7 @@ def train_iot(
     return written
 
 
-def _device_detector(
+def device_detector_for(
     data: SkabData,
     features: tuple[tuple[str, str, str, str], ...],
     search: DetectorSearch | None,
