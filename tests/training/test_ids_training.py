@@ -383,3 +383,13 @@ def test_cli_missing_data_exits_2(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def test_cli_baseline_goes_with_the_dqn_only(tmp_path: Path) -> None:
+    args = ["ids", "--data", str(DATA), "--repository", str(tmp_path), "-q"]
+    result = CliRunner().invoke(train_cli, [*args, "--algorithm", "gbt", "--baseline", "1"])
+    assert result.exit_code == 2
+    assert "--algorithm dqn" in result.output
+    missing = CliRunner().invoke(train_cli, [*args, "--algorithm", "dqn", "--baseline", "7"])
+    assert missing.exit_code == 2
+    assert "is not a version" in missing.output

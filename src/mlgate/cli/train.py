@@ -127,6 +127,13 @@ def train() -> None:
     "on the same folds, and `stable` set to the better by cross-validated macro-F1.",
 )
 @click.option(
+    "--baseline",
+    "baseline_version",
+    default=None,
+    help="With --algorithm dqn: the trees version of the same data to compare the agent "
+    "with and to promote against (default: none).",
+)
+@click.option(
     "--folds",
     type=click.IntRange(2, 20),
     default=5,
@@ -153,6 +160,7 @@ def ids_command(
     seed: int,
     force: bool,
     algorithm: str,
+    baseline_version: str | None,
     folds: int,
     episodes: int | None,
     max_iter: int | None,
@@ -172,6 +180,12 @@ def ids_command(
     console = _progress_console(quiet)
     written: list[Path] = []
     baseline_dir: Path | None = None
+    if baseline_version is not None:
+        if algorithm != "dqn":
+            raise click.UsageError("--baseline goes with --algorithm dqn")
+        baseline_dir = repo / "ids" / baseline_version
+        if not (baseline_dir / "manifest.yaml").is_file():
+            raise click.BadParameter(f"{baseline_dir} is not a version", param_hint="--baseline")
     if algorithm in ("both", "gbt"):
         baseline_dir = _run(
             train_ids,
@@ -212,7 +226,7 @@ def ids_command(
             )
         )
         if baseline_dir is not None:
-            stable = promote_better(repo, written)
+            stable = promote_better(repo, [baseline_dir, written[-1]])
             click.echo(f"ids: stable -> version {stable} (better CV macro-F1)", err=True)
     _ids_summary(written)
 

@@ -449,11 +449,11 @@ def explainer_record(kind: str, payload: bytes, output: str, reference: str) -> 
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """Arrays as an uncompressed ``.npz`` (numeric arrays only: loads without pickle)."""
+    """Arrays as a compressed ``.npz`` (numeric arrays only: loads without pickle)."""
     import io
 
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
     return buffer.getvalue()
 
 
