@@ -191,3 +191,31 @@ def test_bundled_version_2_reproduces_its_recorded_numbers() -> None:
     again = classification_metrics(dataset.y[split.test], predicted, manifest.classes)
     assert again["macro_f1"] == pytest.approx(manifest.metrics["macro_f1"], abs=1e-6)
     assert again["confusion_matrix"] == manifest.metrics["confusion_matrix"]
+
+
+@pytest.mark.slow
+def test_cli_trains_the_agent_against_a_baseline_version(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mlgate.cli.train import train as train_cli
+
+    lines = DATA.read_text(encoding="utf-8").splitlines()[: ROWS + 1]
+    data = tmp_path / "slice.csv"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    repo = tmp_path / "repo"
+    common = ["ids", "--data", str(data), "--repository", str(repo), "--folds", "3", "-q"]
+    trees = CliRunner().invoke(train_cli, [*common, "--algorithm", "gbt", "--max-iter", "25"])
+    assert trees.exit_code == 0, trees.output
+    args = [*common, "--algorithm", "dqn", "--baseline", "1", "--version", "2", "--episodes", "1"]
+    agent = CliRunner().invoke(train_cli, args)
+    assert agent.exit_code == 0, agent.output
+    assert sorted(p.name for p in (repo / "ids").iterdir()) == ["1", "2", "model.yaml"]
+    comparison = load_manifest(repo / "ids" / "2").metrics["comparison"]
+    assert comparison["baseline"]["version"] == "1"
+    stable = yaml.safe_load((repo / "ids" / "model.yaml").read_text())["aliases"]["stable"]
+    better = max(("1", "2"), key=lambda v: _cv_f1(repo / "ids" / v))
+    assert stable == better
+
+
+def _cv_f1(version_dir: Path) -> float:
+    return float(load_manifest(version_dir).metrics["cv"]["macro_f1"]["mean"])

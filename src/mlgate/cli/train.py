@@ -205,7 +205,7 @@ def ids_command(
         from mlgate.training.ids_dqn import promote_better, train_ids_dqn
 
         dqn_version = version
-        if baseline_dir is not None and version is not None:
+        if algorithm == "both" and version is not None:
             dqn_version = _following(version)
         config = (
             DQNConfig(seed=seed) if episodes is None else DQNConfig(episodes=episodes, seed=seed)
