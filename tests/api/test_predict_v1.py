@@ -141,7 +141,7 @@ async def test_anomaly_batch_summary(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize("where", ["query", "body"])
 async def test_version_and_alias_selection(client: httpx.AsyncClient, where: str) -> None:
     _, rows = real_flows(1)
-    for ref, expected in (("1", "1"), ("2", "2"), ("latest", "2"), ("stable", "1")):
+    for ref, expected in (("1", "1"), ("2", "2"), ("4", "4"), ("latest", "4"), ("stable", "3")):
         payload: dict[str, Any] = {"features": rows[0][1]}
         params = {}
         if where == "query":

@@ -239,6 +239,9 @@ def test_cross_validated_metrics_present(trained: Path) -> None:
     assert f1["std"] >= 0
     assert len(cv["per_fold_macro_f1"]) == FOLDS
     assert f1["mean"] == pytest.approx(np.mean(cv["per_fold_macro_f1"]), abs=1e-6)
+    # The headline figures (what model listings show) are the CV means.
+    assert metrics["macro_f1"] == f1["mean"]
+    assert metrics["accuracy"] == cv["accuracy"]["mean"]
     assert set(cv["per_class"]) == set(CLASSES)
     for row in cv["per_class"].values():
         assert set(row) == {"precision", "recall", "f1", "support"}
