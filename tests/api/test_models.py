@@ -52,6 +52,6 @@ async def test_anomaly_model_info_has_threshold(client: httpx.AsyncClient) -> No
 async def test_version_route(client: httpx.AsyncClient) -> None:
     response = await client.get("/v1/models/ids/versions/stable")
     assert response.status_code == 200
-    assert response.json()["version"] == "1"
+    assert response.json()["version"] == "3"
     assert (await client.get("/v1/models/ids/versions/7")).status_code == 404
     assert (await client.get("/v1/models/none")).status_code == 404

@@ -160,7 +160,7 @@ async def test_unknown_version_is_404_listing_versions(client: httpx.AsyncClient
     assert response.status_code == 404
     error = response.json()["error"]
     assert error["code"] == "version_not_found"
-    assert error["details"]["available_versions"] == ["1", "2"]
+    assert error["details"]["available_versions"] == ["1", "2", "3", "4"]
 
 
 async def test_unknown_model_is_404(client: httpx.AsyncClient) -> None:

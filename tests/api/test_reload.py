@@ -141,7 +141,7 @@ async def test_removed_version_disappears(model_repo: Path) -> None:
     async with admin_app(model_repo) as (_, client):
         shutil.rmtree(model_repo / "iot-lof")
         report = await reload(client)
-        assert report["removed"] == {"iot-lof": ["1", "2"]}
+        assert report["removed"] == {"iot-lof": ["1", "2", "3"]}
         assert (await client.get("/v1/models/iot-lof")).status_code == 404
 
 
