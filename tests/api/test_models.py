@@ -15,15 +15,15 @@ async def test_list_models(client: httpx.AsyncClient) -> None:
     assert {"ids", "iot", "iot-isolation-forest", "iot-lof", "iot-autoencoder"} <= set(names)
     ids = next(m for m in body["models"] if m["name"] == "ids")
     assert ids["task"] == "classification"
-    # Version 1: gradient-boosted baseline (stable); version 2: the DQN agent.
-    assert ids["aliases"] == {"latest": "2", "stable": "1"}
-    assert ids["versions"] == ["1", "2"]
+    # Versions 1 and 3: gradient-boosted trees (3 is stable); 2 and 4: the DQN agent.
+    assert ids["aliases"] == {"latest": "4", "stable": "3"}
+    assert ids["versions"] == ["1", "2", "3", "4"]
     assert ids["n_features"] == 77
 
 
 async def test_model_info_has_schema_classes_and_metrics(client: httpx.AsyncClient) -> None:
     body = (await client.get("/v1/models/ids")).json()
-    assert body["default_version"] == "1"
+    assert body["default_version"] == "3"
     schema = body["schema"]
     assert len(schema["features"]) == 77
     assert schema["features"][0]["name"] == "Flow Duration"
@@ -52,6 +52,6 @@ async def test_anomaly_model_info_has_threshold(client: httpx.AsyncClient) -> No
 async def test_version_route(client: httpx.AsyncClient) -> None:
     response = await client.get("/v1/models/ids/versions/stable")
     assert response.status_code == 200
-    assert response.json()["version"] == "1"
+    assert response.json()["version"] == "3"
     assert (await client.get("/v1/models/ids/versions/7")).status_code == 404
     assert (await client.get("/v1/models/none")).status_code == 404

@@ -141,7 +141,7 @@ async def test_anomaly_batch_summary(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize("where", ["query", "body"])
 async def test_version_and_alias_selection(client: httpx.AsyncClient, where: str) -> None:
     _, rows = real_flows(1)
-    for ref, expected in (("1", "1"), ("2", "2"), ("latest", "2"), ("stable", "1")):
+    for ref, expected in (("1", "1"), ("2", "2"), ("4", "4"), ("latest", "4"), ("stable", "3")):
         payload: dict[str, Any] = {"features": rows[0][1]}
         params = {}
         if where == "query":
@@ -160,7 +160,7 @@ async def test_unknown_version_is_404_listing_versions(client: httpx.AsyncClient
     assert response.status_code == 404
     error = response.json()["error"]
     assert error["code"] == "version_not_found"
-    assert error["details"]["available_versions"] == ["1", "2"]
+    assert error["details"]["available_versions"] == ["1", "2", "3", "4"]
 
 
 async def test_unknown_model_is_404(client: httpx.AsyncClient) -> None:

@@ -51,11 +51,11 @@ async def test_reload_picks_up_a_new_version(model_repo: Path) -> None:
         assert report["loaded"] == {"ids": ["12"]}
         assert "ids" in report["unchanged"]
         info = (await client.get("/v1/models/ids")).json()
-        assert info["aliases"] == {"latest": "12", "stable": "1"}
-        # The default is `stable`; `latest` and explicit versions reach version 2.
+        assert info["aliases"] == {"latest": "12", "stable": "3"}
+        # The default is `stable`; `latest` and explicit versions reach version 12.
         assert (await client.post("/v1/models/ids/predict", json=FEATURES)).json()[
             "model_version"
-        ] == "1"
+        ] == "3"
         latest = await client.post(
             "/v1/models/ids/predict", json=FEATURES, params={"version": "latest"}
         )
@@ -71,13 +71,13 @@ async def test_broken_new_version_is_reported_and_previous_keeps_serving(
         assert "12" in report["failed"]["ids"]
         assert "sha256" in report["failed"]["ids"]["12"]
         info = (await client.get("/v1/models/ids")).json()
-        assert info["aliases"]["latest"] == "2"
+        assert info["aliases"]["latest"] == "4"
         assert "12" in info["load_errors"]
         response = await client.post(
             "/v1/models/ids/predict", json=FEATURES, params={"version": "latest"}
         )
         assert response.status_code == 200
-        assert response.json()["model_version"] == "2"
+        assert response.json()["model_version"] == "4"
         missing = await client.post(
             "/v1/models/ids/predict", json=FEATURES, params={"version": "12"}
         )
@@ -114,7 +114,7 @@ async def test_stable_alias_to_a_broken_version_stays_on_the_previous_target(
         report = await reload(client)
         assert "12" in report["failed"]["ids"]
         info = (await client.get("/v1/models/ids")).json()
-        assert info["aliases"]["stable"] == "1"
+        assert info["aliases"]["stable"] == "3"
         assert "alias:stable" in info["load_errors"]
 
 
@@ -185,7 +185,7 @@ async def test_removed_version_disappears(model_repo: Path) -> None:
     async with admin_app(model_repo) as (_, client):
         shutil.rmtree(model_repo / "iot-lof")
         report = await reload(client)
-        assert report["removed"] == {"iot-lof": ["1", "2"]}
+        assert report["removed"] == {"iot-lof": ["1", "2", "3"]}
         assert (await client.get("/v1/models/iot-lof")).status_code == 404
 
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from mlgate.cli.main import cli
 from mlgate.evaluation.ids import evaluate_ids
-from mlgate.registry.manifest import load_manifest
+from mlgate.registry.manifest import load_manifest, load_model_file
 from mlgate.settings import bundled_repository
 from mlgate.training.ids import DEFAULT_DATA
 
@@ -32,8 +32,34 @@ def test_new_data_is_scored_whole(tmp_path: Path) -> None:
     sample.write_text("\n".join(lines[:301]) + "\n")
     result = evaluate_ids(bundled_repository(), [sample], version="stable")
     assert result.rows == 300
-    assert result.version == "1"
+    assert result.version == load_model_file(bundled_repository() / "ids").aliases["stable"]
     assert 0 < result.metrics["macro_f1"] <= 1
+
+
+@pytest.mark.parametrize("version", ["3", "4"])
+def test_versions_trained_on_every_flow_show_their_cv_figures(version: str) -> None:
+    result = CliRunner().invoke(cli, ["eval", "ids", "--cv", "--version", version])
+    assert result.exit_code == 0, result.output
+    cv = load_manifest(bundled_repository() / "ids" / version).metrics["cv"]
+    assert (
+        f"CV macro-F1 {cv['macro_f1']['mean']:.4f} ± {cv['macro_f1']['std']:.4f}" in result.output
+    )
+    assert "Infiltration" in result.output and "stratified 5-fold" in result.output
+    # They have no held-out split to reproduce.
+    with pytest.raises(ValueError, match="no held-out split"):
+        evaluate_ids(bundled_repository(), [DATA], version=version, held_out=True)
+
+
+def test_cv_figures_with_an_evaluation_and_refused_for_split_versions() -> None:
+    both = CliRunner().invoke(cli, ["eval", "ids", "--data", str(DATA), "--version", "3", "--cv"])
+    assert both.exit_code == 0, both.output
+    assert "confusion matrix" in both.output and "CV macro-F1" in both.output
+    old = CliRunner().invoke(cli, ["eval", "ids", "--cv", "--version", "1"])
+    assert old.exit_code == 2
+    assert "--held-out" in old.output
+    nothing = CliRunner().invoke(cli, ["eval", "ids"])
+    assert nothing.exit_code == 2
+    assert "--cv" in nothing.output
 
 
 def test_held_out_refuses_other_data(tmp_path: Path) -> None:

@@ -72,3 +72,23 @@ def test_cli_needs_labelled_runs(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["eval", "iot", "--data", str(tmp_path)])
     assert result.exit_code == 1
     assert "no labelled SKAB CSV files" in result.output
+
+
+def test_cli_cross_validates_the_per_device_detectors(tmp_path: Path) -> None:
+    """`mlgate eval iot-cv` on a few short runs: the families table and the shipped recipe."""
+    root = tmp_path / "skab"
+    for folder, names in (("valve1", ["0", "1", "2"]), ("other", ["3", "5", "7"])):
+        (root / folder).mkdir(parents=True)
+        for n in names:
+            lines = (SKAB / folder / f"{n}.csv").read_text(encoding="utf-8").splitlines()
+            # Keep the anomaly: rows 300..799 of each run (its anomaly starts near 570).
+            kept = [lines[0], *lines[301:801]]
+            (root / folder / f"{n}.csv").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    (root / "anomaly-free").mkdir()
+    free = (SKAB / "anomaly-free/anomaly-free.csv").read_text(encoding="utf-8").splitlines()
+    (root / "anomaly-free/anomaly-free.csv").write_text("\n".join(free[:1201]) + "\n")
+    result = CliRunner().invoke(cli, ["eval", "iot-cv", "--data", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "leave-runs-out" in result.output
+    assert "without temperature / mahalanobis" in result.output
+    assert "* shipped:" in result.output and "anomaly-free run: FAR" in result.output

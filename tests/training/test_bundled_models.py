@@ -238,3 +238,90 @@ def _check_device_metrics(name: str, skab: SkabData) -> None:
     again = binary_metrics(np.concatenate(labels), np.concatenate(scores) >= device.threshold)
     for key in ("tp", "fp", "tn", "fn"):
         assert again[key] == device.metrics[key], key
+
+
+@pytest.mark.parametrize("name", [*IOT_MODELS, DEVICE_DISTANCE])
+def test_iot_version_3_is_version_2_plus_a_device_detector(name: str) -> None:
+    v2 = load_manifest(_version_dir(name, "2"))
+    v3 = load_manifest(_version_dir(name, "3"))
+    # Serving is unchanged until the per-device detectors are wired in: same graph,
+    # thresholds and device baselines; `stable` stays on version 2.
+    assert load_model_file(BUNDLED / name).aliases == {"stable": "2"}
+    assert v3.artifact_sha256 == v2.artifact_sha256
+    assert (v3.threshold, v3.reference, v3.device_baseline) == (
+        v2.threshold,
+        v2.reference,
+        v2.device_baseline,
+    )
+    assert v2.device_detector is None
+    detector = v3.device_detector
+    assert detector is not None
+    assert detector.calibration_readings == 400
+    assert "temperature" not in detector.features  # the pump body's temperature drifts
+    cv = detector.metrics["cv"]
+    assert cv["f1"]["mean"] == max(f["f1"]["mean"] for f in detector.metrics["families"].values())
+
+
+@pytest.mark.parametrize("name", [SELECTED, DEVICE_DISTANCE])
+def test_device_detector_reproduces_its_recorded_figures(
+    name: str, skab_all_sensors: SkabData
+) -> None:
+    """Every labelled run streamed as a device with the recorded recipe: the pooled
+    figures the manifest records for the recipe on all runs."""
+    from mlgate.devices.detectors import DetectorParams, fit, initial_state, score
+
+    detector = load_manifest(_version_dir(name, "3")).device_detector
+    assert detector is not None
+    columns = [ALL_COLUMNS.index(_skab_column(f)) for f in detector.features]
+    params = DetectorParams.from_dict(detector.params)
+    readings = detector.calibration_readings
+    labels, alarms = [], []
+    for run in [*skab_all_sensors.validation, *skab_all_sensors.test]:
+        assert run.y is not None
+        x = run.x[:, columns]
+        model = fit(x[:readings], params)
+        alarms.append(score(model, x[readings:], initial_state(model, x[:readings])).alarms)
+        labels.append(run.y[readings:])
+    again = binary_metrics(np.concatenate(labels), np.concatenate(alarms))
+    recorded = detector.metrics["selected_on_all_runs"]
+    assert again["f1"] == pytest.approx(recorded["f1"], abs=1e-4)
+    assert again["false_alarm_rate"] == pytest.approx(recorded["far"], abs=1e-4)
+
+
+def _skab_column(feature: str) -> str:
+    from mlgate.training.iot import ALL_FEATURES
+
+    return next(column for name, column, _, _ in ALL_FEATURES if name == feature)
+
+
+@pytest.mark.parametrize("version", ["3", "4"])
+def test_ids_trained_on_every_flow_reproduces_its_figures(version: str) -> None:
+    """Versions 3 (trees) and 4 (DQN): trained on all 5,050 flows, measured by 5-fold CV;
+    the served graph reproduces the recorded figures on the training flows and the
+    explainer file is the one the manifest names."""
+    version_dir = _version_dir("ids", version)
+    manifest = load_manifest(version_dir)
+    assert manifest.metrics["split"] == "cross-validation"
+    cv = manifest.metrics["cv"]
+    assert cv["folds"] == 5 and cv["rows"] == 5050
+    assert manifest.provenance["rows_used"] == 5050
+    assert manifest.explainer is not None
+    assert manifest.explainer.sha256 == sha256_file(version_dir / manifest.explainer.file)
+    paths = [_data_path(record) for record in manifest.provenance["data"]]
+    dataset = load_ids_dataset(paths)
+    proba = load_runtime(version_dir, manifest).run(clean_features(dataset.x))
+    predicted = np.asarray(manifest.classes, dtype=object)[proba.argmax(axis=1)]
+    again = classification_metrics(dataset.y, predicted, manifest.classes)
+    assert again["macro_f1"] == pytest.approx(manifest.metrics["training_rows"]["macro_f1"])
+
+
+def test_ids_stable_is_the_better_by_cross_validation() -> None:
+    f1 = {
+        v: load_manifest(_version_dir("ids", v)).metrics["cv"]["macro_f1"]["mean"]
+        for v in ("3", "4")
+    }
+    stable = load_model_file(BUNDLED / "ids").aliases["stable"]
+    assert f1[stable] == max(f1.values())
+    comparison = load_manifest(_version_dir("ids", "4")).metrics["comparison"]
+    assert comparison["baseline"]["version"] == "3"
+    assert comparison["dqn_macro_f1"] == f1["4"]

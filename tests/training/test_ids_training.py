@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data" / "cicids2017" / "original_format_sample" / "CICIDS2017_sample.csv"
 MAX_ROWS = 700
 MAX_ITER = 60
+FOLDS = 3
 CLASSES = ["BENIGN", "Bot", "BruteForce", "DoS", "Infiltration", "PortScan", "WebAttack"]
 
 
@@ -50,13 +51,23 @@ def quiet() -> Console:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("ids-repo")
-    return train_ids([DATA], repo, seed=0, max_rows=MAX_ROWS, max_iter=MAX_ITER, console=quiet())
+    return _train(repo)
 
 
-def _held_out(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _train(repo: Path, **kwargs: Any) -> Path:
+    options: dict[str, Any] = {
+        "seed": 0,
+        "max_rows": MAX_ROWS,
+        "max_iter": MAX_ITER,
+        "folds": FOLDS,
+        "console": quiet(),
+    }
+    return train_ids([DATA], repo, **(options | kwargs))
+
+
+def _rows() -> tuple[np.ndarray, np.ndarray]:
     dataset = load_ids_dataset([DATA], max_rows=MAX_ROWS)
-    split = split_ids(dataset.y, seed)
-    return clean_features(dataset.x[split.test]), dataset.y[split.test]
+    return clean_features(dataset.x), dataset.y
 
 
 def test_writes_a_valid_version(trained: Path) -> None:
@@ -83,6 +94,10 @@ def test_writes_a_valid_version(trained: Path) -> None:
     assert load_model_file(trained.parent).aliases == {"stable": "1"}
     # No temporary directories left behind.
     assert sorted(p.name for p in trained.parent.iterdir()) == ["1", "model.yaml"]
+    # The TreeSHAP explainer is written beside the graph, with its checksum.
+    assert manifest.explainer is not None
+    assert manifest.explainer.kind == "tree_shap"
+    assert manifest.explainer.sha256 == sha256_file(trained / manifest.explainer.file)
 
 
 def test_provenance_records_data_split_and_code(trained: Path) -> None:
@@ -93,25 +108,29 @@ def test_provenance_records_data_split_and_code(trained: Path) -> None:
     assert record["rows"] == 5050
     assert record["rows_used"] == MAX_ROWS
     assert prov["seed"] == 0
-    assert prov["split"]["seed"] == 0
-    assert prov["split"]["train"] + prov["split"]["validation"] + prov["split"]["test"] == 700
+    assert prov["cv_folds"] == {"folds": FOLDS, "seed": 0, "method": "StratifiedKFold(shuffle)"}
+    assert prov["rows_used"] == MAX_ROWS
     assert prov["code_version"]
     assert "Infinity" in prov["cleaning"]
 
 
-def test_reloaded_model_predicts_as_in_training(trained: Path) -> None:
+def test_served_outputs_equal_the_trained_model(trained: Path) -> None:
+    """The reloaded graph equals a model refitted with the recorded parameters (and so
+    the model training fitted: same data, same seed), and reproduces the recorded
+    figures on the training rows."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     manifest = load_manifest(trained)
     runtime = load_runtime(trained, manifest)
-    x_test, y_test = _held_out()
-    proba = runtime.run(x_test)
-    assert proba.shape == (len(y_test), 7)
+    x, y = _rows()
+    proba = runtime.run(x)
+    assert proba.shape == (len(y), 7)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    refit = HistGradientBoostingClassifier(**manifest.provenance["params"]).fit(x, y)
+    np.testing.assert_allclose(proba, refit.predict_proba(x), rtol=0, atol=PROBA_ATOL)
     predicted = np.asarray(manifest.classes, dtype=object)[proba.argmax(axis=1)]
-    again = classification_metrics(y_test, predicted, manifest.classes)
-    recorded = manifest.metrics
-    assert again["confusion_matrix"] == recorded["confusion_matrix"]
-    assert again["accuracy"] == recorded["accuracy"]
-    assert again["macro_f1"] == recorded["macro_f1"]
+    again = classification_metrics(y, predicted, manifest.classes)
+    assert again["macro_f1"] == pytest.approx(manifest.metrics["training_rows"]["macro_f1"])
 
 
 def test_training_proves_the_onnx_graph_equals_sklearn(trained: Path) -> None:
@@ -210,42 +229,47 @@ def test_missing_onnx_is_a_clear_error_before_any_work(
     assert "mlgate[train]" in result.output
 
 
-def test_held_out_metrics_present(trained: Path) -> None:
+def test_cross_validated_metrics_present(trained: Path) -> None:
     metrics = load_manifest(trained).metrics
-    assert metrics["split"] == "test"
-    assert 0.8 <= metrics["accuracy"] <= 1.0
-    assert 0 < metrics["macro_f1"] <= 1.0
-    assert set(metrics["per_class"]) == set(CLASSES)
-    for row in metrics["per_class"].values():
+    assert metrics["split"] == "cross-validation"
+    cv = metrics["cv"]
+    assert cv["folds"] == FOLDS and cv["rows"] == MAX_ROWS
+    f1 = cv["macro_f1"]
+    assert 0 < f1["min"] <= f1["mean"] <= f1["max"] <= 1.0
+    assert f1["std"] >= 0
+    assert len(cv["per_fold_macro_f1"]) == FOLDS
+    assert f1["mean"] == pytest.approx(np.mean(cv["per_fold_macro_f1"]), abs=1e-6)
+    # The headline figures (what model listings show) are the CV means.
+    assert metrics["macro_f1"] == f1["mean"]
+    assert metrics["accuracy"] == cv["accuracy"]["mean"]
+    assert set(cv["per_class"]) == set(CLASSES)
+    for row in cv["per_class"].values():
         assert set(row) == {"precision", "recall", "f1", "support"}
-    assert metrics["confusion_matrix"]["labels"] == CLASSES
-    matrix = np.array(metrics["confusion_matrix"]["matrix"])
+        assert set(row["f1"]) == {"mean", "std", "min", "max"}
+    matrix = np.array(cv["out_of_fold"]["confusion_matrix"]["matrix"])
     assert matrix.shape == (7, 7)
-    assert matrix.sum() == metrics["split_sizes"]["test"] == metrics["rows"]
-    assert metrics["validation"]["boosting_iterations"] <= MAX_ITER
-    assert 0 <= metrics["attack_detection"]["false_alarm_rate"] <= 1
+    assert matrix.sum() == MAX_ROWS
+    # The chosen iteration count is the best point of the recorded CV curve.
+    selection = metrics["selection"]
+    chosen = selection["chosen"]["boosting_iterations"]
+    assert chosen <= MAX_ITER
+    best = max(point["mean"] for point in selection["curve"])
+    assert [p["mean"] for p in selection["curve"] if p["iterations"] == chosen] == [best]
+    assert f1["mean"] == pytest.approx(best, abs=1e-6)
 
 
 def test_same_seed_gives_identical_metrics_and_force_overwrites(
     trained: Path, tmp_path: Path
 ) -> None:
-    again = train_ids(
-        [DATA], tmp_path, seed=0, max_rows=MAX_ROWS, max_iter=MAX_ITER, console=quiet()
-    )
+    again = _train(tmp_path)
     assert again == tmp_path / "ids" / "1"
     assert load_manifest(again).metrics == load_manifest(trained).metrics
+    first, second = load_manifest(trained), load_manifest(again)
+    assert first.artifact_sha256 == second.artifact_sha256
+    assert first.explainer == second.explainer
     with pytest.raises(VersionExistsError, match="force"):
         train_ids([DATA], tmp_path, version="1", max_rows=MAX_ROWS, console=quiet())
-    third = train_ids(
-        [DATA],
-        tmp_path,
-        version="1",
-        force=True,
-        seed=0,
-        max_rows=MAX_ROWS,
-        max_iter=MAX_ITER,
-        console=quiet(),
-    )
+    third = _train(tmp_path, version="1", force=True)
     assert third == again
     assert load_manifest(third).metrics == load_manifest(trained).metrics
     assert sorted(p.name for p in (tmp_path / "ids").iterdir()) == ["1", "model.yaml"]
@@ -345,9 +369,10 @@ def test_cli_trains_a_slice(tmp_path: Path) -> None:
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
     repo = tmp_path / "repo"
     args = ["ids", "--data", str(data), "--repository", str(repo), "--max-iter", "40", "-q"]
+    args += ["--algorithm", "gbt", "--folds", "3"]
     result = CliRunner().invoke(train_cli, args)
     assert result.exit_code == 0, result.output
-    assert "accuracy" in result.output
+    assert "CV macro-F1" in result.output
     manifest = load_manifest(repo / "ids" / "1")
     assert manifest.provenance["data"][0]["rows"] == MAX_ROWS
     again = CliRunner().invoke(train_cli, [*args, "--version", "1"])
@@ -361,3 +386,13 @@ def test_cli_missing_data_exits_2(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def test_cli_baseline_goes_with_the_dqn_only(tmp_path: Path) -> None:
+    args = ["ids", "--data", str(DATA), "--repository", str(tmp_path), "-q"]
+    result = CliRunner().invoke(train_cli, [*args, "--algorithm", "gbt", "--baseline", "1"])
+    assert result.exit_code == 2
+    assert "--algorithm dqn" in result.output
+    missing = CliRunner().invoke(train_cli, [*args, "--algorithm", "dqn", "--baseline", "7"])
+    assert missing.exit_code == 2
+    assert "is not a version" in missing.output

@@ -36,6 +36,7 @@ from mlgate.training.iot import (
     served_scores,
     train_iot,
 )
+from mlgate.training.iot_devices import DetectorSearch
 
 ROOT = Path(__file__).resolve().parents[2]
 SKAB = ROOT / "data" / "skab"
@@ -51,6 +52,17 @@ ALIASES = [
 ]
 
 
+#: A small per-device detector search (the full one takes about two minutes).
+SEARCH = DetectorSearch(
+    methods=("mahalanobis", "mset"),
+    smoothing=(5,),
+    quantiles=(1.0,),
+    margins=(1.0, 1.5),
+    debounce=((1, 1),),
+    folds=3,
+)
+
+
 def quiet() -> Console:
     return Console(file=io.StringIO(), width=120)
 
@@ -58,7 +70,9 @@ def quiet() -> Console:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     repo = tmp_path_factory.mktemp("iot-repo")
-    dirs = train_iot(SKAB, repo, seed=0, max_rows_per_file=ROWS, console=quiet())
+    dirs = train_iot(
+        SKAB, repo, seed=0, max_rows_per_file=ROWS, console=quiet(), device_search=SEARCH
+    )
     return dict(zip(NAMES, dirs, strict=True))
 
 
@@ -176,7 +190,9 @@ def test_missing_onnx_is_a_clear_error_before_any_work(
 ) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
     with pytest.raises(MissingDependencyError, match=r"pip install 'mlgate\[train\]'"):
-        train_iot(SKAB, tmp_path / "repo", max_rows_per_file=40, console=quiet())
+        train_iot(
+            SKAB, tmp_path / "repo", max_rows_per_file=40, console=quiet(), device_search=SEARCH
+        )
     assert not (tmp_path / "repo").exists()
 
 
@@ -246,30 +262,39 @@ def test_held_out_metrics_present(
 
 
 def test_same_seed_gives_identical_metrics(trained: dict[str, Path], tmp_path: Path) -> None:
-    again = train_iot(SKAB, tmp_path, seed=0, max_rows_per_file=ROWS, console=quiet())
+    again = train_iot(
+        SKAB, tmp_path, seed=0, max_rows_per_file=ROWS, console=quiet(), device_search=SEARCH
+    )
     for name, version_dir in zip(NAMES, again, strict=True):
         first, second = load_manifest(trained[name]), load_manifest(version_dir)
         assert second.metrics == first.metrics
         assert second.threshold == first.threshold
     with pytest.raises(VersionExistsError, match="force"):
-        train_iot(SKAB, tmp_path, version="1", max_rows_per_file=ROWS, console=quiet())
+        train_iot(
+            SKAB,
+            tmp_path,
+            version="1",
+            max_rows_per_file=ROWS,
+            console=quiet(),
+            device_search=SEARCH,
+        )
 
 
 def test_next_version_is_shared(tmp_path: Path) -> None:
     (tmp_path / "iot-lof" / "2").mkdir(parents=True)
-    dirs = train_iot(SKAB, tmp_path, max_rows_per_file=40, console=quiet())
+    dirs = train_iot(SKAB, tmp_path, max_rows_per_file=40, console=quiet(), device_search=SEARCH)
     assert [d.name for d in dirs] == ["3"] * 5
 
 
 def test_missing_data_dir(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"does not exist.*--data"):
-        train_iot(tmp_path / "nowhere", tmp_path / "repo", console=quiet())
+        train_iot(tmp_path / "nowhere", tmp_path / "repo", console=quiet(), device_search=SEARCH)
 
 
 def test_missing_folder(tmp_path: Path) -> None:
     shutil.copytree(SKAB / "anomaly-free", tmp_path / "skab" / "anomaly-free")
     with pytest.raises(ValueError, match=r"valve1 has no \.csv files"):
-        train_iot(tmp_path / "skab", tmp_path / "repo", console=quiet())
+        train_iot(tmp_path / "skab", tmp_path / "repo", console=quiet(), device_search=SEARCH)
 
 
 def test_wrong_columns(tmp_path: Path) -> None:
@@ -279,7 +304,9 @@ def test_wrong_columns(tmp_path: Path) -> None:
     text = path.read_text(encoding="utf-8").replace("Pressure", "Druck", 1)
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ValueError, match=r"missing 1 required column.*'Pressure'"):
-        train_iot(skab, tmp_path / "repo", max_rows_per_file=40, console=quiet())
+        train_iot(
+            skab, tmp_path / "repo", max_rows_per_file=40, console=quiet(), device_search=SEARCH
+        )
     assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
 
 
@@ -320,3 +347,30 @@ def test_device_input_maps_a_run_onto_the_reference() -> None:
     # Standardised by the first 400 readings: the rest has mean ~0 and std ~1.
     assert np.abs(mapped.mean(axis=0)).max() < 0.3
     assert np.abs(mapped.std(axis=0) - 1).max() < 0.2
+
+
+def test_manifests_declare_the_per_device_detector_chosen_by_cv(
+    trained: dict[str, Path],
+) -> None:
+    from mlgate.devices.detectors import DetectorParams
+
+    for name, version_dir in trained.items():
+        manifest = load_manifest(version_dir)
+        detector = manifest.device_detector
+        assert detector is not None
+        assert set(detector.features) <= set(manifest.feature_names)
+        params = DetectorParams.from_dict(detector.params)
+        assert params.method in SEARCH.methods and params.smoothing == 5
+        assert detector.calibration_readings == 100
+        metrics = detector.metrics
+        families = metrics["families"]
+        # Sensor sets: all, and without the drifting temperature(s) (three with 8 sensors).
+        sets = 3 if name == DEVICE_DISTANCE else 2
+        assert len(families) == sets * len(SEARCH.methods)
+        # The shipped family has the best nested-CV F1 of all families tried.
+        best = max(f["f1"]["mean"] for f in families.values())
+        assert families[metrics["family"]]["f1"]["mean"] == best == metrics["cv"]["f1"]["mean"]
+        assert len(metrics["folds"]) == SEARCH.folds
+        for key in ("f1", "far", "mar"):
+            assert set(metrics["cv"][key]) == {"mean", "std", "min", "max"}
+        assert 0 <= metrics["anomaly_free_run"]["far_once"] <= 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -139,7 +139,6 @@ async def run_evaluation(
     "--data",
     "data",
     multiple=True,
-    required=True,
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="Labelled CICIDS2017 CSV file(s) with the original column names.",
 )
@@ -155,7 +154,14 @@ async def run_evaluation(
     "--held-out",
     is_flag=True,
     help="Score only the test split the version recorded (needs its training data): "
-    "reproduces the metrics in its manifest.",
+    "reproduces the metrics in its manifest (versions trained on a split).",
+)
+@click.option(
+    "--cv",
+    "show_cv",
+    is_flag=True,
+    help="Print the version's recorded stratified cross-validation figures (per class, "
+    "mean ± std and min-max over the folds); with --data, after the evaluation.",
 )
 def eval_ids(
     data: tuple[Path, ...],
@@ -163,21 +169,121 @@ def eval_ids(
     version: str | None,
     repository: Path | None,
     held_out: bool,
+    show_cv: bool,
 ) -> None:
     """Classify labelled flows with a version of `ids` (loaded as the server loads it)
     and print per-class precision / recall / F1, macro-F1 and the confusion matrix."""
-    from mlgate.evaluation.ids import evaluate_ids, print_ids_report
+    from mlgate.evaluation.ids import evaluate_ids, print_cv_report, print_ids_report, recorded_cv
     from mlgate.settings import Settings
     from mlgate.training.common import DataError
 
     repo = repository or Settings().models.resolved_repository
+    if not data and not show_cv:
+        raise click.UsageError("give --data FILE (to score flows) and/or --cv")
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)
+    if not data:
+        try:
+            found, cv = recorded_cv(repo, model=model, version=version)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        print_cv_report(model, found, cv, console)
+        return
     try:
         result = evaluate_ids(repo, list(data), model=model, version=version, held_out=held_out)
     except DataError as exc:
         raise click.BadParameter(str(exc), param_hint="--data") from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    print_ids_report(result, console)
+    if show_cv:
+        try:
+            found, cv = recorded_cv(repo, model=model, version=result.version)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        print_cv_report(model, found, cv, console)
+
+
+@eval_group.command("iot-cv")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=Path("data/skab"),
+    show_default=True,
+    help="SKAB data folder (valve1/ and other/ runs; anomaly-free/ for the FAR check).",
+)
+@click.option(
+    "--sensors",
+    type=click.Choice(["iot", "all"]),
+    default="iot",
+    show_default=True,
+    help="iot: the five sensors of `iot`; all: the eight SKAB sensors.",
+)
+@click.option(
+    "--far-budget",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="FAR the selection must keep on the training folds (default 0.15).",
+)
+def eval_iot_cv(data_dir: Path, sensors: str, far_budget: float | None) -> None:
+    """Leave-runs-out cross-validation of the per-device detectors (offline, no server):
+    per family of candidates (sensors x method) F1, FAR and MAR over the folds, and the
+    recipe `mlgate train iot` ships (each run's first 400 readings calibrate)."""
+    from dataclasses import replace
+
+    from mlgate.training.common import DataError, make_progress
+    from mlgate.training.iot import (
+        ALL_COLUMNS,
+        ALL_FEATURES,
+        FEATURES,
+        device_detector_for,
+        load_skab,
+    )
+    from mlgate.training.iot_devices import DetectorSearch
+
+    features = FEATURES if sensors == "iot" else ALL_FEATURES
+    columns = tuple(f[1] for f in features)
+    try:
+        data = load_skab(data_dir, columns=columns if sensors == "iot" else ALL_COLUMNS)
+    except DataError as exc:
+        raise click.BadParameter(str(exc), param_hint="--data") from None
+    search = DetectorSearch()
+    if far_budget is not None:
+        search = replace(search, far_budget=far_budget)
     console = Console()
     if not console.is_terminal:
-        console.width = max(console.width, 120)
-    print_ids_report(result, console)
+        console.width = max(console.width, 140)
+    with make_progress(console) as progress:
+        task = progress.add_task("leave-runs-out CV", total=None, status="")
+        detector = device_detector_for(data, features, search)
+        progress.update(task, completed=1, total=1)
+    print_detector_cv(detector, console)
+
+
+def print_detector_cv(detector: dict[str, Any], console: Console) -> None:
+    """The families table (mean ± std and min-max over folds) and the chosen recipe."""
+    metrics = detector["metrics"]
+    table = Table(title=metrics["protocol"], title_justify="left")
+    for column in ("family", "F1", "F1 min-max", "FAR", "FAR min-max", "MAR"):
+        table.add_column(column, justify="left" if column == "family" else "right")
+    for name, row in metrics["families"].items():
+        mark = " *" if name == metrics["family"] else ""
+        table.add_row(
+            name + mark,
+            f"{row['f1']['mean']:.3f} ± {row['f1']['std']:.3f}",
+            f"{row['f1']['min']:.3f}-{row['f1']['max']:.3f}",
+            f"{row['far']['mean']:.3f} ± {row['far']['std']:.3f}",
+            f"{row['far']['min']:.3f}-{row['far']['max']:.3f}",
+            f"{row['mar']['mean']:.3f} ± {row['mar']['std']:.3f}",
+        )
+    console.print(table)
+    params = ", ".join(f"{k}={v}" for k, v in detector["params"].items())
+    console.print(f"* shipped: {metrics['family']} on {', '.join(detector['features'])}: {params}")
+    normal = metrics.get("anomaly_free_run")
+    if normal:
+        console.print(
+            f"anomaly-free run: FAR {normal['far_once']:.3f} calibrated once, "
+            f"{normal['far_recalibrated']:.3f} recalibrated every window"
+        )

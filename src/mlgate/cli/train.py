@@ -123,20 +123,34 @@ def train() -> None:
     type=click.Choice(["both", "gbt", "dqn"]),
     default="both",
     show_default=True,
-    help="both: the gradient-boosted baseline as VERSION and the DQN agent as VERSION+1, "
-    "on the same split, and `stable` set to the better on validation.",
+    help="both: the gradient-boosted trees as VERSION and the DQN agent as VERSION+1, "
+    "on the same folds, and `stable` set to the better by cross-validated macro-F1.",
+)
+@click.option(
+    "--baseline",
+    "baseline_version",
+    default=None,
+    help="With --algorithm dqn: the trees version of the same data to compare the agent "
+    "with and to promote against (default: none).",
+)
+@click.option(
+    "--folds",
+    type=click.IntRange(2, 20),
+    default=5,
+    show_default=True,
+    help="Stratified cross-validation folds (choose iterations/episodes, record figures).",
 )
 @click.option(
     "--episodes",
     type=click.IntRange(1, 10_000),
     default=None,
-    help="DQN training episodes (default 40).",
+    help="Cap on DQN training episodes (default 60; CV picks the count).",
 )
 @click.option(
     "--max-iter",
     type=click.IntRange(1, 5000),
     default=None,
-    help="Cap on boosting iterations (default 300; the best count is picked on validation).",
+    help="Cap on boosting iterations (default 500; CV picks the count).",
 )
 @_quiet_option
 def ids_command(
@@ -146,12 +160,15 @@ def ids_command(
     seed: int,
     force: bool,
     algorithm: str,
+    baseline_version: str | None,
+    folds: int,
     episodes: int | None,
     max_iter: int | None,
     quiet: bool,
 ) -> None:
-    """Train the network-intrusion classifier `ids` (CICIDS2017): a gradient-boosted
-    baseline and a deep Q-learning agent, compared on the same held-out split."""
+    """Train the network-intrusion classifier `ids` (CICIDS2017) on every flow: a
+    gradient-boosted model and a deep Q-learning agent, both chosen and measured by
+    stratified cross-validation on the same folds."""
     from mlgate.training.ids import train_ids
 
     paths = list(data) or [DEFAULT_IDS_DATA]
@@ -163,6 +180,12 @@ def ids_command(
     console = _progress_console(quiet)
     written: list[Path] = []
     baseline_dir: Path | None = None
+    if baseline_version is not None:
+        if algorithm != "dqn":
+            raise click.UsageError("--baseline goes with --algorithm dqn")
+        baseline_dir = repo / "ids" / baseline_version
+        if not (baseline_dir / "manifest.yaml").is_file():
+            raise click.BadParameter(f"{baseline_dir} is not a version", param_hint="--baseline")
     if algorithm in ("both", "gbt"):
         baseline_dir = _run(
             train_ids,
@@ -173,6 +196,7 @@ def ids_command(
             seed=seed,
             force=force,
             console=console,
+            folds=folds,
             **({"max_iter": max_iter} if max_iter is not None else {}),
         )
         written.append(baseline_dir)
@@ -181,7 +205,7 @@ def ids_command(
         from mlgate.training.ids_dqn import promote_better, train_ids_dqn
 
         dqn_version = version
-        if baseline_dir is not None and version is not None:
+        if algorithm == "both" and version is not None:
             dqn_version = _following(version)
         config = (
             DQNConfig(seed=seed) if episodes is None else DQNConfig(episodes=episodes, seed=seed)
@@ -197,16 +221,44 @@ def ids_command(
                 force=force,
                 console=console,
                 config=config,
+                folds=folds,
                 baseline_dir=baseline_dir,
             )
         )
         if baseline_dir is not None:
-            stable = promote_better(repo, written)
-            click.echo(f"ids: stable -> version {stable} (better validation macro-F1)", err=True)
-    _summary(
-        written,
-        [("accuracy", "accuracy"), ("macro F1", "macro_f1"), ("bal. acc.", "balanced_accuracy")],
+            stable = promote_better(repo, [baseline_dir, written[-1]])
+            click.echo(f"ids: stable -> version {stable} (better CV macro-F1)", err=True)
+    _ids_summary(written)
+
+
+def _ids_summary(version_dirs: Sequence[Path]) -> None:
+    """One row per version: CV macro-F1 (mean ± std, min-max), per-class F1, seconds."""
+    table = Table(
+        title="Trained on all rows (stratified cross-validation figures)", title_justify="left"
     )
+    for column in ("model", "version", "algorithm", "CV macro-F1", "min-max", "per-class F1"):
+        table.add_column(column, no_wrap=column != "per-class F1")
+    table.add_column("seconds", justify="right")
+    for version_dir in version_dirs:
+        manifest = load_manifest(version_dir)
+        cv = manifest.metrics["cv"]
+        f1 = cv["macro_f1"]
+        per_class = ", ".join(
+            f"{c} {v['f1']['mean']:.3f}±{v['f1']['std']:.3f}" for c, v in cv["per_class"].items()
+        )
+        table.add_row(
+            manifest.name,
+            manifest.version,
+            str(manifest.provenance.get("algorithm", "")).split(" (")[0],
+            f"{f1['mean']:.4f} ± {f1['std']:.4f}",
+            f"{f1['min']:.4f}-{f1['max']:.4f}",
+            per_class,
+            f"{manifest.provenance.get('training_seconds', 0):.0f}",
+        )
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    console.print(table)
 
 
 def _following(version: str) -> str:

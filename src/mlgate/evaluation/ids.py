@@ -54,6 +54,11 @@ def evaluate_ids(
     dataset = load_ids_dataset(list(data))
     # Raw values: the manifest's rules replace the flow meter's NaN and Infinity cells.
     x, y = dataset.x, dataset.y
+    if held_out and "cv" in manifest.metrics:
+        raise ValueError(
+            f"{model} version {mv.version} was trained on every flow of its data: it has "
+            "no held-out split. Its cross-validated figures: mlgate eval ids --cv"
+        )
     if held_out:
         recorded = {r["sha256"] for r in manifest.provenance.get("data", [])}
         given = {sha256_file(Path(p)) for p in data}
@@ -114,3 +119,48 @@ def print_ids_report(result: IdsEvaluation, console: Console | None = None) -> N
     for label, row in zip(matrix["labels"], matrix["matrix"], strict=True):
         confusion.add_row(label, *(str(v) for v in row))
     console.print(confusion)
+
+
+def recorded_cv(
+    repository: Path, *, model: str = "ids", version: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The version's recorded cross-validation block (``metrics.cv``) and its version."""
+    registry = ModelRegistry(repository, default_model=model)
+    registry.reload()
+    try:
+        mv = registry.resolve(model, version)
+    except MlgateError as exc:
+        raise ValueError(f"{exc.message}: {exc.details}") from None
+    cv = mv.manifest.metrics.get("cv")
+    if cv is None:
+        raise ValueError(
+            f"{model} version {mv.version} has no cross-validated figures (it was trained "
+            "on a train/validation/test split: use --held-out)"
+        )
+    return mv.version, cv
+
+
+def print_cv_report(
+    model: str, version: str, cv: dict[str, Any], console: Console | None = None
+) -> None:
+    """Per-class F1 (mean ± std, min-max over the folds) and the macro-F1 line."""
+    console = console or Console()
+    table = Table(title=f"{model} v{version}: {cv['method']}", title_justify="left")
+    for column in ("class", "F1 mean ± std", "F1 min-max", "precision", "recall", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in cv["per_class"].items():
+        f1 = row["f1"]
+        table.add_row(
+            name,
+            f"{f1['mean']:.4f} ± {f1['std']:.4f}",
+            f"{f1['min']:.4f}-{f1['max']:.4f}",
+            f"{row['precision']['mean']:.4f}",
+            f"{row['recall']['mean']:.4f}",
+            str(row["support"]),
+        )
+    console.print(table)
+    f1, acc = cv["macro_f1"], cv["accuracy"]
+    console.print(
+        f"CV macro-F1 {f1['mean']:.4f} ± {f1['std']:.4f} (folds {f1['min']:.4f}-{f1['max']:.4f})"
+        f"   accuracy {acc['mean']:.4f} ± {acc['std']:.4f}"
+    )

@@ -89,6 +89,42 @@ class DeviceBaseline(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 
+class DeviceDetectorSpec(BaseModel):
+    """A per-device detector recipe (``mlgate.devices.detectors``), for serving to fit on
+    each device's own calibration window.
+
+    Every device's first ``calibration_readings`` readings of ``features`` (a subset of
+    the model's features, in this order) are passed to ``detectors.fit`` with ``params``
+    (a ``DetectorParams`` as a dict); the fitted ``DeviceModel`` (JSON) is the device's
+    state, and later readings are scored with ``detectors.score``. ``metrics`` holds the
+    leave-runs-out cross-validation that chose the recipe.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: list[str] = Field(min_length=1)
+    calibration_readings: int = Field(ge=8)
+    params: dict[str, Any]
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExplainerSpec(BaseModel):
+    """A file beside the artifact that explains single predictions (``mlgate.explain``).
+
+    ``kind`` names the method (``tree_shap``: the trees as arrays for exact TreeSHAP;
+    ``integrated_gradients``: the network's weights for exact integrated gradients);
+    the file's SHA-256 is checked before it is used.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(min_length=1)
+    file: str = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    output: str = ""
+    reference: str = ""
+
+
 class BatchingSpec(BaseModel):
     """Adaptive batching of one model (version): concurrent requests share model calls.
 
@@ -129,6 +165,10 @@ class Manifest(BaseModel):
     # Optional: the model can score readings against per-device baselines.
     device_baseline: DeviceBaseline | None = None
     batching: BatchingSpec | None = None
+    # Optional: a per-device detector recipe (see DeviceDetectorSpec).
+    device_detector: DeviceDetectorSpec | None = None
+    # Optional: a file to explain single predictions with (see ExplainerSpec).
+    explainer: ExplainerSpec | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime | None = None
@@ -151,6 +191,12 @@ class Manifest(BaseModel):
                 raise ValueError(f"attack_classes not among classes: {sorted(unknown)}")
         elif self.threshold is None:
             raise ValueError("an anomaly model needs a threshold")
+        if self.device_detector is not None:
+            if self.task != "anomaly":
+                raise ValueError("device_detector needs an anomaly model")
+            unknown = set(self.device_detector.features) - set(names)
+            if unknown:
+                raise ValueError(f"device_detector features not among features: {sorted(unknown)}")
         if self.device_baseline is not None and (self.task != "anomaly" or self.reference is None):
             raise ValueError("device_baseline needs an anomaly model with a reference")
         if self.reference is not None:

@@ -519,11 +519,14 @@ def write_version(
     artifact_name: str = ONNX_ARTIFACT,
     force: bool = False,
     model_description: str = "",
+    extra_files: dict[str, bytes] | None = None,
 ) -> tuple[Path, Manifest, Runtime]:
     """Write ``<repository>/<name>/<version>/`` with the artifact and ``manifest.yaml``.
 
     Either ``onnx_model`` (an ``onnx.ModelProto``, serialised) or ``artifact_file``
-    (copied byte for byte) gives the artifact. ``artifact``, ``artifact_sha256`` and
+    (copied byte for byte) gives the artifact; ``extra_files`` (name -> bytes) are
+    written beside it (e.g. the explainer, whose sha256 the manifest already holds).
+    ``artifact``, ``artifact_sha256`` and
     ``created_at`` are filled in; the manifest is validated and the artifact is loaded
     back with its runtime before the version appears. The directory is built under a
     hidden temporary name and ``manifest.yaml`` is renamed into place last, so a server
@@ -553,6 +556,10 @@ def write_version(
         else:
             assert artifact_file is not None
             shutil.copyfile(artifact_file, artifact_path)
+        for extra, payload in (extra_files or {}).items():
+            if Path(extra).name != extra or extra in (artifact_name, MANIFEST_FILE):
+                raise ValueError(f"bad extra file name {extra!r}")
+            (tmp / extra).write_bytes(payload)
         data = dict(manifest)
         data["artifact"] = artifact_name
         data["artifact_sha256"] = sha256_file(artifact_path)

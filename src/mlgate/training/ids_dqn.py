@@ -1,15 +1,24 @@
-"""Training the ``ids`` deep Q-learning agent and comparing it with the supervised baseline.
+"""Training the ``ids`` deep Q-learning agent on every flow, chosen by cross-validation.
 
-Same data, cleaning and split as the gradient-boosted baseline (:mod:`mlgate.training.ids`),
-so the two held-out reports are comparable row for row. The agent is exported to ONNX
-(preprocessing, Q-network and the calibrated softmax in one graph) and served without
-torch; training checks that the served outputs equal the trained network's.
+Same data, cleaning and folds as the gradient-boosted version (:mod:`mlgate.training.ids`:
+stratified k-fold with the same seed), so their cross-validated figures compare fold by
+fold. Each fold trains the agent for ``config.episodes`` episodes and scores its test
+rows after every episode; the number of episodes with the best mean macro-F1 over the
+folds is the one the shipped agent trains for, on every flow (early stopping on CV
+macro-F1, without a split of the data the shipped agent learns from). The softmax
+temperature is fitted on the out-of-fold Q-values at that episode.
+
+The agent is exported to ONNX (preprocessing, Q-networks and the calibrated softmax in
+one graph) and served without torch; training checks that the served outputs equal the
+trained network's on every row. Beside the graph goes ``explainer.npz``, the networks'
+weights as plain arrays, for exact integrated gradients (:mod:`mlgate.explain`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,33 +27,30 @@ import yaml
 from rich.console import Console
 
 from mlgate.registry.manifest import MODEL_FILE, load_manifest
-from mlgate.training.common import (
-    classification_metrics,
-    environment,
-    make_progress,
-    resolve_version,
-    write_version,
-)
+from mlgate.training.common import environment, make_progress, resolve_version, write_version
+from mlgate.training.cv import DEFAULT_FOLDS, cv_report, spread, stratified_folds
 from mlgate.training.dqn import (
+    AgentResult,
     DQNConfig,
     EpisodeStats,
     calibrated_probabilities,
     expected_calibration_error,
     export_onnx,
-    q_values,
+    fit_temperature,
+    macro_f1,
+    network_arrays,
     require_torch,
     softmax,
-    train_dqn,
+    train_agent,
 )
 from mlgate.training.ids import (
-    CLEANING_RULE,
-    LABEL_COLUMN,
     MODEL_NAME,
     classifier_manifest,
     clean_features,
-    held_out_report,
+    data_provenance,
+    explainer_record,
     load_ids_dataset,
-    split_ids,
+    npz_bytes,
 )
 from mlgate.training.onnx_export import require_onnx, run_onnx
 
@@ -55,14 +61,61 @@ TARGET_MACRO_F1 = 0.97
 MAX_GAP_TO_BASELINE = 0.01
 
 
-def _baseline_metrics(baseline_dir: Path | None) -> dict[str, Any] | None:
+def _baseline_cv(baseline_dir: Path | None) -> dict[str, Any] | None:
     if baseline_dir is None:
         return None
     manifest = load_manifest(baseline_dir)
-    metrics = dict(manifest.metrics)
-    metrics["version"] = manifest.version
-    metrics["algorithm"] = manifest.provenance.get("algorithm")
-    return metrics
+    cv = manifest.metrics.get("cv")
+    if cv is None:
+        return None
+    return {
+        "version": manifest.version,
+        "algorithm": manifest.provenance.get("algorithm"),
+        "macro_f1": cv["macro_f1"],
+    }
+
+
+def cross_validate_agent(
+    x: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    config: DQNConfig,
+    console: Console | None,
+) -> tuple[int, list[dict[str, Any]], np.ndarray]:
+    """Per-episode CV macro-F1; the best episode (ties: fewer), the curve, and the
+    out-of-fold Q-values at that episode."""
+    runs: list[AgentResult] = []
+    with make_progress(console) as progress:
+        task = progress.add_task("ids (DQN, CV)", total=len(folds) * config.episodes, status="")
+        for k, (train, test) in enumerate(folds, 1):
+
+            def show(stats: EpisodeStats, k: int = k) -> None:
+                progress.update(
+                    task,
+                    advance=1,
+                    status=f"fold {k}/{len(folds)}, episode {stats.episode}: "
+                    f"macro-F1 {stats.eval_macro_f1:.4f}",
+                )
+
+            runs.append(
+                train_agent(x[train], y[train], n_classes, config, x_eval=x[test], y_eval=y[test])
+            )
+            for stats in runs[-1].history:
+                show(stats)
+    curve = []
+    for e in range(config.episodes):
+        scores = [
+            macro_f1(y[te], run.eval_q[e].argmax(axis=1), n_classes)
+            for run, (_, te) in zip(runs, folds, strict=True)
+        ]
+        curve.append({"episode": e + 1, **spread(scores)})
+    best = max(curve, key=lambda c: (c["mean"], -c["episode"]))
+    episode = int(best["episode"])
+    oof = np.zeros((len(y), n_classes))
+    for run, (_, te) in zip(runs, folds, strict=True):
+        oof[te] = run.eval_q[episode - 1]
+    return episode, curve, oof
 
 
 def train_ids_dqn(
@@ -75,12 +128,14 @@ def train_ids_dqn(
     max_rows: int | None = None,
     force: bool = False,
     config: DQNConfig | None = None,
+    folds: int = DEFAULT_FOLDS,
     baseline_dir: Path | None = None,
 ) -> Path:
-    """Train the DQN agent on the ``ids`` split and write it as a version of ``ids``.
+    """Train the DQN agent on every flow and write it as a version of ``ids``.
 
-    ``baseline_dir``: the gradient-boosted version trained on the same split; its held-out
-    metrics are recorded beside the agent's for comparison.
+    ``config.episodes`` caps the episodes; cross-validation picks how many the shipped
+    agent trains for. ``baseline_dir``: the gradient-boosted version trained on the
+    same data; its CV figures are recorded beside the agent's for comparison.
     """
     started = time.perf_counter()
     require_onnx()
@@ -92,36 +147,28 @@ def train_ids_dqn(
     x = clean_features(dataset.x)
     classes = sorted(set(dataset.y.tolist()))
     y = np.array([classes.index(c) for c in dataset.y])
-    split = split_ids(dataset.y, seed)
+    cv_folds = stratified_folds(dataset.y, folds, seed)
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small network: one thread is faster and reproducible
+    torch.set_num_threads(1)  # small networks: one thread is faster and reproducible
     try:
+        episodes, curve, oof_q = cross_validate_agent(x, y, len(classes), cv_folds, config, console)
+        temperature = fit_temperature(oof_q, y)
+        final_config = replace(config, episodes=episodes)
         with make_progress(console) as progress:
-            task = progress.add_task("ids (DQN)", total=config.episodes, status="")
-
-            def show(stats: EpisodeStats) -> None:
-                progress.update(
-                    task,
-                    advance=1,
-                    status=(
-                        f"episode {stats.episode}: reward {stats.mean_reward:+.3f}, "
-                        f"ε {stats.epsilon:.2f}, val macro-F1 {stats.val_macro_f1:.4f}"
-                    ),
-                )
-
-            result = train_dqn(
-                x[split.train],
-                y[split.train],
-                x[split.validation],
-                y[split.validation],
+            task = progress.add_task("ids (DQN, all flows)", total=episodes, status="")
+            result = train_agent(
+                x,
+                y,
                 len(classes),
-                config,
-                on_episode=show,
+                final_config,
+                on_episode=lambda s: progress.update(
+                    task, advance=1, status=f"reward {s.mean_reward:+.3f}, ε {s.epsilon:.2f}"
+                ),
             )
-        trained = calibrated_probabilities(result.network, result.temperature, x)
-        graph_bytes = export_onnx(result.network, result.temperature, x.shape[1])
-        raw_test = softmax(q_values(result.network, x[split.test]))
+        trained = calibrated_probabilities(result.network, temperature, x)
+        graph_bytes = export_onnx(result.network, temperature, x.shape[1])
+        arrays = network_arrays(result.network, temperature)
     finally:
         torch.set_num_threads(threads)
 
@@ -136,62 +183,75 @@ def train_ids_dqn(
             f"{difference:.2e}); not writing it"
         )
     label = np.asarray(classes, dtype=object)
-    test_pred = label[served[split.test].argmax(axis=1)]
-    val_pred = label[served[split.validation].argmax(axis=1)]
-    metrics = held_out_report(dataset.y[split.test], test_pred, classes)
-    metrics["split_sizes"] = split.sizes()
-    val_report = classification_metrics(dataset.y[split.validation], val_pred, classes)
-    metrics["validation"] = {
-        "rows": len(split.validation),
-        "accuracy": val_report["accuracy"],
-        "macro_f1": val_report["macro_f1"],
-        "best_episode": result.best_episode,
+    oof_pred = label[oof_q.argmax(axis=1)]
+    fitted_pred = label[served.argmax(axis=1)]
+    cv = cv_report(dataset.y, cv_folds, oof_pred, classes, seed=seed)
+    metrics: dict[str, Any] = {
+        "split": "cross-validation",
+        # Headline figures (what model listings show): the means over the CV folds.
+        "macro_f1": cv["macro_f1"]["mean"],
+        "accuracy": cv["accuracy"]["mean"],
+        "cv": cv,
+        "selection": {
+            "rule": "episodes with the best mean CV macro-F1 (early stopping on CV)",
+            "chosen": {"episodes": episodes},
+            "curve": curve,
+        },
+        "calibration": {
+            "method": "temperature scaling of softmax(mean Q) fitted on out-of-fold NLL",
+            "temperature": round(temperature, 6),
+            "out_of_fold_ece_before": round(expected_calibration_error(softmax(oof_q), y), 6),
+            "out_of_fold_ece_after": round(
+                expected_calibration_error(softmax(oof_q, temperature), y), 6
+            ),
+        },
+        "training_rows": {
+            "note": "the final agent on the rows it was trained on (optimistic)",
+            "accuracy": round(float(np.mean(fitted_pred == dataset.y)), 6),
+            "macro_f1": round(macro_f1(y, served.argmax(axis=1), len(classes)), 6),
+        },
     }
-    metrics["calibration"] = {
-        "method": "temperature scaling of softmax(Q) fitted on validation NLL",
-        "temperature": round(result.temperature, 6),
-        "test_ece_before": round(expected_calibration_error(raw_test, y[split.test]), 6),
-        "test_ece_after": round(expected_calibration_error(served[split.test], y[split.test]), 6),
-    }
-    baseline = _baseline_metrics(baseline_dir)
+    baseline = _baseline_cv(baseline_dir)
     if baseline is not None:
-        gap = float(baseline["macro_f1"]) - float(metrics["macro_f1"])
-        metrics["baseline"] = baseline
+        mine = metrics["cv"]["macro_f1"]["mean"]
+        gap = float(baseline["macro_f1"]["mean"]) - float(mine)
         metrics["comparison"] = {
-            "dqn_macro_f1": metrics["macro_f1"],
-            "baseline_macro_f1": baseline["macro_f1"],
+            "measure": "mean CV macro-F1 on the same folds",
+            "dqn_macro_f1": mine,
+            "baseline": baseline,
             "gap": round(gap, 6),
             "target": {"macro_f1": TARGET_MACRO_F1, "max_gap": MAX_GAP_TO_BASELINE},
-            "target_met": bool(
-                metrics["macro_f1"] >= TARGET_MACRO_F1 and gap <= MAX_GAP_TO_BASELINE
-            ),
+            "target_met_in_cv": bool(mine >= TARGET_MACRO_F1 and gap <= MAX_GAP_TO_BASELINE),
         }
     seconds = round(time.perf_counter() - started, 2)
+    payload = npz_bytes(arrays)
     manifest = classifier_manifest(
         version,
         (
-            "Network intrusion classifier trained by deep Q-learning (RL-IDS): for each "
-            "flow the agent picks a class and is rewarded for a correct one. Probabilities "
-            "are a temperature-calibrated softmax of the Q-values."
+            "Network intrusion classifier trained by deep Q-learning (RL-IDS) as a contextual "
+            "bandit: for each flow the agent picks a class and is rewarded for a correct one. "
+            f"An ensemble of {config.ensemble} Q-network(s); probabilities are a "
+            "temperature-calibrated softmax of the mean Q-values."
         ),
         classes,
-        x[split.train],
+        x,
         metrics,
         {
-            "dataset": "CICIDS2017 sample; see data/cicids2017/PROVENANCE.md",
-            "data": dataset.files,
-            "rows_used": len(y),
-            "label_column": LABEL_COLUMN,
-            "cleaning": CLEANING_RULE,
-            "split": {"same_as": "ids gradient-boosted baseline", "seed": seed, **split.sizes()},
+            **data_provenance(dataset, max_rows),
+            "training_rows": "all rows (no held-out split; figures are cross-validated)",
+            "cv_folds": {"folds": folds, "seed": seed, "same_as": "ids gradient-boosted trees"},
             "seed": seed,
-            "algorithm": "deep Q-learning (mlgate.training.dqn)",
+            "algorithm": "deep Q-learning, one-step contextual bandit (mlgate.training.dqn)",
             "dqn": {
-                **config.as_dict(),
+                **final_config.as_dict(),
+                "episodes_cap_in_cv": config.episodes,
                 "reward": "+w if the chosen class is right, -w if wrong; "
                 "w = (n / (k * n_class)) ** reward_rarity_power, mean 1 over flows",
-                "state": "the flow's 77 features: signed log1p, standardised on training flows",
-                "next_state": "the next flow of the shuffled stream",
+                "replay": "class c drawn with probability proportional to "
+                "n_c ** (1 - replay_balance)",
+                "state": "the flow's 77 features: signed log1p, robust scaling (median, IQR "
+                "of the training flows), clipped to +-clip",
+                "episode": "one pass over the training flows; each flow is a one-step episode",
             },
             "episodes": [
                 {
@@ -199,32 +259,47 @@ def train_ids_dqn(
                     "epsilon": s.epsilon,
                     "mean_reward": round(s.mean_reward, 6),
                     "loss": round(s.loss, 6),
-                    "val_macro_f1": round(s.val_macro_f1, 6),
                 }
                 for s in result.history
             ],
             "served_as": {
-                "graph": "torch.onnx export: preprocessing, Q-network, softmax(Q / T)",
+                "graph": "torch.onnx export: preprocessing, Q-networks, softmax(mean Q / T)",
                 "max_abs_difference_to_torch": difference,
             },
             "training_seconds": seconds,
             "torch": torch.__version__,
             **environment(),
         },
+        explainer=explainer_record(
+            "integrated_gradients",
+            payload,
+            "softmax logit mean(Q) / T of the class",
+            "the logit at the reference profile's medians (reference.quantiles.p50)",
+        ),
     )
-    version_dir, _, _ = write_version(repository, manifest, onnx_model=graph, force=force)
+    version_dir, _, runtime = write_version(
+        repository,
+        manifest,
+        onnx_model=graph,
+        force=force,
+        extra_files={manifest["explainer"]["file"]: payload},
+    )
+    if not np.allclose(runtime.run(x), served, rtol=0, atol=1e-12):
+        raise RuntimeError(f"{version_dir}: the saved model does not reproduce its outputs")
     return version_dir
 
 
-def promote_better(repository: Path, candidates: Sequence[Path]) -> str:
-    """Point ``stable`` at the candidate with the best validation macro-F1; return it.
+def cv_macro_f1(version_dir: Path) -> float:
+    """The mean CV macro-F1 a version recorded (validation macro-F1 for old versions)."""
+    metrics = load_manifest(version_dir).metrics
+    if "cv" in metrics:
+        return float(metrics["cv"]["macro_f1"]["mean"])
+    return float(metrics["validation"]["macro_f1"])
 
-    Validation, not test: the held-out test split stays untouched by model choice.
-    """
-    scored = []
-    for version_dir in candidates:
-        manifest = load_manifest(version_dir)
-        scored.append((float(manifest.metrics["validation"]["macro_f1"]), manifest.version))
+
+def promote_better(repository: Path, candidates: Sequence[Path]) -> str:
+    """Point ``stable`` at the candidate with the best mean CV macro-F1; return it."""
+    scored = [(cv_macro_f1(d), load_manifest(d).version) for d in candidates]
     best = max(scored)[1]
     model_file = Path(repository) / MODEL_NAME / MODEL_FILE
     data: dict[str, Any] = {}

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
@@ -140,6 +140,10 @@ SCORE_ATOL = 1e-12
 BASELINE_READINGS = 400
 #: Smoothing windows tried on validation (the best validation F1 wins, ties: smaller).
 DEVICE_WINDOWS = (1, 5, 10, 20, 30)
+
+if TYPE_CHECKING:  # pragma: no cover
+    # Imported lazily at run time: it uses mlgate.evaluation, which imports this module.
+    from mlgate.training.iot_devices import DetectorSearch
 
 DATA_HINT = (
     "Expected a copy of the SKAB data folder (anomaly-free/anomaly-free.csv, valve1/*.csv, "
@@ -609,11 +613,19 @@ def _check_export(
 
 
 def _manifest(
-    result: DetectorResult, data: SkabData, *, version: str, seed: int, max_rows: int | None
+    result: DetectorResult,
+    data: SkabData,
+    *,
+    version: str,
+    seed: int,
+    max_rows: int | None,
+    device_detector: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     spec = result.spec
     reference = reference_stats(data.train.x)
+    extra = {"device_detector": device_detector} if device_detector is not None else {}
     return {
+        **extra,
         "name": spec.name,
         "version": version,
         "runtime": "onnx",
@@ -691,11 +703,19 @@ def _train_and_write(
     force: bool,
     progress: Any,
     results: list[DetectorResult],
+    device_detector: dict[str, Any] | None = None,
 ) -> Path:
     """Fit, export, calibrate and write one detector; its result is appended to ``results``."""
     task = progress.add_task(name, total=4, status="fitting")
     result = _train_detector(SPECS[name], data, seed, progress, task)
-    manifest = _manifest(result, data, version=version, seed=seed, max_rows=max_rows)
+    manifest = _manifest(
+        result,
+        data,
+        version=version,
+        seed=seed,
+        max_rows=max_rows,
+        device_detector=device_detector,
+    )
     version_dir, _, runtime = write_version(
         repository,
         manifest,
@@ -721,6 +741,7 @@ def train_iot(
     console: Console | None = None,
     force: bool = False,
     max_rows_per_file: int | None = None,
+    device_search: DetectorSearch | None = None,
 ) -> list[Path]:
     """Train the three detectors, ``iot`` (the best of them on validation) and
     :data:`DEVICE_DISTANCE` (all eight sensors, for per-device baselines) into
@@ -729,6 +750,9 @@ def train_iot(
     All five get the same version: ``version``, or one after the highest existing
     version of any of them. Existing versions are only overwritten with ``force=True``.
     ``max_rows_per_file`` keeps that many evenly spaced rows of every file (tests).
+    ``device_search``: the per-device detector candidates (default: the full search, see
+    :mod:`mlgate.training.iot_devices`); the choice goes into every manifest's
+    ``device_detector``.
     Returns the version directories in the order of :data:`DETECTORS`, then ``iot``,
     then :data:`DEVICE_DISTANCE`.
 
@@ -743,9 +767,15 @@ def train_iot(
         repository, [*DETECTORS, SELECTED, DEVICE_DISTANCE], version, force=force
     )
     data = load_skab(Path(data_dir), max_rows_per_file=max_rows_per_file)
+    everything = load_skab(Path(data_dir), max_rows_per_file=max_rows_per_file, columns=ALL_COLUMNS)
     results: list[DetectorResult] = []
     written: list[Path] = []
     with make_progress(console) as progress, single_threaded():
+        task = progress.add_task("per-device detectors (CV)", total=2, status="5 sensors")
+        detector = device_detector_for(data, FEATURES, device_search)
+        progress.update(task, advance=1, status="8 sensors")
+        detector_all = device_detector_for(everything, ALL_FEATURES, device_search)
+        progress.update(task, advance=1, status=_detector_status(detector, detector_all))
         for name in DETECTORS:
             written.append(
                 _train_and_write(
@@ -758,6 +788,7 @@ def train_iot(
                     force,
                     progress,
                     results,
+                    detector,
                 )
             )
 
@@ -767,7 +798,14 @@ def train_iot(
         )
         chosen = results[best]
         src_dir = written[best]
-        manifest = _manifest(chosen, data, version=version, seed=seed, max_rows=max_rows_per_file)
+        manifest = _manifest(
+            chosen,
+            data,
+            version=version,
+            seed=seed,
+            max_rows=max_rows_per_file,
+            device_detector=detector,
+        )
         manifest["name"] = SELECTED
         manifest["description"] = (
             f"Pump-sensor anomaly detector (SKAB): a copy of {chosen.spec.name}, the detector "
@@ -791,9 +829,6 @@ def train_iot(
         )
         written.append(selected_dir)
 
-        everything = load_skab(
-            Path(data_dir), max_rows_per_file=max_rows_per_file, columns=ALL_COLUMNS
-        )
         written.append(
             _train_and_write(
                 DEVICE_DISTANCE,
@@ -805,6 +840,39 @@ def train_iot(
                 force,
                 progress,
                 [],
+                detector_all,
             )
         )
     return written
+
+
+def device_detector_for(
+    data: SkabData,
+    features: tuple[tuple[str, str, str, str], ...],
+    search: DetectorSearch | None,
+) -> dict[str, Any]:
+    """The ``device_detector`` of the models taking ``features`` (leave-runs-out CV)."""
+    from mlgate.evaluation.skab_cv import LabelledRun
+    from mlgate.training.iot_devices import choose_device_detector
+
+    runs = []
+    for run in [*data.validation, *data.test]:
+        assert run.y is not None
+        runs.append(LabelledRun(run.name, run.name.split("/")[0], run.x, run.y))
+    return choose_device_detector(
+        runs,
+        [f[0] for f in features],
+        readings=baseline_readings_for(data),
+        normal_run=data.train.x,
+        search=search,
+    )
+
+
+def _detector_status(*detectors: dict[str, Any]) -> str:
+    parts = []
+    for d in detectors:
+        cv = d["metrics"]["cv"]
+        parts.append(
+            f"{d['metrics']['family']}: CV F1 {cv['f1']['mean']:.3f}, FAR {cv['far']['mean']:.3f}"
+        )
+    return "; ".join(parts)
