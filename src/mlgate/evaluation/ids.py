@@ -125,10 +125,8 @@ def recorded_cv(
     repository: Path, *, model: str = "ids", version: str | None = None
 ) -> tuple[str, dict[str, Any]]:
     """The version's recorded cross-validation block (``metrics.cv``) and its version."""
-    registry = ModelRegistry(repository, default_model=model)
-    registry.reload()
     try:
-        mv = registry.resolve(model, version)
+        mv = local_dataplane(repository, default_model=model).resolve(model, version)
     except MlgateError as exc:
         raise ValueError(f"{exc.message}: {exc.details}") from None
     cv = mv.manifest.metrics.get("cv")
