@@ -89,6 +89,10 @@ def test_small_training_writes_a_served_version(small_run: Path) -> None:
     assert manifest.provenance["served_as"]["max_abs_difference_to_torch"] < 1e-5
     runtime = load_runtime(small_run, manifest)
     dataset = load_ids_dataset([DATA], max_rows=900)
+    # The training class mix, which drift reports compare the predicted mix with.
+    assert manifest.provenance["class_counts"] == {
+        c: int((dataset.y == c).sum()) for c in manifest.classes
+    }
     split = split_ids(dataset.y, 0)
     proba = runtime.run(clean_features(dataset.x[split.test]))
     predicted = np.asarray(manifest.classes, dtype=object)[proba.argmax(axis=1)]

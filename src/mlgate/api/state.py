@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mlgate.api.limits import EdgeLimits
+from mlgate.api.signals import Signals
 from mlgate.auth.accounts import Accounts
 from mlgate.auth.service import AuthService
 from mlgate.dataplane import DataPlane
@@ -30,6 +31,7 @@ class AppState:
     limiter: RateLimiter
     limits: EdgeLimits
     devices: DeviceScorer
+    signals: Signals
     started_monotonic: float = field(default_factory=time.monotonic)
     load_error: str | None = None
 

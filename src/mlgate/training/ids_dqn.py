@@ -182,6 +182,8 @@ def train_ids_dqn(
             "data": dataset.files,
             "rows_used": len(y),
             "label_column": LABEL_COLUMN,
+            # The training class mix: the baseline for the predicted mix in drift reports.
+            "class_counts": {c: int(np.sum(dataset.y == c)) for c in classes},
             "cleaning": CLEANING_RULE,
             "split": {"same_as": "ids gradient-boosted baseline", "seed": seed, **split.sizes()},
             "seed": seed,
