@@ -67,6 +67,11 @@ class Reference(BaseModel):
     mean: list[float]
     std: list[float]
     quantiles: dict[str, list[float]] = Field(default_factory=dict)
+    bin_shares: list[list[float]] | None = None
+    """Per feature, the share of the training rows in each bin the quantiles cut
+    (increasing probability, right-closed bins, see :mod:`mlgate.drift.reference`):
+    the baseline of input drift. Without it, drift estimates the shares from the
+    quantile probabilities, which is poor for features with repeated values."""
 
 
 class DeviceBaseline(BaseModel):
@@ -187,6 +192,14 @@ class Manifest(BaseModel):
             n = len(self.features)
             if len(self.reference.mean) != n or len(self.reference.std) != n:
                 raise ValueError("reference mean/std must have one value per feature")
+            shares = self.reference.bin_shares
+            if shares is not None:
+                bins = len(self.reference.quantiles) + 1
+                if len(shares) != n or any(len(row) != bins for row in shares):
+                    raise ValueError(
+                        "reference bin_shares must have one row per feature of one share "
+                        "per bin (quantiles + 1)"
+                    )
         return self
 
     @property
