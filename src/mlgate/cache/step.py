@@ -1,8 +1,8 @@
 """The data plane's cache step: exact-match reuse of a model version's raw output.
 
 **Key.** ``namespace = <model>/<version>/<load identity>`` and ``digest = BLAKE2b-128``
-of the request's canonical input: the finalized matrix (rows x features, manifest
-order, the runtime's dtype, ``-0.0`` folded into ``0.0``) with its dtype and shape.
+of the request's canonical input: the bytes of the finalized matrix (rows x features,
+manifest order, the runtime's dtype, ``-0.0`` folded into ``0.0``).
 Whatever the wire shape - positional or named features, v1, the seed shapes or /v2 -
 inputs that mean the same rows give the same bytes. The version is the *resolved* one,
 so an alias move can never reuse another version's answer; the load identity is a hash
@@ -49,12 +49,13 @@ def load_identity(mv: ModelVersion) -> str:
 
 
 def input_digest(x: np.ndarray) -> str:
-    """The canonical bytes of a finalized input matrix, hashed."""
-    canonical = np.ascontiguousarray(x) + x.dtype.type(0.0)  # -0.0 + 0.0 == +0.0
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{canonical.dtype.str}{canonical.shape}".encode())
-    digest.update(canonical.data)
-    return digest.hexdigest()
+    """The canonical bytes of a finalized input matrix, hashed.
+
+    The dtype and the number of columns are the version's (the namespace fixes them),
+    so the byte length alone fixes the number of rows: hashing the bytes is enough.
+    """
+    canonical = x + 0.0  # a C-contiguous copy in the same dtype, -0.0 folded into +0.0
+    return hashlib.blake2b(canonical.tobytes(), digest_size=16).hexdigest()
 
 
 @dataclass(slots=True)

@@ -16,13 +16,13 @@ class DetectionRule:
 
     min_confidence: float
     classes: np.ndarray | None
-    """Classification: indices of the classes that leave; None for anomaly models."""
+    """Classification: per class index, whether it leaves; None for anomaly models."""
 
     def matches(self, output: Output) -> np.ndarray:
         """Indices of the rows that leave."""
         if isinstance(output, ClassificationOutput):
             assert self.classes is not None
-            mask = np.isin(output.predicted, self.classes)
+            mask = self.classes[output.predicted]
         else:
             assert isinstance(output, AnomalyOutput)
             mask = output.is_anomaly.astype(bool)
@@ -42,8 +42,8 @@ def compile_rule(spec: DetectionSpec, manifest: Manifest) -> DetectionRule | Non
         return None
     if manifest.task != "classification":
         return DetectionRule(spec.min_confidence, None)
-    wanted = spec.classes if spec.classes is not None else manifest.attack_classes
-    indices = [i for i, name in enumerate(manifest.classes) if name in set(wanted)]
-    if not indices:
+    wanted = set(spec.classes if spec.classes is not None else manifest.attack_classes)
+    leaves = np.array([name in wanted for name in manifest.classes], dtype=bool)
+    if not leaves.any():
         return None
-    return DetectionRule(spec.min_confidence, np.asarray(indices, dtype=np.intp))
+    return DetectionRule(spec.min_confidence, leaves)
