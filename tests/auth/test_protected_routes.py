@@ -67,6 +67,11 @@ PROTECTED: dict[tuple[str, str], str | None] = {
     ("DELETE", "/v1/admin/api-keys/{key_id}"): "admin",
     ("GET", "/v1/users/me"): ANY_PRINCIPAL,
     ("POST", "/v2/repository/index"): "admin",
+    ("GET", "/v1/models/{model}/drift"): "models:read",
+    ("POST", "/v1/admin/models/{model}/aliases"): "admin",
+    ("GET", "/v1/admin/models/{model}/aliases"): "admin",
+    ("DELETE", "/v1/admin/models/{model}/aliases/{alias}"): "admin",
+    ("GET", "/v1/admin/signals"): "admin",
     # Last: as admin it stops serving `ids` for the rest of that test's app.
     ("POST", "/v2/repository/models/{model}/load"): "admin",
     ("POST", "/v2/repository/models/{model}/unload"): "admin",
@@ -77,6 +82,7 @@ PATH_VALUES = {
     "{user_id}": "1",
     "{key_id}": "1",
     "{device_id}": "pump-1",
+    "{alias}": "canary",
 }
 
 
