@@ -194,24 +194,23 @@ class DataPlane:
 
     def _emit(self, result: InferenceResult, context: InferenceContext) -> None:
         mv = result.model
-        self.notify(
-            InferenceEvent(
-                request_id=context.request_id,
-                principal=context.principal,
-                protocol=context.protocol,
-                model=mv.name,
-                version=mv.version,
-                task=mv.manifest.task,
-                rows=result.inputs.rows,
-                latency_ms=result.processing_time_ms,
-                timestamp=time.time(),
-                inputs=result.inputs,
-                output=result.output,
-                prediction_key=result.prediction_key,
-                device_id=result.inputs.device_id,
-                cache_hit=result.cache_hit,
-            )
+        event = InferenceEvent(
+            request_id=context.request_id,
+            principal=context.principal,
+            protocol=context.protocol,
+            model=mv.name,
+            version=mv.version,
+            task=mv.manifest.task,
+            rows=result.inputs.rows,
+            latency_ms=result.processing_time_ms,
+            timestamp=time.time(),
+            inputs=result.inputs,
+            output=result.output,
+            prediction_key=result.prediction_key,
+            device_id=result.inputs.device_id,
+            cache_hit=result.cache_hit,
         )
+        self.notify(event)
 
     def notify(self, event: InferenceEvent) -> None:
         """Hand ``event`` to every observer (also used for shadow answers)."""
