@@ -13,9 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlgate.aliases.settings import AliasSettings
 from mlgate.auth.entropy import estimated_entropy_bits
 from mlgate.auth.scopes import ADMIN, SCOPES
+from mlgate.cache.settings import CacheSettings
+from mlgate.drift.settings import DriftSettings
 from mlgate.ratelimit.settings import RateLimitSettings
+from mlgate.shadow.settings import ShadowSettings
+from mlgate.sinks.settings import SinkSettings
 
 Environment = Literal["development", "test", "production"]
 JWTAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "EdDSA"]
@@ -356,6 +361,16 @@ class Settings(BaseSettings):
     """Logs."""
     devices: DeviceSettings = Field(default_factory=DeviceSettings)
     """Per-device baselines."""
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    """The prediction cache."""
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    """Input drift against the training reference."""
+    shadow: ShadowSettings = Field(default_factory=ShadowSettings)
+    """Shadow (challenger) versions."""
+    aliases: AliasSettings = Field(default_factory=AliasSettings)
+    """Aliases moved through the admin API."""
+    sinks: SinkSettings = Field(default_factory=SinkSettings)
+    """Detections pushed to a webhook and an ECS JSON-lines file."""
 
     @field_validator("env", mode="before")
     @classmethod
@@ -413,6 +428,14 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(
                 f"tiers {sorted(unknown)} have no rate limits: add them to MLGATE_RATE_LIMIT__TIERS"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _cache_redis(self) -> Self:
+        if self.cache.backend == "redis" and not self.redis_url:
+            raise ValueError(
+                "MLGATE_CACHE__BACKEND=redis needs MLGATE_REDIS_URL (e.g. redis://127.0.0.1:6379/0)"
             )
         return self
 

@@ -70,6 +70,11 @@ PROTECTED: dict[tuple[str, str], str | None] = {
     ("DELETE", "/v1/admin/device-shares/{grantee}/{device_id}"): "admin",
     ("GET", "/v1/users/me"): ANY_PRINCIPAL,
     ("POST", "/v2/repository/index"): "admin",
+    ("GET", "/v1/models/{model}/drift"): "models:read",
+    ("POST", "/v1/admin/models/{model}/aliases"): "admin",
+    ("GET", "/v1/admin/models/{model}/aliases"): "admin",
+    ("DELETE", "/v1/admin/models/{model}/aliases/{alias}"): "admin",
+    ("GET", "/v1/admin/signals"): "admin",
     # As admin it stops serving `ids` for the rest of that test's app.
     ("POST", "/v2/repository/models/{model}/load"): "admin",
     ("POST", "/v2/repository/models/{model}/unload"): "admin",
@@ -83,6 +88,7 @@ PATH_VALUES = {
     "{key_id}": "1",
     "{device_id}": "pump-1",
     "{grantee}": "user:1",
+    "{alias}": "canary",
 }
 
 

@@ -115,6 +115,13 @@ def _seed_model_info(body: dict[str, Any]) -> None:
     assert body["model_name"] == "ids"
 
 
+def _alias_moved(body: dict[str, Any]) -> None:
+    # "points canary at version 2 ... with who made it and when"
+    assert body["alias"] == "canary" and body["to_version"] == "2"
+    assert body["aliases"]["canary"] == "2" and body["moved_by"] == "admin"
+    assert body["moved_at"]
+
+
 #: What the README says each curl example answers, by path (each example needs one).
 DOCUMENTED: dict[str, Callable[[dict[str, Any]], None]] = {
     "/v1/models/ids/predict": _ids_port_scan,
@@ -125,6 +132,7 @@ DOCUMENTED: dict[str, Callable[[dict[str, Any]], None]] = {
     "/predict": _seed_iot,
     "/health": _seed_health,
     "/model/info": _seed_model_info,
+    "/v1/admin/models/ids/aliases": _alias_moved,
 }
 
 

@@ -142,6 +142,10 @@ def test_served_outputs_equal_the_trained_networks(small_run: Path) -> None:
     runtime = load_runtime(small_run, manifest)
     assert isinstance(runtime, OnnxRuntime)
     dataset = load_ids_dataset([DATA], max_rows=ROWS)
+    # The training class mix, which drift reports compare the predicted mix with.
+    assert manifest.provenance["class_counts"] == {
+        c: int((dataset.y == c).sum()) for c in manifest.classes
+    }
     x = clean_features(dataset.x)
     served = runtime.run(x)
     network = QEnsemble.from_arrays(load_arrays(small_run, manifest))

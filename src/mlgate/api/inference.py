@@ -22,13 +22,19 @@ def http_context(request: Request, protocol: str) -> InferenceContext:
     how to tell that it went away."""
     state: AppState = request.app.state.mlgate
     principal = request.state.principal
-    return InferenceContext(
+    context = InferenceContext(
         protocol=protocol,
         principal=principal,
         request_id=request.state.request_id,
         charge_rows=partial(state.limits.charge, request, principal),
         disconnected=partial(_disconnect, request.receive),
     )
+    cache_control = request.headers.get("cache-control")
+    if cache_control:
+        directives = {d.strip().lower() for d in cache_control.split(",")}
+        context.no_cache = "no-cache" in directives
+        context.no_store = "no-store" in directives
+    return context
 
 
 @asynccontextmanager
@@ -55,7 +61,9 @@ async def _disconnect(receive: Receive) -> None:
 
 
 def encoded_response(encoded: Encoded, status_code: int = 200) -> Response:
-    """The response for an encoded body."""
+    """The response for an encoded body (with the headers the data plane's steps left in
+    the context, e.g. ``X-Cache``: :meth:`~mlgate.dataplane.DataPlane.infer` merges them
+    into ``encoded.headers``)."""
     return Response(
         encoded.body,
         status_code=status_code,

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mlgate.api.limits import EdgeLimits
+from mlgate.api.signals import build_signals, wire
 from mlgate.api.state import AppState
 from mlgate.auth.accounts import Accounts
 from mlgate.auth.bootstrap import announce_key, bootstrap_admin
@@ -66,6 +67,8 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
         registry, max_batch_rows=models.max_batch_rows, runner=runner, devices=devices
     )
     sessions = session_factory(engine)
+    signals = build_signals(settings, engine, sessions, registry)
+    wire(signals, dataplane)
     passwords = Passwords(settings.auth)
     tokens = TokenCodec(settings.auth, load_signing_keys(settings))
     limiter = build_rate_limiter(settings.rate_limit, settings.redis_url)
@@ -92,6 +95,7 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
         limiter=limiter,
         limits=EdgeLimits(limiter, settings.rate_limit),
         devices=devices,
+        signals=signals,
     )
 
 
@@ -145,6 +149,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     app.state.mlgate = state
     state.dataplane.runner.attach(asyncio.get_running_loop())
+    # Aliases moved through the admin API, before the models load: a restart keeps them.
+    await state.signals.alias_sync.apply()
+    state.signals.start(asyncio.get_running_loop())
     if settings.rate_limit.backend == "redis" and not await state.limiter.check():
         log.warning("Redis is not answering at start; rate limits are degraded until it does")
     tasks: list[asyncio.Task[None]] = [asyncio.create_task(state.account_changes.listen())]
@@ -162,6 +169,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await state.signals.close()
         await state.dataplane.runner.close()
         await state.account_changes.close()
         await state.limiter.close()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mlgate.api.limits import EdgeLimits
+from mlgate.api.signals import Signals
 from mlgate.auth.accounts import Accounts
 from mlgate.auth.principal_cache import AccountChanges
 from mlgate.auth.service import AuthService
@@ -32,6 +33,7 @@ class AppState:
     limits: EdgeLimits
     devices: DeviceScorer
     account_changes: AccountChanges
+    signals: Signals
     started_monotonic: float = field(default_factory=time.monotonic)
     load_error: str | None = None
 

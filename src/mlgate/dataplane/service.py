@@ -6,9 +6,12 @@
 2. ``codec.decode``: the payload as a typed input (matrix, ignored fields, device id);
 3. charge the rows to the caller - the one place rows are charged, after decoding, so
    malformed input costs no row allowance;
-4. score: per-device baselines when the input names a device, else the runner;
-5. emit one :class:`~mlgate.dataplane.types.InferenceEvent` to every observer;
-6. ``codec.encode`` the typed result.
+4. score: per-device baselines when the input names a device, else the prediction
+   cache (when the model opts in) and the runner;
+5. emit one :class:`~mlgate.dataplane.types.InferenceEvent` to every observer, and hand
+   the request to the shadow (challenger) version, if the model has one;
+6. ``codec.encode`` the typed result (with the response headers steps left in the
+   context, e.g. ``X-Cache``).
 
 It knows nothing about HTTP: transports build an
 :class:`~mlgate.dataplane.types.InferenceContext`.
@@ -18,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +47,10 @@ from mlgate.devices.scoring import DeviceScorer, device_spec
 from mlgate.errors import ValidationFailed
 from mlgate.registry.registry import ModelRegistry, ModelVersion
 
+if TYPE_CHECKING:
+    from mlgate.cache.step import PredictionCache
+    from mlgate.shadow.scorer import ShadowScorer
+
 log = logging.getLogger("mlgate.dataplane")
 
 
@@ -56,11 +64,15 @@ class DataPlane:
         max_batch_rows: int,
         runner: Runner | None = None,
         devices: DeviceScorer | None = None,
+        cache: PredictionCache | None = None,
+        shadow: ShadowScorer | None = None,
     ) -> None:
         self.registry = registry
         self.max_batch_rows = max_batch_rows
         self.runner = runner or Runner()
         self.devices = devices
+        self.cache = cache
+        self.shadow = shadow
         self._observers: list[InferenceObserver] = []
 
     def add_observer(self, observer: InferenceObserver) -> None:
@@ -84,7 +96,10 @@ class DataPlane:
     ) -> Encoded:
         """Score ``payload`` with ``model`` (version or alias) and encode the answer."""
         result = await self.score(model, version, payload, codec, context)
-        return codec.encode(result, payload)
+        encoded = codec.encode(result, payload)
+        if context.headers:
+            encoded = replace(encoded, headers={**encoded.headers, **context.headers})
+        return encoded
 
     async def score(
         self,
@@ -104,14 +119,20 @@ class DataPlane:
         if context.charge_rows is not None:
             await context.charge_rows(inputs.rows)
         output: Output
+        cache_hit = False
         if owner is not None:
             output = await self._score_device(mv, inputs, owner, context)
         else:
-            output = await self._score(mv, inputs.matrix, context)
+            output, cache_hit = await self._score(mv, inputs.matrix, context)
         elapsed_ms = (time.perf_counter() - context.started) * 1000
-        result = InferenceResult(mv, inputs, output, elapsed_ms, context.request_id, new_key())
+        result = InferenceResult(
+            mv, inputs, output, elapsed_ms, context.request_id, new_key(), cache_hit
+        )
         if self._observers:
             self._emit(result, context)
+        if self.shadow is not None and inputs.device_id is None:
+            # Shadow hand-off: queued for the challenger, scored off the request path.
+            self.shadow.submit(result, context)
         return result
 
     def _device_owner(self, mv: ModelVersion, context: InferenceContext) -> str:
@@ -125,11 +146,19 @@ class DataPlane:
         device_spec(mv)
         return device_owner(context.principal)
 
-    async def _score(self, mv: ModelVersion, x: np.ndarray, context: InferenceContext) -> Output:
-        raw = await self.runner.run(mv, x, context.disconnected)
-        if mv.manifest.task == "classification":
-            return classification_output(mv, raw)
-        return anomaly_output(mv, raw, x)
+    async def _score(
+        self, mv: ModelVersion, x: np.ndarray, context: InferenceContext
+    ) -> tuple[Output, bool]:
+        """The output for ``x`` and whether it came from the prediction cache."""
+        # Cache step: the raw output of an identical earlier request to this version.
+        lookup = self.cache.lookup(mv, x, context) if self.cache is not None else None
+        raw = await lookup.get() if lookup is not None else None
+        hit = raw is not None
+        if raw is None:
+            raw = await self.runner.run(mv, x, context.disconnected)
+            if lookup is not None:
+                await lookup.put(raw)
+        return model_output(mv, raw, x), hit
 
     async def _score_device(
         self, mv: ModelVersion, inputs: InferenceInput, owner: str, context: InferenceContext
@@ -186,12 +215,23 @@ class DataPlane:
             device_id=result.inputs.device_id,
             cache_hit=result.cache_hit,
         )
+        self.notify(event)
+
+    def notify(self, event: InferenceEvent) -> None:
+        """Hand ``event`` to every observer (also used for shadow answers)."""
         for observer in self._observers:
             try:
                 observer.observe(event)
             except Exception:
                 # An observer's bug must never fail the request it observes.
                 log.exception("inference observer failed", extra={"observer": repr(observer)})
+
+
+def model_output(mv: ModelVersion, raw: np.ndarray, x: np.ndarray) -> Output:
+    """The typed output of ``mv``'s raw answer for ``x``."""
+    if mv.manifest.task == "classification":
+        return classification_output(mv, raw)
+    return anomaly_output(mv, raw, x)
 
 
 def local_dataplane(

@@ -150,6 +150,10 @@ class InferenceContext:
     """Completes when the client goes away (lets queued work be abandoned)."""
     started: float = field(default_factory=time.perf_counter)
     headers: dict[str, str] = field(default_factory=dict)
+    no_cache: bool = False
+    """The caller asked for a fresh answer (``Cache-Control: no-cache``)."""
+    no_store: bool = False
+    """The caller asked that its answer not be kept (``Cache-Control: no-store``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Tables of users, API keys, device baselines and device shares.
+"""Tables of users, API keys, device baselines and shares, drift histograms and alias
+moves.
 
 Rows are never deleted: users are disabled and keys revoked, so that the audit log (a
 later migration) can reference ``users.id`` and ``api_keys.id`` for good.
@@ -11,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -153,3 +155,57 @@ class DeviceShareRow(Base):
     device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     owner: Mapped[str] = mapped_column(String(80), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# -- signals: drift histograms and alias moves (issue 10, part B) ---------------------
+
+
+class DriftCount(Base):
+    """How many rows of one model version fell in one bin of one feature in one window.
+
+    Workers add their counts (``INSERT ... ON CONFLICT DO UPDATE SET count = count +
+    excluded.count``), so the histograms are the sum over every worker. ``feature`` is a
+    feature name, or ``@predicted`` for the predicted classes (``bin`` = class index;
+    anomaly models: 0 normal, 1 anomaly).
+    """
+
+    __tablename__ = "drift_counts"
+
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    """Seconds since the epoch, a multiple of the bucket width."""
+    feature: Mapped[str] = mapped_column(String(200), primary_key=True)
+    bin: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
+class ModelAliasRow(Base):
+    """An alias moved through the admin API: it wins over model.yaml in every worker."""
+
+    __tablename__ = "model_aliases"
+
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))
+    moved_by: Mapped[str] = mapped_column(String(200))
+    moved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AliasMoveRow(Base):
+    """Who moved (or removed) which alias of which model, from what to what, and when."""
+
+    __tablename__ = "alias_moves"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(64), index=True)
+    alias: Mapped[str] = mapped_column(String(32))
+    from_version: Mapped[str | None] = mapped_column(String(64))
+    """The version the alias pointed at in the worker that moved it (None: unset)."""
+    to_version: Mapped[str | None] = mapped_column(String(64))
+    """None: the override was removed (model.yaml applies again)."""
+    moved_by: Mapped[str] = mapped_column(String(200))
+    """Username (or key owner) of the admin."""
+    principal: Mapped[str] = mapped_column(String(64))
+    """``user:<id>`` or ``key:<id>``."""
+    moved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

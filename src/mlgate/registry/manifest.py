@@ -67,6 +67,11 @@ class Reference(BaseModel):
     mean: list[float]
     std: list[float]
     quantiles: dict[str, list[float]] = Field(default_factory=dict)
+    bin_shares: list[list[float]] | None = None
+    """Per feature, the share of the training rows in each bin the quantiles cut
+    (increasing probability, right-closed bins, see :mod:`mlgate.drift.reference`):
+    the baseline of input drift. Without it, drift estimates the shares from the
+    quantile probabilities, which is poor for features with repeated values."""
 
 
 class DeviceBaseline(BaseModel):
@@ -140,6 +145,36 @@ class BatchingSpec(BaseModel):
     """How long the first queued request waits for others to join its batch."""
 
 
+class CacheSpec(BaseModel):
+    """The prediction cache for one model (``cache:`` in model.yaml).
+
+    Exact match on the resolved version and the canonical input; see
+    :mod:`mlgate.cache`. Unset fields take the server's defaults (``MLGATE_CACHE__*``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    ttl_s: float | None = Field(default=None, gt=0, le=30 * 24 * 3600)
+    """How long an answer is reused; unset: ``MLGATE_CACHE__TTL_S``."""
+
+
+class DetectionSpec(BaseModel):
+    """Which answers of a model leave as detections to the sinks (``detections:`` in
+    model.yaml, or ``MLGATE_SINKS__RULES``).
+
+    Classification: a row whose predicted class is one of ``classes`` (default: the
+    manifest's attack classes) with a confidence of at least ``min_confidence``.
+    Anomaly: a row with an anomaly verdict and at least that confidence.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    classes: list[str] | None = None
+    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
 class Manifest(BaseModel):
     """Everything a model version declares: identity, runtime, schema, outputs, metrics."""
 
@@ -203,6 +238,14 @@ class Manifest(BaseModel):
             n = len(self.features)
             if len(self.reference.mean) != n or len(self.reference.std) != n:
                 raise ValueError("reference mean/std must have one value per feature")
+            shares = self.reference.bin_shares
+            if shares is not None:
+                bins = len(self.reference.quantiles) + 1
+                if len(shares) != n or any(len(row) != bins for row in shares):
+                    raise ValueError(
+                        "reference bin_shares must have one row per feature of one share "
+                        "per bin (quantiles + 1)"
+                    )
         return self
 
     @property
@@ -224,6 +267,10 @@ class ModelFile(BaseModel):
     aliases: dict[str, str] = Field(default_factory=dict)
     batching: BatchingSpec | None = None
     """Batching of every version (a version's manifest may override it)."""
+    cache: CacheSpec | None = None
+    """The prediction cache for this model (off unless set here or in MLGATE_CACHE__MODELS)."""
+    detections: DetectionSpec | None = None
+    """Which answers leave as detections to the configured sinks (webhook, ECS file)."""
 
     @model_validator(mode="after")
     def _check_aliases(self) -> ModelFile:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +32,7 @@ from mlgate.registry.manifest import (
     BatchingSpec,
     Manifest,
     ManifestError,
+    ModelFile,
     load_manifest,
     load_model_file,
 )
@@ -89,6 +90,8 @@ class ModelEntry:
     versions: dict[str, ModelVersion]
     aliases: dict[str, str]
     errors: dict[str, str] = field(default_factory=dict)
+    options: ModelFile = field(default_factory=ModelFile)
+    """The model's model.yaml (cache, detections, ...; the last readable one)."""
 
     def default_version(self) -> str | None:
         return self.aliases.get(STABLE) or self.aliases.get(LATEST)
@@ -167,6 +170,9 @@ class ModelRegistry:
         self.loaded_once = False
         self.last_report: ReloadReport | None = None
         self.repository_fingerprint: tuple[Any, ...] = ()
+        # Aliases moved through the admin API (stored in the database, applied by every
+        # worker): model -> alias -> version; they win over model.yaml.
+        self._alias_overrides: dict[str, dict[str, str]] = {}
 
     # -- listeners -------------------------------------------------------------------
 
@@ -222,6 +228,11 @@ class ModelRegistry:
                 f"model {name!r} is not served",
                 details={"model": name, "available": sorted(self._snapshot)},
             ) from None
+
+    def options(self, name: str) -> ModelFile | None:
+        """A served model's model.yaml settings (None when the model is not served)."""
+        entry = self._snapshot.get(name)
+        return entry.options if entry is not None else None
 
     def resolve(self, name: str, version_or_alias: str | None = None) -> ModelVersion:
         """The version a request means: an explicit version, an alias, or the default."""
@@ -320,6 +331,24 @@ class ModelRegistry:
                 )
             return report
 
+    # -- aliases moved through the admin API ---------------------------------------------
+
+    def set_alias_overrides(self, overrides: Mapping[str, Mapping[str, str]]) -> bool:
+        """Aliases that win over model.yaml (``latest`` stays computed); applied to the
+        served snapshot at once and to every later reload. True when anything changed."""
+        wanted = {m: dict(a) for m, a in overrides.items() if a}
+        with self._lock:
+            if wanted == self._alias_overrides:
+                return False
+            self._alias_overrides = wanted
+            new: dict[str, ModelEntry] = {}
+            for name, entry in self._snapshot.items():
+                errors = {k: v for k, v in entry.errors.items() if not k.startswith("alias:")}
+                aliases = self._aliases(name, entry.versions, entry.options, entry, errors)
+                new[name] = replace(entry, aliases=aliases, errors=errors)
+            self._swap(new)
+            return True
+
     def _load_model(
         self, model_dir: Path, previous: ModelEntry | None, report: ReloadReport
     ) -> ModelEntry | None:
@@ -366,7 +395,11 @@ class ModelRegistry:
             description = previous.description
         else:
             description = model_file.description if model_file else ""
-        return ModelEntry(name, description, versions, aliases, errors)
+        if model_file is not None:
+            options = model_file
+        else:
+            options = previous.options if previous is not None else ModelFile()
+        return ModelEntry(name, description, versions, aliases, errors, options)
 
     def _aliases(
         self,
@@ -382,6 +415,7 @@ class ModelRegistry:
         declared = (
             model_file.aliases if model_file is not None else (previous.aliases if previous else {})
         )
+        declared = {**declared, **self._alias_overrides.get(name, {})}
         for alias, target in declared.items():
             if alias == LATEST:
                 continue

@@ -32,6 +32,7 @@ from rich.progress import (
 )
 
 import mlgate
+from mlgate.drift.reference import bin_shares
 from mlgate.registry.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -378,15 +379,18 @@ def robust_scale(values: np.ndarray) -> float:
 
 
 def reference_stats(x: np.ndarray) -> dict[str, Any]:
-    """Per-feature mean, std (floored at :data:`STD_EPSILON`) and quantiles of ``x``."""
+    """Per-feature mean, std (floored at :data:`STD_EPSILON`) and quantiles of ``x``, and
+    the share of ``x`` in each bin the quantiles cut (the baseline of input drift)."""
     x = np.asarray(x, dtype=np.float64)
+    quantiles = {
+        name: [float(v) for v in np.quantile(x, q, axis=0)]
+        for name, q in REFERENCE_QUANTILES.items()
+    }
     return {
         "mean": [float(v) for v in x.mean(axis=0)],
         "std": [float(v) for v in np.maximum(x.std(axis=0), STD_EPSILON)],
-        "quantiles": {
-            name: [float(v) for v in np.quantile(x, q, axis=0)]
-            for name, q in REFERENCE_QUANTILES.items()
-        },
+        "quantiles": quantiles,
+        "bin_shares": bin_shares(x, quantiles),
     }
 
 

@@ -1,0 +1,201 @@
+"""Where cached answers live: a bounded in-process LRU with TTL, or Redis.
+
+Both store a model version's raw output (the float64 array the runtime returned for a
+whole request) under ``(namespace, digest)``: the namespace names the model version as
+loaded, the digest the canonical input. Both pass the same tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+log = logging.getLogger("mlgate.cache")
+
+
+class CacheBackend(Protocol):
+    """Stores raw model outputs; never raises on the request path (an outage is a miss)."""
+
+    name: str
+
+    async def get(self, namespace: str, digest: str) -> np.ndarray | None:
+        """The stored array, or None (absent, expired or unreachable)."""
+        ...
+
+    async def put(self, namespace: str, digest: str, value: np.ndarray, ttl_s: float) -> None:
+        """Store ``value`` for ``ttl_s`` seconds (best effort)."""
+        ...
+
+    def drop_namespace(self, namespace: str) -> None:
+        """Forget a model version's entries (it stopped serving)."""
+        ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryCache:
+    """A least-recently-used map bounded by entry count, each entry with a deadline."""
+
+    name = "memory"
+
+    def __init__(self, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[tuple[str, str], tuple[float, np.ndarray]] = OrderedDict()
+        self._namespaces: dict[str, set[str]] = {}
+        self.evictions = 0
+
+    async def get(self, namespace: str, digest: str) -> np.ndarray | None:
+        key = (namespace, digest)
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        deadline, value = found
+        if deadline <= self._clock():
+            self._remove(key)
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    async def put(self, namespace: str, digest: str, value: np.ndarray, ttl_s: float) -> None:
+        key = (namespace, digest)
+        stored = np.array(value, copy=True)
+        stored.flags.writeable = False  # shared by every hit: nobody may change it
+        self._entries[key] = (self._clock() + ttl_s, stored)
+        self._entries.move_to_end(key)
+        self._namespaces.setdefault(namespace, set()).add(digest)
+        while len(self._entries) > self.max_entries:
+            oldest = next(iter(self._entries))
+            self._remove(oldest)
+            self.evictions += 1
+
+    def drop_namespace(self, namespace: str) -> None:
+        for digest in self._namespaces.pop(namespace, ()):
+            self._entries.pop((namespace, digest), None)
+
+    def _remove(self, key: tuple[str, str]) -> None:
+        del self._entries[key]
+        digests = self._namespaces.get(key[0])
+        if digests is not None:
+            digests.discard(key[1])
+            if not digests:
+                del self._namespaces[key[0]]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "entries": len(self._entries),
+            "max_entries": self.max_entries,
+            "evictions": self.evictions,
+        }
+
+    async def close(self) -> None:
+        self._entries.clear()
+        self._namespaces.clear()
+
+
+def pack(value: np.ndarray) -> bytes:
+    """``ndim``, the shape and the float64 data, little-endian."""
+    array = np.ascontiguousarray(value, dtype="<f8")
+    return struct.pack(f"<B{array.ndim}I", array.ndim, *array.shape) + array.tobytes()
+
+
+def unpack(blob: bytes) -> np.ndarray:
+    """The array :func:`pack` wrote (read-only, backed by ``blob``)."""
+    ndim = blob[0]
+    header = 1 + 4 * ndim
+    shape = struct.unpack(f"<{ndim}I", blob[1:header])
+    return np.frombuffer(blob, dtype="<f8", offset=header).reshape(shape)
+
+
+class RedisCache:
+    """Entries in Redis under ``prefix + namespace + ":" + digest``, expiring by TTL.
+
+    A version that stops serving is not cleaned up here: its namespace carries the
+    version's load identity, so nothing asks for those keys again and they expire.
+    Errors and timeouts are misses; after one, Redis is left alone for
+    ``retry_interval`` seconds so a dead server costs requests nothing.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self, client: Redis, *, prefix: str, retry_interval: float, owns_client: bool = False
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._retry_interval = retry_interval
+        self._owns_client = owns_client
+        self._down_until = 0.0
+        self.errors = 0
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, prefix: str, timeout: float, retry_interval: float
+    ) -> RedisCache:
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=50,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
+        )
+        return cls(
+            Redis.from_pool(pool), prefix=prefix, retry_interval=retry_interval, owns_client=True
+        )
+
+    def _key(self, namespace: str, digest: str) -> str:
+        return f"{self._prefix}{namespace}:{digest}"
+
+    async def get(self, namespace: str, digest: str) -> np.ndarray | None:
+        if self._down_until and time.monotonic() < self._down_until:
+            return None
+        try:
+            blob = await self._client.get(self._key(namespace, digest))
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._failed(exc)
+            return None
+        self._down_until = 0.0
+        return unpack(blob) if isinstance(blob, bytes) and blob else None
+
+    async def put(self, namespace: str, digest: str, value: np.ndarray, ttl_s: float) -> None:
+        if self._down_until and time.monotonic() < self._down_until:
+            return
+        try:
+            await self._client.set(
+                self._key(namespace, digest), pack(value), px=max(1, int(ttl_s * 1000))
+            )
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        if not self._down_until:
+            log.warning("prediction cache: Redis unreachable, serving without it", exc_info=exc)
+        self._down_until = time.monotonic() + self._retry_interval
+
+    def drop_namespace(self, namespace: str) -> None:
+        """Nothing to do: the namespace is unreachable once its version is gone."""
+
+    def stats(self) -> dict[str, Any]:
+        return {"backend": self.name, "errors": self.errors, "healthy": not self._down_until}
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()

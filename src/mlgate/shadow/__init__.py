@@ -1,0 +1,1 @@
+"""Shadow (challenger) versions scored off the request path (:mod:`.scorer`)."""

@@ -1,0 +1,99 @@
+"""The drift observer off the request path: bounded, and nothing lost while the database
+is away."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mlgate.dataplane import InferenceEvent, InferenceInput
+from mlgate.dataplane.outputs import classification_output
+from mlgate.db.engine import build_engine
+from mlgate.db.migrate import upgrade
+from mlgate.drift.observer import DriftObserver
+from mlgate.drift.settings import DriftSettings
+from mlgate.drift.store import DriftStore
+from mlgate.registry.registry import ModelRegistry, ModelVersion
+from tests.conftest import make_settings
+from tests.drift.sensor_model import write_sensor_model
+
+
+def event(mv: ModelVersion, x: np.ndarray) -> InferenceEvent:
+    raw = np.asarray(mv.runtime.run(x))
+    return InferenceEvent(
+        request_id="r",
+        principal=None,
+        protocol="v1",
+        model=mv.name,
+        version=mv.version,
+        task="classification",
+        rows=len(x),
+        latency_ms=1.0,
+        timestamp=time.time(),
+        inputs=InferenceInput(x),
+        output=classification_output(mv, raw),
+        prediction_key="K",
+    )
+
+
+def sensor_registry(tmp_path: Path) -> ModelRegistry:
+    write_sensor_model(tmp_path / "models", "1")
+    registry = ModelRegistry(tmp_path / "models", default_model="sensor")
+    registry.reload()
+    return registry
+
+
+async def test_rows_beyond_the_bound_are_dropped_and_counted(tmp_path: Path) -> None:
+    registry = sensor_registry(tmp_path)
+    mv = registry.resolve("sensor")
+    engine = build_engine(make_settings())
+    observer = DriftObserver(registry, DriftStore(engine), DriftSettings(max_pending_rows=15))
+    try:
+        observer.observe(event(mv, np.ones((10, 3))))
+        observer.observe(event(mv, np.ones((10, 3))))  # 20 > 15: dropped whole
+        observer.observe(event(mv, np.ones((5, 3))))
+        assert observer.stats()["pending_rows"] == 15
+        assert observer.stats()["dropped"] == 10
+    finally:
+        await engine.dispose()
+
+
+async def test_counts_wait_for_the_database_and_are_all_stored(tmp_path: Path) -> None:
+    registry = sensor_registry(tmp_path)
+    mv = registry.resolve("sensor")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dead = build_engine(
+        make_settings(
+            database_url=f"postgresql://nobody@127.0.0.1:{port}/none",
+            database={"pool_timeout_s": 1},
+        )
+    )
+    settings = make_settings()
+    live = build_engine(settings)
+    await upgrade(live, schema=settings.database.schema_name)
+    observer = DriftObserver(registry, DriftStore(dead), DriftSettings())
+    try:
+        x = np.random.default_rng(0).standard_normal((40, 3))
+        observer.observe(event(mv, x[:25]))
+        assert await observer.flush() is False
+        observer.observe(event(mv, x[25:]))
+        assert await observer.flush() is False
+        assert observer.stats()["flush_errors"] == 2
+        assert observer.stats()["unsaved_windows"] == 1
+        observer.store = DriftStore(live)  # the database is back
+        assert await observer.flush() is True
+        counts, _ = await observer.store.totals("sensor", "1", 0)
+        assert sum(counts["@predicted"].values()) == 40
+        for f, name in enumerate("abc"):
+            assert sum(counts[name].values()) == 40
+            bins = np.searchsorted(np.array(observer._bins[mv].edges[f]), x[:, f], side="left")
+            expected = np.bincount(bins, minlength=6)
+            assert [counts[name].get(b, 0) for b in range(6)] == expected.tolist()
+    finally:
+        await dead.dispose()
+        await live.dispose()
