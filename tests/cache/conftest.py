@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.ratelimit.conftest import redis_url, scratch_prefix
-
-__all__ = ["redis_url"]
+from tests.ratelimit.conftest import scratch_prefix
 
 
 @pytest.fixture(params=["memory", "redis"])
