@@ -14,15 +14,15 @@ async def test_moving_stable_is_recorded_and_survives_a_restart(model_repo: Path
     settings = make_settings(models={"repository": model_repo})
     async with running_app(settings, as_admin=True) as (app, client):
         before = await client.post("/v1/models/ids/predict", json=FEATURES)
-        assert before.json()["model_version"] == "1"
+        assert before.json()["model_version"] == "3"  # model.yaml's stable
         response = await client.post(
             "/v1/admin/models/ids/aliases", json={"alias": "stable", "version": "2"}
         )
         assert response.status_code == 200, response.text
         move = response.json()
-        assert move["from_version"] == "1" and move["to_version"] == "2"
+        assert move["from_version"] == "3" and move["to_version"] == "2"
         assert move["moved_by"] == "test-admin" and move["principal"].startswith("key:")
-        assert move["aliases"] == {"latest": "2", "stable": "2"}
+        assert move["aliases"] == {"latest": "4", "stable": "2"}
         after = await client.post("/v1/models/ids/predict", json=FEATURES)
         assert after.json()["model_version"] == "2"
         # Another admin moves a second alias; the record lists both, newest first.
@@ -34,9 +34,9 @@ async def test_moving_stable_is_recorded_and_survives_a_restart(model_repo: Path
         )
         assert canary.status_code == 200
         listing = (await client.get("/v1/admin/models/ids/aliases")).json()
-        assert listing["aliases"] == {"latest": "2", "stable": "2", "canary": "1"}
+        assert listing["aliases"] == {"latest": "4", "stable": "2", "canary": "1"}
         assert listing["moved"] == {"stable": "2", "canary": "1"}
-        assert listing["declared"] == {"stable": "1"}
+        assert listing["declared"] == {"stable": "3"}
         assert [(m["alias"], m["moved_by"]) for m in listing["history"]] == [
             ("canary", "second-admin"),
             ("stable", "test-admin"),
@@ -48,7 +48,7 @@ async def test_moving_stable_is_recorded_and_survives_a_restart(model_repo: Path
     async with running_app(restarted) as (_, client):
         client.headers["X-API-Key"] = admin_key
         info = (await client.get("/v1/models/ids")).json()
-        assert info["aliases"] == {"latest": "2", "stable": "2", "canary": "1"}
+        assert info["aliases"] == {"latest": "4", "stable": "2", "canary": "1"}
         assert (await client.post("/v1/models/ids/predict", json=FEATURES)).json()[
             "model_version"
         ] == "2"
@@ -56,10 +56,10 @@ async def test_moving_stable_is_recorded_and_survives_a_restart(model_repo: Path
         removed = await client.delete("/v1/admin/models/ids/aliases/stable")
         assert removed.status_code == 200, removed.text
         assert removed.json()["from_version"] == "2" and removed.json()["to_version"] is None
-        assert removed.json()["aliases"]["stable"] == "1"
+        assert removed.json()["aliases"]["stable"] == "3"
         assert (await client.post("/v1/models/ids/predict", json=FEATURES)).json()[
             "model_version"
-        ] == "1"
+        ] == "3"
 
 
 async def test_bad_moves_are_refused(model_repo: Path) -> None:

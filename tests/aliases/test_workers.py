@@ -61,7 +61,7 @@ def test_an_alias_move_reaches_every_worker_and_survives_a_restart(
     serve = mlgate_serve(tmp_path, env, *args, ready_in_a_row=20, log_level="info")
     with serve as server, connections_to_workers(server, 2) as pinned:
         mover, other = (conns[0] for conns in pinned.values())
-        assert (_version(mover), _version(other)) == ("1", "1")
+        assert (_version(mover), _version(other)) == ("3", "3")  # model.yaml's stable
         moved = mover.request(
             "POST",
             "/v1/admin/models/ids/aliases",
@@ -86,4 +86,4 @@ def test_an_alias_move_reaches_every_worker_and_survives_a_restart(
         history = workers[0].request("GET", "/v1/admin/models/ids/aliases", headers=headers)
         assert [
             (m["alias"], m["from_version"], m["to_version"]) for m in history.json()["history"]
-        ] == [("stable", "1", "2")]
+        ] == [("stable", "3", "2")]

@@ -88,7 +88,7 @@ async def test_server_metadata_health_and_model_metadata(client: httpx.AsyncClie
     assert (await client.get("/v2/health/live")).status_code == 200
     assert (await client.get("/v2/health/ready")).json() == {"ready": True}
     ids = (await client.get("/v2/models/ids")).json()
-    assert ids["name"] == "ids" and ids["versions"] == ["1", "2"]
+    assert ids["name"] == "ids" and ids["versions"] == ["1", "2", "3", "4"]
     assert ids["inputs"] == [{"name": "input", "datatype": "FP64", "shape": [-1, 77]}]
     names = {o["name"]: o for o in ids["outputs"]}
     assert names["probabilities"] == {"name": "probabilities", "datatype": "FP64", "shape": [-1, 7]}
@@ -125,7 +125,7 @@ async def test_json_matrix_equals_v1(client: httpx.AsyncClient) -> None:
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["id"] == "r-1" and body["model_name"] == "ids" and body["model_version"] == "1"
+    assert body["id"] == "r-1" and body["model_name"] == "ids" and body["model_version"] == "3"
     assert body["parameters"]["request_id"] == response.headers["x-request-id"]
     out = parse_binary_response(response)
     expected = np.array([list(p["probabilities"].values()) for p in v1["predictions"]])

@@ -207,7 +207,7 @@ def test_ids_classes_and_probabilities_equal_v1(server: Server, binary: bool, ve
         rtol=1e-12,
     )
     assert result.as_numpy("is_attack").tolist() == [p["is_attack"] for p in expected]
-    assert result.get_response()["model_version"] == (version or "1")
+    assert result.get_response()["model_version"] == (version or "3")  # stable
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])

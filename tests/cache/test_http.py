@@ -160,7 +160,7 @@ async def test_a_batch_is_one_entry_not_one_per_row(cache_settings: dict[str, An
 async def test_answers_never_cross_versions(cache_settings: dict[str, Any]) -> None:
     async with cached_app(cache_settings, ["ids"]) as (_, client):
         v1_miss, v1_hit = await twice(client, "/v1/models/ids/predict", json={"features": ROW})
-        assert v1_hit.json()["model_version"] == "1"
+        assert v1_hit.json()["model_version"] == "3"  # stable
         v2 = await client.post(
             "/v1/models/ids/predict", json={"features": ROW}, params={"version": "2"}
         )

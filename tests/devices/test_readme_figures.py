@@ -46,6 +46,7 @@ def readme_device_table() -> dict[str, dict[str, str]]:
     """The README's per-device table: detector name -> {column header: cell}."""
     text = (PROJECT_ROOT / "README.md").read_text()
     section = text.split("## Per-device baselines (IoT)", 1)[1].split("\n## ", 1)[0]
+    section = section.split("\n### ", 1)[0]  # (the version 3 detectors have a table too)
     lines = [line for line in section.splitlines() if line.startswith("| ")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     table = {}

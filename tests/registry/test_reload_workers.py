@@ -50,7 +50,7 @@ def test_every_worker_follows_the_repository(tmp_path: Path, model_repo: Path) -
         workers = [conns[0] for conns in pinned.values()]
         for worker in workers:
             before = worker.request("POST", "/v1/models/ids/predict", json=FEATURES).json()
-            assert before["model_version"] == "1"  # stable
+            assert before["model_version"] == "3"  # stable
         # A deploy: version 12 copied in, and `stable` moved to it.
         add_version(model_repo, "ids", "1", "12")
         (model_repo / "ids" / "model.yaml").write_text(

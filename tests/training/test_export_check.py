@@ -20,6 +20,7 @@ from rich.console import Console
 from mlgate.training import ids as ids_training
 from mlgate.training import iot as iot_training
 from mlgate.training.onnx_export import ExportMismatchError
+from tests.training.test_ids_training import FOLDS, MAX_ROWS
 
 ROOT = Path(__file__).resolve().parents[2]
 IDS_DATA = ROOT / "data" / "cicids2017" / "original_format_sample" / "CICIDS2017_sample.csv"
@@ -55,7 +56,9 @@ def test_ids_training_refuses_a_graph_that_differs_from_the_model(
     monkeypatch.setattr(ids_training, "hist_gradient_boosting_to_onnx", wrong_graph(exporter))
     repo = tmp_path / "repo"
     with pytest.raises(ExportMismatchError, match=r"does not reproduce|another class"):
-        ids_training.train_ids([IDS_DATA], repo, seed=0, max_rows=400, max_iter=10, console=quiet())
+        ids_training.train_ids(
+            [IDS_DATA], repo, seed=0, max_rows=MAX_ROWS, max_iter=10, folds=FOLDS, console=quiet()
+        )
     assert not list(repo.glob("ids/*/manifest.yaml"))
 
 
