@@ -48,8 +48,9 @@ class InProcessServer:
 
 
 @contextmanager
-def serve_in_thread(settings: Settings) -> Iterator[InProcessServer]:
-    """``settings``' app served on a background loop until the block ends."""
+def serve_in_thread(settings: Settings, admin: str = "test-admin") -> Iterator[InProcessServer]:
+    """``settings``' app served on a background loop until the block ends, with a new
+    admin user ``admin`` and its key."""
     app = create_app(settings)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="mlgate-app", daemon=True)
@@ -61,7 +62,7 @@ def serve_in_thread(settings: Settings) -> Iterator[InProcessServer]:
         # Enter and leave the lifespan in one task (its cancel scopes require it).
         try:
             async with app.router.lifespan_context(app):
-                ready.set_result(await create_admin_key(app))
+                ready.set_result(await create_admin_key(app, admin))
                 await stop.wait()
         except BaseException as exc:
             if not ready.done():

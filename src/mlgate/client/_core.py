@@ -10,6 +10,7 @@ asynchronous I/O.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
@@ -177,17 +178,22 @@ class ClientCore:
     # -- one call, with retries and token refresh ---------------------------------------
 
     def build(self, call: Call[Any], auth: Mapping[str, str]) -> httpx.Request:
-        request = httpx.Request(
+        headers = {**self.headers, **auth, **call.headers}
+        content = call.content
+        if call.json is not None:
+            # NaN and Infinity go out as JSON tokens: the server applies the features'
+            # substitution rules to them (httpx's own encoder refuses them).
+            content = json.dumps(call.json, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
+        return httpx.Request(
             call.method,
             self.base_url + call.path,
             params=call.params,
-            json=call.json,
             data=call.form,
-            content=call.content,
-            headers={**self.headers, **auth, **call.headers},
+            content=content,
+            headers=headers,
             extensions={"timeout": self.timeout.as_dict()},
         )
-        return request
 
     def call(self, call: Call[T]) -> Flow[T]:
         """Send ``call`` until it succeeds or may not be repeated; return its result."""
