@@ -179,6 +179,14 @@ class Recorder(httpx.BaseTransport, httpx.AsyncBaseTransport):
         self._record(request, response.status_code, at)
         return response  # type: ignore[no-any-return]
 
+    def close(self) -> None:
+        if hasattr(self.inner, "close"):
+            self.inner.close()
+
+    async def aclose(self) -> None:
+        if hasattr(self.inner, "aclose"):
+            await self.inner.aclose()
+
     def paths(self, method: str | None = None) -> list[str]:
         return [e.path for e in self.log if method is None or e.method == method]
 

@@ -514,7 +514,7 @@ class ClientCore:
             Call(
                 "POST",
                 _path("v1", "predictions", prediction_id, "feedback"),
-                lambda r: Feedback.from_json(prediction_id, r.json()),
+                lambda r: Feedback.from_json(prediction_id, r.json() if r.content else {}),
                 True,
                 json=body,
             )
