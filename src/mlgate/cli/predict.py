@@ -146,17 +146,19 @@ def predict(
         raise click.ClickException(f"{url}: {exc}") from None
     try:
         reader = open_reader(input_path, in_format, delimiter=delimiter)
-        file_scorer = FileScorer(
-            scorer, source=input_path, device_column=device_column, results_only=results_only
-        )
-        file_scorer.columns_for(reader.header)  # missing columns: fail before any output
-        writer = open_writer(target, out_format) if output is not None else None
         try:
-            summary = _run(file_scorer, reader, writer, chunk_rows, status, progress)
+            file_scorer = FileScorer(
+                scorer, source=input_path, device_column=device_column, results_only=results_only
+            )
+            file_scorer.columns_for(reader.header)  # missing columns: fail before any output
+            writer = open_writer(target, out_format) if output is not None else None
+            try:
+                summary = _run(file_scorer, reader, writer, chunk_rows, status, progress)
+            finally:
+                if writer is not None:
+                    writer.close()
         finally:
             reader.close()
-            if writer is not None:
-                writer.close()
     except (FileScoringError, TableError) as exc:
         raise click.ClickException(str(exc)) from None
     except MlgateClientError as exc:
@@ -231,7 +233,8 @@ def _print_summary(summary: Summary, console: Console) -> None:
     rate = view["rows_per_second"]
     console.print(
         f"{view['model']} v{view['version']}: {view['rows']:,} rows in "
-        f"{view['seconds']:.2f} s" + (f" ({rate:,.0f} rows/s)" if rate else "")
+        f"{view['seconds']:.2f} s" + (f" ({rate:,.0f} rows/s)" if rate else ""),
+        soft_wrap=True,
     )
     rows = max(view["rows"], 1)
     if "class_counts" in view:
@@ -242,11 +245,14 @@ def _print_summary(summary: Summary, console: Console) -> None:
         for name, count in view["class_counts"].items():
             table.add_row(name, f"{count:,}", f"{count / rows:.1%}")
         console.print(table)
-        console.print(f"attacks: {view['attacks']:,} (attack rate {view['attack_rate']:.2%})")
+        console.print(
+            f"attacks: {view['attacks']:,} (attack rate {view['attack_rate']:.2%})",
+            soft_wrap=True,
+        )
     else:
         calibrating = view.get("calibrating", 0)
         line = f"anomalies: {view['anomalies']:,} (anomaly rate {view['anomaly_rate']:.2%}"
         line += f" of {view['rows'] - calibrating:,} scored rows)"
         if calibrating:
             line += f"; {calibrating:,} rows calibrated device baselines"
-        console.print(line)
+        console.print(line, soft_wrap=True)
