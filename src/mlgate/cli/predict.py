@@ -181,9 +181,12 @@ def _scorer(
     from mlgate.scoring.scorers import LocalScorer, RemoteScorer
 
     if url is not None:
-        from mlgate.client import Client
+        from mlgate.client import Client, RetryPolicy
 
-        client = Client(url, api_key=api_key)
+        # A file job outlives a burst of 429s: it waits for its row allowance to refill
+        # (Retry-After) for up to ten minutes rather than failing halfway.
+        patient = RetryPolicy(max_attempts=100, max_elapsed_s=600.0)
+        client = Client(url, api_key=api_key, retry=patient)
         try:
             return RemoteScorer(client, model, version)
         except BaseException:

@@ -168,7 +168,9 @@ class CsvReader:
         self.total_rows: int | None = None
         self._counter = _CountingReader(raw)
         self._text = io.TextIOWrapper(
-            io.BufferedReader(self._counter), encoding="utf-8-sig", newline=""
+            io.BufferedReader(self._counter, buffer_size=1 << 20),
+            encoding="utf-8-sig",
+            newline="",
         )
         self._reader = csv.reader(self._text, delimiter=delimiter)
         self.delimiter = delimiter
