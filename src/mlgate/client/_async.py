@@ -13,7 +13,8 @@ import httpx
 
 from mlgate.client import _frames, _stream
 from mlgate.client._auth import Credentials, resolve_url
-from mlgate.client._core import Authenticate, ClientCore, Flow, Gather, Send, Sleep
+from mlgate.client._core import ClientCore
+from mlgate.client._effects import Authenticate, Flow, Gather, Send, Sleep
 from mlgate.client._models import (
     ApiKey,
     ArrayResult,

@@ -13,16 +13,26 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
-from urllib.parse import quote
 
 import httpx
 
 import mlgate
 from mlgate.client import _tensors
+from mlgate.client._admin import AdminCalls
 from mlgate.client._auth import Credentials
+from mlgate.client._effects import (
+    Authenticate,
+    Call,
+    Flow,
+    Gather,
+    Send,
+    Sleep,
+    read_json,
+    url_path,
+)
 from mlgate.client._exceptions import (
     AuthenticationError,
     InputError,
@@ -35,80 +45,19 @@ from mlgate.client._exceptions import (
     error_from_transport,
 )
 from mlgate.client._models import (
-    ApiKey,
     ArrayResult,
     BatchResult,
-    Feedback,
     Health,
     ModelInfo,
     ModelSummary,
     Prediction,
     Principal,
     ServerInfo,
-    User,
 )
 from mlgate.client._retry import RetryPolicy, retry_after, retryable
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Send a request; the outcome is the response, or the ``httpx.TransportError``."""
-
-    request: httpx.Request
-
-
-@dataclass(frozen=True, slots=True)
-class Sleep:
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Authenticate:
-    """The headers that authenticate the next request (fetching a token first when
-    needed, one fetch at a time); ``refused``: the token the server just refused."""
-
-    refused: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Gather:
-    """Run flows concurrently, at most ``limit`` at once; the outcome is their results
-    in order (the first failure is raised and the rest are abandoned)."""
-
-    flows: list[Generator[Any, Any, Any]]
-    limit: int
-
-
-Effect = Send | Sleep | Authenticate | Gather
-Flow = Generator[Effect, Any, T]
-
-
-@dataclass(frozen=True, slots=True)
-class Call(Generic[T]):
-    """One HTTP call: what to send and how to read a successful answer."""
-
-    method: str
-    path: str
-    parse: Callable[[httpx.Response], T]
-    idempotent: bool
-    """Safe to repeat: retried on 429, 503 and transport errors."""
-    params: dict[str, str] | None = None
-    json: Any = None
-    form: dict[str, str] | None = None
-    content: bytes | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    auth: bool = True
-
-
-def _json(response: httpx.Response) -> Any:
-    return response.json()
-
-
-def _path(*parts: str) -> str:
-    return "/" + "/".join(quote(p, safe="") for p in parts)
 
 
 #: A row named in a validation error: ``instances[3]...`` (v1) or ``inputs[0][3]...`` (v2).
@@ -147,7 +96,7 @@ class _Chunk(Generic[R]):
     result: R
 
 
-class ClientCore:
+class ClientCore(AdminCalls):
     """Builds requests, reads answers and decides what happens next; no I/O."""
 
     def __init__(
@@ -232,7 +181,9 @@ class ClientCore:
         """Exchange the username and password for an access token (``POST /v1/token``)."""
         sent_at = self.clock()
         body = yield from self.call(
-            Call("POST", "/v1/token", _json, True, form=self.credentials.token_form(), auth=False)
+            Call(
+                "POST", "/v1/token", read_json, True, form=self.credentials.token_form(), auth=False
+            )
         )
         self.credentials.accept(body, sent_at)
 
@@ -266,11 +217,11 @@ class ClientCore:
     def model(self, model: str, version: str | None = None) -> Flow[ModelInfo]:
         """A model's schema: its default version's, or ``version``'s (a version or alias)."""
         if version is None:
-            return self.call(Call("GET", _path("v1", "models", model), _model_info, True))
+            return self.call(Call("GET", url_path("v1", "models", model), _model_info, True))
         return self.call(
             Call(
                 "GET",
-                _path("v1", "models", model, "versions", version),
+                url_path("v1", "models", model, "versions", version),
                 lambda r: ModelInfo.from_version_json(r.json()),
                 True,
             )
@@ -299,7 +250,7 @@ class ClientCore:
         return self.call(
             Call(
                 "POST",
-                _path("v1", "models", model, "predict"),
+                url_path("v1", "models", model, "predict"),
                 parse,
                 True,
                 params=_version(version),
@@ -407,8 +358,8 @@ class ClientCore:
             return self.call(
                 Call(
                     "POST",
-                    _path("v1", "models", model, "predict", "batch"),
-                    _json,
+                    url_path("v1", "models", model, "predict", "batch"),
+                    read_json,
                     True,
                     params=_version(pinned),
                     json=body,
@@ -460,9 +411,9 @@ class ClientCore:
         ) -> Flow[tuple[dict[str, Any], dict[str, Any], str]]:
             content, headers = _tensors.infer_request(matrix[start:stop], device_id=device_id)
             path = (
-                _path("v2", "models", model, "versions", pinned, "infer")
+                url_path("v2", "models", model, "versions", pinned, "infer")
                 if pinned is not None
-                else _path("v2", "models", model, "infer")
+                else url_path("v2", "models", model, "infer")
             )
 
             def parse(response: httpx.Response) -> tuple[dict[str, Any], dict[str, Any], str]:
@@ -495,147 +446,9 @@ class ClientCore:
             request_ids=[c.result[2] for c in chunks],
         )
 
-    # -- feedback -----------------------------------------------------------------------
-
-    def feedback(
-        self,
-        prediction_id: str,
-        *,
-        label: str | int | None = None,
-        is_anomaly: bool | None = None,
-    ) -> Flow[Feedback]:
-        """Ground truth for one prediction: ``label`` (class name or index) for a
-        classifier, ``is_anomaly`` for an anomaly model. Idempotent: a second label
-        replaces the first, so it is retried like a prediction."""
-        if (label is None) == (is_anomaly is None):
-            raise InputError("give label (classifiers) or is_anomaly (anomaly models)")
-        body: dict[str, Any] = {"label": label} if label is not None else {"is_anomaly": is_anomaly}
-        return self.call(
-            Call(
-                "POST",
-                _path("v1", "predictions", prediction_id, "feedback"),
-                lambda r: Feedback.from_json(prediction_id, r.json() if r.content else {}),
-                True,
-                json=body,
-            )
-        )
-
-    # -- administration -----------------------------------------------------------------
-
-    def create_user(
-        self,
-        username: str,
-        *,
-        password: str | None = None,
-        scopes: Sequence[str] = (),
-        tier: str | None = None,
-        disabled: bool = False,
-        rate_limit_overrides: Mapping[str, float] | None = None,
-    ) -> Flow[User]:
-        """Not retried on 429/503: a repeat could meet the user it created (409)."""
-        body = _drop_none(
-            {
-                "username": username,
-                "password": password,
-                "scopes": list(scopes),
-                "tier": tier,
-                "disabled": disabled,
-                "rate_limit_overrides": dict(rate_limit_overrides)
-                if rate_limit_overrides
-                else None,
-            }
-        )
-        return self.call(Call("POST", "/v1/admin/users", _user, False, json=body))
-
-    def list_users(self, *, limit: int = 100, offset: int = 0) -> Flow[list[User]]:
-        return self.call(
-            Call(
-                "GET",
-                "/v1/admin/users",
-                lambda r: [User.from_json(u) for u in r.json()],
-                True,
-                params={"limit": str(limit), "offset": str(offset)},
-            )
-        )
-
-    def get_user(self, user_id: int) -> Flow[User]:
-        return self.call(Call("GET", _path("v1", "admin", "users", str(user_id)), _user, True))
-
-    def update_user(self, user_id: int, **changes: Any) -> Flow[User]:
-        """Set fields (``tier``, ``scopes``, ``disabled``, ``password``,
-        ``rate_limit_overrides``); setting values twice is the same as once."""
-        return self.call(
-            Call("PATCH", _path("v1", "admin", "users", str(user_id)), _user, True, json=changes)
-        )
-
-    def create_key(
-        self,
-        name: str,
-        *,
-        user_id: int | None = None,
-        username: str | None = None,
-        scopes: Sequence[str] | None = None,
-        tier: str | None = None,
-        expires_at: str | None = None,
-        rate_limit_overrides: Mapping[str, float] | None = None,
-    ) -> Flow[ApiKey]:
-        """A new API key (its secret is in ``ApiKey.key``, this once). Not retried on
-        429/503: a repeat would create a second key."""
-        if (user_id is None) == (username is None):
-            raise InputError("give the key's owner as user_id or username")
-        body = _drop_none(
-            {
-                "name": name,
-                "user_id": user_id,
-                "username": username,
-                "scopes": list(scopes) if scopes is not None else None,
-                "tier": tier,
-                "expires_at": expires_at,
-                "rate_limit_overrides": dict(rate_limit_overrides)
-                if rate_limit_overrides
-                else None,
-            }
-        )
-        return self.call(Call("POST", "/v1/admin/api-keys", _key, False, json=body))
-
-    def list_keys(self, *, user_id: int | None = None) -> Flow[list[ApiKey]]:
-        return self.call(
-            Call(
-                "GET",
-                "/v1/admin/api-keys",
-                lambda r: [ApiKey.from_json(k) for k in r.json()],
-                True,
-                params={"user_id": str(user_id)} if user_id is not None else None,
-            )
-        )
-
-    def get_key(self, key_id: int) -> Flow[ApiKey]:
-        return self.call(Call("GET", _path("v1", "admin", "api-keys", str(key_id)), _key, True))
-
-    def update_key(self, key_id: int, **changes: Any) -> Flow[ApiKey]:
-        return self.call(
-            Call("PATCH", _path("v1", "admin", "api-keys", str(key_id)), _key, True, json=changes)
-        )
-
-    def revoke_key(self, key_id: int) -> Flow[ApiKey]:
-        """Revoking twice changes nothing, so it is retried like a read."""
-        return self.call(Call("DELETE", _path("v1", "admin", "api-keys", str(key_id)), _key, True))
-
 
 def _model_info(response: httpx.Response) -> ModelInfo:
     return ModelInfo.from_model_json(response.json())
-
-
-def _user(response: httpx.Response) -> User:
-    return User.from_json(response.json())
-
-
-def _key(response: httpx.Response) -> ApiKey:
-    return ApiKey.from_json(response.json())
-
-
-def _drop_none(body: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in body.items() if v is not None}
 
 
 def _version(version: str | None) -> dict[str, str] | None:

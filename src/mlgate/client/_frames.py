@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlgate.client._core import ClientCore, Flow
+from mlgate.client._core import ClientCore
+from mlgate.client._effects import Flow
 from mlgate.client._exceptions import InputError
 from mlgate.client._models import Feature
 

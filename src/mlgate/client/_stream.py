@@ -10,7 +10,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Ma
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlgate.client._core import ClientCore, Flow
+from mlgate.client._core import ClientCore
+from mlgate.client._effects import Flow
 from mlgate.client._exceptions import InputError
 from mlgate.client._models import Prediction
 
