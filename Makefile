@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
-.PHONY: serve test lint install install-dev clean
+.PHONY: serve test lint install install-dev clean bench bench-profile
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +36,19 @@ test: install-dev lint
 	MLGATE_TEST_DATABASE=postgresql $(BIN)/pytest tests/api tests/ratelimit/test_http_limits.py $(PYTEST_ARGS)
 
 lint: install-dev
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
+	MYPYPATH=bench $(BIN)/mypy --explicit-package-bases bench/run.py bench/benchkit
+
+## Benchmark against MLServer and a bare-ASGI ceiling (needs Debian's wrk; see bench/README.md).
+# Not part of `make test` or CI: it takes ~10 minutes and wants the machine to itself.
+bench: install
+	$(BIN)/python bench/run.py $(ARGS)
+
+## py-spy on mlgate under load (W1, W2): profiles and top functions under bench/results/
+bench-profile: install
+	bench/profile.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -33,6 +33,28 @@ FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost_kib": 8, "argon2_paral
 TEST_JWT_SECRET = secrets.token_urlsafe(48)
 
 
+#: The test Redis (database 15 by default, so a developer's data in 0 is never touched).
+REDIS_URL = os.environ.get("MLGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis URL, once it has answered a PING (skip without it, fail under CI)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        reason = f"Redis is not reachable at {REDIS_URL} ({exc}); start redis-server"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (required under CI)", pytrace=False)
+        pytest.skip(reason)
+    finally:
+        client.close()
+    return REDIS_URL
+
+
 #: ``MLGATE_TEST_DATABASE=postgresql`` runs the tests that take the default database on
 #: PostgreSQL (a fresh schema each) instead of SQLite; `make test` does both.
 TEST_DATABASE = os.environ.get("MLGATE_TEST_DATABASE", "sqlite")

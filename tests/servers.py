@@ -38,6 +38,12 @@ class RunningServer:
     url: str
     log: Path
     """Everything the server printed (stdout and stderr)."""
+    process: subprocess.Popen[bytes]
+    """The `mlgate serve` process (e.g. to send it a signal)."""
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
 
 @contextmanager
@@ -47,6 +53,7 @@ def mlgate_serve(
     *args: str,
     timeout_s: float = 90,
     ready_in_a_row: int = 1,
+    ready_path: str = "/health/ready",
     log_level: str = "warning",
 ) -> Iterator[RunningServer]:
     """``mlgate serve`` in ``workdir`` until the block ends (SIGTERM, then kill).
@@ -54,6 +61,8 @@ def mlgate_serve(
     Ready once ``ready_in_a_row`` consecutive readiness probes answered 200: with several
     workers each loads its models, and readiness is per worker. ``log_level="info"`` with
     ``MLGATE_OBSERVABILITY__ACCESS_LOG=true`` logs every request (see :func:`access_log`).
+    ``ready_path`` probes something else (``/health/live`` for a server that is meant not
+    to be ready).
     """
     port = free_port()
     log = workdir / f"serve-{port}.log"
@@ -73,12 +82,12 @@ def mlgate_serve(
             if time.monotonic() > deadline:
                 pytest.fail(f"mlgate serve was not ready within {timeout_s} s:\n{log.read_text()}")
             try:
-                ok = httpx.get(f"{url}/health/ready", timeout=2).status_code == 200
+                ok = httpx.get(f"{url}{ready_path}", timeout=2).status_code == 200
             except httpx.HTTPError:
                 ok = False
             streak = streak + 1 if ok else 0
             time.sleep(0.05 if ok else 0.2)
-        yield RunningServer(url, log)
+        yield RunningServer(url, log, process)
     finally:
         process.send_signal(signal.SIGTERM)
         try:

@@ -9,13 +9,17 @@
     │   ├── ModelNotFound             404 model_not_found
     │   └── VersionNotFound           404 version_not_found
     ├── MethodNotAllowed              405 method_not_allowed
+    ├── RequestTimeout                408 request_timeout
     ├── Conflict                      409 conflict
     ├── PayloadTooLarge               413 payload_too_large
     ├── UnsupportedMediaType          415 unsupported_media_type
     ├── ValidationFailed              422 validation_error
     ├── RateLimited                   429 rate_limited
+    ├── HeadersTooLarge               431 headers_too_large
     ├── ServiceUnavailable            503 not_ready
     │   ├── Overloaded                503 overloaded
+    │   ├── DatabaseUnavailable       503 database_unavailable
+    │   ├── TooManyConnections        503 too_many_connections
     │   └── RateLimiterUnavailable    503 rate_limiter_unavailable (mlgate.ratelimit)
     ├── PredictionTimeout             504 prediction_timeout
     ├── ClientGone                    499 client_closed_request (nobody reads the answer)
@@ -106,6 +110,14 @@ class MethodNotAllowed(MlgateError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(MlgateError):
+    """The client did not send its request head or body in time (408); the server closes
+    the connection after answering."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
 class Conflict(MlgateError):
     """The request clashes with existing state, e.g. a username already taken (409)."""
 
@@ -121,6 +133,14 @@ class PayloadTooLarge(MlgateError):
 class UnsupportedMediaType(MlgateError):
     status_code = 415
     code = "unsupported_media_type"
+
+
+class HeadersTooLarge(MlgateError):
+    """The request line and headers exceed the server's bound (431), refused before the
+    application (and so before authentication) sees them."""
+
+    status_code = 431
+    code = "headers_too_large"
 
 
 class ValidationFailed(MlgateError):
@@ -161,6 +181,18 @@ class ClientGone(MlgateError):
 
     status_code = 499
     code = "client_closed_request"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database cannot be reached or written: the change asked for was not stored."""
+
+    code = "database_unavailable"
+
+
+class TooManyConnections(ServiceUnavailable):
+    """A worker holds its maximum of open connections; the new one is answered and closed."""
+
+    code = "too_many_connections"
 
 
 class ModelExecutionError(MlgateError):

@@ -1,11 +1,17 @@
 """Structured logging: one JSON object per line, carrying the request context
-(request id, principal, model, version, protocol)."""
+(request id, principal, model, version, protocol).
+
+The access log writes each request's target; credentials a client put in its query
+string (refused by the API, which reads them only from headers) are redacted first.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
 
@@ -40,6 +46,73 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(payload, default=str).decode()
 
 
+REDACTED = "[REDACTED]"
+# Query parameter names that carry credentials, compared without case, '-' and '_'.
+_CREDENTIAL_NAMES = frozenset(
+    {
+        "apikey",
+        "xapikey",
+        "key",
+        "token",
+        "accesstoken",
+        "refreshtoken",
+        "idtoken",
+        "authtoken",
+        "bearer",
+        "jwt",
+        "auth",
+        "authorization",
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "clientsecret",
+        "credential",
+        "credentials",
+        "session",
+        "sessionid",
+        "signature",
+        "sig",
+    }
+)
+# Credentials recognisable wherever they appear: mlgate API keys and JWTs.
+_CREDENTIAL_VALUES = re.compile(
+    r"mlg_[0-9a-f]{12}_[A-Za-z0-9_-]+|eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)?"
+)
+
+
+def _is_credential_name(name: str) -> bool:
+    normalized = unquote_plus(name).lower().replace("-", "").replace("_", "")
+    return normalized in _CREDENTIAL_NAMES
+
+
+def redact_target(target: str) -> str:
+    """A request target (path and query) with credentials replaced by ``[REDACTED]``."""
+    path, sep, query = target.partition("?")
+    path = _CREDENTIAL_VALUES.sub(REDACTED, path)
+    if not sep:
+        return path
+    pairs = []
+    for pair in query.split("&"):
+        name, eq, value = pair.partition("=")
+        if eq and (_is_credential_name(name) or _CREDENTIAL_VALUES.search(unquote_plus(value))):
+            value = REDACTED
+        pairs.append(f"{_CREDENTIAL_VALUES.sub(REDACTED, name)}{eq}{value}")
+    return f"{path}?{'&'.join(pairs)}"
+
+
+class RedactCredentials(logging.Filter):
+    """Redacts credentials in the request targets of uvicorn's access log records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_target(arg) if isinstance(arg, str) and "/" in arg else arg
+                for arg in record.args
+            )
+        return True
+
+
 def logging_config(level: str = "info", json_logs: bool = True) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` mapping for mlgate and uvicorn."""
     formatter = (
@@ -57,11 +130,17 @@ def logging_config(level: str = "info", json_logs: bool = True) -> dict[str, Any
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
+        "filters": {"redact_credentials": {"()": "mlgate.logs.RedactCredentials"}},
         "handlers": {"default": handler},
         "loggers": {
             "mlgate": {"handlers": ["default"], "level": upper, "propagate": False},
             "uvicorn": {"handlers": ["default"], "level": upper, "propagate": False},
             "uvicorn.error": {"level": upper},
-            "uvicorn.access": {"handlers": ["default"], "level": upper, "propagate": False},
+            "uvicorn.access": {
+                "handlers": ["default"],
+                "level": upper,
+                "propagate": False,
+                "filters": ["redact_credentials"],
+            },
         },
     }

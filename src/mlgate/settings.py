@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlgate.auth.entropy import estimated_entropy_bits
 from mlgate.auth.scopes import ADMIN, SCOPES
 from mlgate.ratelimit.settings import RateLimitSettings
 
@@ -21,6 +22,10 @@ JWTAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/mlgate.db"
 MIN_SECRET_BYTES = 32
+# What a production JWT secret must hold at least, as estimated by
+# mlgate.auth.entropy (random 32-byte secrets score about 190-300).
+MIN_SECRET_BITS = 128
+SECRET_HINT = "generate one with `mlgate secret`"
 # Values copied from tutorials and .env examples; never accepted as a production secret.
 _PLACEHOLDER_MARKERS = (
     "your-secret",
@@ -56,6 +61,30 @@ class ServerSettings(BaseModel):
     """Worker processes (each loads the models)."""
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger bodies get 413."""
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    """Largest request line plus headers; a longer one gets 431 before the app sees it
+    (before authentication)."""
+    header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    """Time a client has to send a request line and headers, from connecting (or from the
+    first byte of a later request on a kept-alive connection); then 408 and the
+    connection is closed. A new connection that sends nothing is closed after it."""
+    body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """Time a client has to send a request body once its headers arrived; then 408 and
+    the connection is closed (so uploads at a byte a second end). Raise it for large
+    bodies over slow links."""
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0, le=3600)
+    """An idle kept-alive connection is closed after this long."""
+    max_connections: int = Field(default=1000, ge=1)
+    """Open connections per worker; one more is answered 503 (with Retry-After) and
+    closed."""
+    max_discard_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    """How much of a refused request (a body over the limit, a head too large) is read
+    and dropped so that clients that send everything before reading get the error
+    instead of a connection reset; beyond it the connection is cut."""
+    shutdown_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """On SIGTERM, how long requests in flight may take to finish before they are
+    cancelled; requests arriving meanwhile on open connections are answered with
+    `Connection: close`."""
     cors_origins: list[str] = Field(default_factory=list)
     """Origins allowed by CORS; empty disables CORS."""
     root_path: str = ""
@@ -72,6 +101,10 @@ class ModelSettings(BaseModel):
 
     repository: Path | None = None
     """Model repository directory; unset means the bundled models."""
+    follow_symlinks: bool = False
+    """Load versions whose files or directories are symbolic links (a deliberate layout,
+    e.g. versions linked from a shared store). Off: a link in the repository is a load
+    error. An artifact path must stay inside its version directory either way."""
     default_model: str = "ids"
     """Model used by routes that do not name one (seed `/predict` with `features`)."""
     max_batch_rows: int = Field(default=1000, ge=1, le=100_000)
@@ -145,8 +178,9 @@ class AuthSettings(BaseModel):
     """Signature algorithm of access tokens; the only one accepted. HS* use `jwt_secret`;
     RS*, ES256 and EdDSA use `jwt_private_key_file` (and `jwt_public_key_file`)."""
     jwt_secret: SecretStr | None = None
-    """HMAC secret for HS* tokens, at least 32 random bytes; required in production.
-    Unset in development: a random one is generated and kept in `jwt_secret_file`."""
+    """HMAC secret for HS* tokens, at least 32 random bytes (`mlgate secret` prints one);
+    required in production, which refuses short, placeholder and patterned secrets. Unset
+    in development: a random one is generated and kept in `jwt_secret_file`."""
     jwt_secret_file: Path | None = None
     """Where development keeps its generated secret (mode 0600); unset: `jwt_secret`
     beside the SQLite database, or ./var/jwt_secret."""
@@ -163,9 +197,16 @@ class AuthSettings(BaseModel):
     jwt_leeway_s: float = Field(default=10.0, ge=0, le=300)
     """Clock skew tolerated when checking `exp` and `iat`, in seconds."""
     check_user_on_token: bool = True
-    """Look the user up (one indexed query) on every token request, so that disabling a
-    user or removing a scope takes effect at once. False: tokens are stateless and stay
-    valid until they expire."""
+    """Check a token's user (disabled, scopes, revoked sessions) when the token is verified
+    (one indexed query, then cached like keys). False: tokens are stateless and stay valid
+    until they expire."""
+    principal_cache_ttl_s: float = Field(default=5.0, ge=0, le=3600)
+    """How long a worker reuses a verified API key or token without asking the database.
+    A revoked key, disabled user or narrowed scope reaches the worker that made the change
+    at once, every worker at once with MLGATE_REDIS_URL (pub/sub), and otherwise within this
+    time. 0: check the database on every request."""
+    principal_cache_max_entries: int = Field(default=10_000, ge=1)
+    """Most credentials a worker keeps verified (least recently used go first)."""
     tiers: list[str] = Field(default_factory=lambda: ["free", "pro", "enterprise"], min_length=1)
     """Tier names a user or key may have, least to most generous (the bootstrap admin gets
     the last); each needs limits in MLGATE_RATE_LIMIT__TIERS."""
@@ -173,7 +214,8 @@ class AuthSettings(BaseModel):
     """Tier of new users that name none."""
     anonymous_enabled: bool = False
     """Serve callers without credentials as an anonymous principal identified by their
-    IP address (rate limited per IP); off: they get 401."""
+    IP address, IPv6 by network (rate limited per address; no device ids); off: they get
+    401."""
     anonymous_tier: str = "free"
     """Tier of anonymous callers."""
     anonymous_scopes: list[str] = Field(default_factory=lambda: ["predict", "models:read"])
@@ -224,6 +266,12 @@ def secret_problem(secret: str) -> str | None:
         return "it is a placeholder copied from an example"
     if len(set(secret)) < 8:
         return "it repeats too few characters to be random"
+    bits = estimated_entropy_bits(secret)
+    if bits < MIN_SECRET_BITS:
+        return (
+            f"it follows a pattern (runs, repeats or keyboard rows): about {bits:.0f} bits of "
+            f"randomness where {MIN_SECRET_BITS} are needed"
+        )
     return None
 
 
@@ -231,7 +279,8 @@ def normalize_database_url(url: str) -> str:
     """Pin the async driver: ``postgresql://`` becomes ``postgresql+asyncpg://``."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise ValueError(f"database URL must look like scheme://..., got {url!r}")
+        # Not echoed: the value may hold a password.
+        raise ValueError("database URL must look like scheme://user:password@host/db")
     scheme = {
         "postgres": "postgresql+asyncpg",
         "postgresql": "postgresql+asyncpg",
@@ -281,6 +330,9 @@ class Settings(BaseSettings):
         env_file=None,
         extra="ignore",
         use_attribute_docstrings=True,
+        # Errors name the variable and the rule, never the value: a rejected value may be
+        # a secret or a database URL with its password.
+        hide_input_in_errors=True,
     )
 
     env: Environment = "development"
@@ -324,14 +376,14 @@ class Settings(BaseSettings):
         if auth.symmetric:
             if auth.jwt_secret is None:
                 problems.append(
-                    "MLGATE_AUTH__JWT_SECRET is not set: set it to at least 32 random bytes, "
-                    "e.g. the output of `python -c 'import secrets; "
-                    "print(secrets.token_urlsafe(48))'`, or sign with a key pair "
+                    "MLGATE_AUTH__JWT_SECRET is not set: set it to at least 32 random bytes "
+                    f"({SECRET_HINT}), or sign with a key pair "
                     "(MLGATE_AUTH__JWT_ALGORITHM=EdDSA and MLGATE_AUTH__JWT_PRIVATE_KEY_FILE)"
                 )
             elif (why := secret_problem(auth.jwt_secret.get_secret_value())) is not None:
                 problems.append(
-                    f"MLGATE_AUTH__JWT_SECRET is too weak ({why}): use at least 32 random bytes"
+                    f"MLGATE_AUTH__JWT_SECRET is too weak ({why}): use at least 32 random "
+                    f"bytes, {SECRET_HINT}"
                 )
         elif auth.jwt_private_key_file is None:
             problems.append(

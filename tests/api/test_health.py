@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from pathlib import Path
 
@@ -53,8 +54,8 @@ async def test_ready_is_503_until_models_are_loaded(model_repo: Path) -> None:
     register_runtime("slow-test", SlowLoadingRuntime)
     manifest = yaml.safe_load((model_repo / "ids" / "1" / "manifest.yaml").read_text())
     manifest.update(name="slow", runtime="slow-test")
-    manifest.pop("artifact_sha256", None)
     (model_repo / "slow" / "1").mkdir(parents=True)
+    shutil.copy(model_repo / "ids" / "1" / manifest["artifact"], model_repo / "slow" / "1")
     (model_repo / "slow" / "1" / "manifest.yaml").write_text(yaml.safe_dump(manifest))
     settings = make_settings(models={"repository": model_repo, "load_in_background": True})
     async with running_app(settings) as (app, client):

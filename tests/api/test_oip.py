@@ -237,7 +237,21 @@ async def test_integer_and_float32_inputs_are_accepted(client: httpx.AsyncClient
     )
 
 
-async def test_device_id_parameter_scores_against_the_device(client: httpx.AsyncClient) -> None:
+async def test_device_id_parameter_scores_against_the_device() -> None:
+    async with running_app(make_settings(), as_admin=True) as (_, client):
+        await _device_scoring(client)
+    async with running_app(make_settings()) as (_, anonymous):
+        response = await anonymous.post(
+            "/v2/models/iot/infer",
+            json={
+                "inputs": [{"name": "x", "shape": [1, 5], "datatype": "FP64", "data": READING}],
+                "parameters": {"device_id": "pump-9"},
+            },
+        )
+    assert response.status_code == 401 and set(response.json()) == {"error"}
+
+
+async def _device_scoring(client: httpx.AsyncClient) -> None:
     x = np.array([READING] * 3)
     response = await client.post(
         "/v2/models/iot/infer",

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import yaml
 
+from mlgate.registry.manifest import sha256_file
 from tests.api.gated_model import HOLD, Gate, write_gated_model
 from tests.conftest import make_settings, running_app
 
@@ -90,10 +91,11 @@ async def test_broken_replacement_of_a_served_version_keeps_the_old_one(
     async with admin_app(model_repo) as (_, client):
         before = (await client.post("/v1/models/ids/predict", json=FEATURES)).json()
         manifest_path = model_repo / "ids" / "1" / "manifest.yaml"
-        manifest = yaml.safe_load(manifest_path.read_text())
-        manifest["artifact_sha256"] = None
-        manifest_path.write_text(yaml.safe_dump(manifest))
         corrupt_artifact(model_repo / "ids" / "1")
+        # The hash matches the corrupt artifact: the runtime itself fails to load it.
+        manifest = yaml.safe_load(manifest_path.read_text())
+        manifest["artifact_sha256"] = sha256_file(model_repo / "ids" / "1" / manifest["artifact"])
+        manifest_path.write_text(yaml.safe_dump(manifest))
         report = await reload(client)
         assert "1" in report["failed"]["ids"]
         after = await client.post("/v1/models/ids/predict", json=FEATURES)

@@ -202,3 +202,58 @@ async def test_rate_limit_overrides_can_be_checked_before_they_are_stored(
         await accounts.update_user(user.id, rate_limit_overrides={"rpm": 1})
     with pytest.raises(ValidationFailed, match="unknown rate-limit fields"):
         await accounts.create_key(user.id, name="k", rate_limit_overrides={"rpm": 1})
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"requests_per_minute": 10**30},
+        {"rows_per_minute": 10**30},
+        {"burst": 10**19},
+        {"requests_per_minute": 1.5},
+        {"rows_per_minute": 1e300},
+        # Fine alone, but a bucket that takes centuries to drain is not a limit.
+        {"requests_per_minute": 1, "burst": 10**9},
+    ],
+)
+async def test_out_of_range_overrides_are_422_and_never_stored(
+    admin: httpx.AsyncClient, overrides: dict[str, Any]
+) -> None:
+    user = (await admin.post("/v1/admin/users", json={"username": "olga"})).json()
+    key = (await admin.post("/v1/admin/api-keys", json={"username": "olga", "name": "k"})).json()
+    for path in (f"/v1/admin/users/{user['id']}", f"/v1/admin/api-keys/{key['id']}"):
+        response = await admin.patch(path, json={"rate_limit_overrides": overrides})
+        body = error(response, 422, "validation_error")
+        assert body["details"][0]["field"] == "rate_limit_overrides"
+    created = await admin.post(
+        "/v1/admin/users", json={"username": "pete", "rate_limit_overrides": overrides}
+    )
+    error(created, 422, "validation_error")
+    # Nothing was stored: every listing still answers.
+    assert (await admin.get("/v1/admin/users")).status_code == 200
+    assert (await admin.get("/v1/admin/api-keys")).status_code == 200
+    assert (await admin.get(f"/v1/admin/users/{user['id']}")).json()["rate_limit_overrides"] is None
+
+
+@pytest.mark.parametrize("big", [2**31, 2**63, 2**64, 10**30])
+async def test_ids_beyond_the_column_range_are_404_never_500(
+    admin: httpx.AsyncClient, big: int
+) -> None:
+    for method, path in (
+        ("GET", f"/v1/admin/users/{big}"),
+        ("PATCH", f"/v1/admin/users/{big}"),
+        ("GET", f"/v1/admin/api-keys/{big}"),
+        ("PATCH", f"/v1/admin/api-keys/{big}"),
+        ("DELETE", f"/v1/admin/api-keys/{big}"),
+    ):
+        body = {"name": "x"} if "api-keys" in path else {"tier": "pro"}
+        response = await admin.request(method, path, json=None if method != "PATCH" else body)
+        error(response, 404, "not_found")
+    error(
+        await admin.post("/v1/admin/api-keys", json={"user_id": big, "name": "k"}), 404, "not_found"
+    )
+    listed = await admin.get("/v1/admin/api-keys", params={"user_id": big})
+    assert listed.status_code == 200 and listed.json() == []
+    error(await admin.get("/v1/admin/users", params={"offset": big}), 422, "validation_error")
+    for path in (f"/v1/admin/users/-{big}", "/v1/admin/users/0"):
+        error(await admin.get(path), 404, "not_found")

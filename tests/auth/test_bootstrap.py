@@ -15,7 +15,7 @@ import pytest
 from mlgate.api.app import create_app
 from mlgate.settings import Settings
 from tests.auth.conftest import api_key, bearer
-from tests.conftest import make_settings, running_app
+from tests.conftest import TEST_JWT_SECRET, make_settings, running_app
 
 KEY = re.compile(r"mlg_[0-9a-f]{12}_[A-Za-z0-9_-]{43}")
 
@@ -36,8 +36,9 @@ def test_bootstrap_default_depends_on_environment_and_database() -> None:
     assert Settings(env="development", database_url=sqlite).bootstrap_admin_enabled
     assert not Settings(env="development", database_url=postgres).bootstrap_admin_enabled
     assert not Settings(env="test", database_url=sqlite).bootstrap_admin_enabled
-    secret = "Zq3!x9Lm" * 5
-    production = Settings(env="production", database_url=sqlite, auth={"jwt_secret": secret})
+    production = Settings(
+        env="production", database_url=sqlite, auth={"jwt_secret": TEST_JWT_SECRET}
+    )
     assert not production.bootstrap_admin_enabled
 
 

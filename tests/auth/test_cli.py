@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from typing import Any
 
 from click.testing import CliRunner, Result
@@ -72,6 +73,12 @@ def test_users_create_list_disable(database_env: dict[str, Any]) -> None:
     assert json.loads(ok("users", "list", "--json").output)[0]["disabled"] is True
     ok("users", "enable", "alice")
     ok("users", "set-password", "ops", "--password-stdin", input="ops password 123\n")
+    # A tenant: its members share device baselines (tests/devices/test_owners.py).
+    ok("users", "create", "tess", "--no-password", "--tenant", "acme")
+    users = {u["username"]: u for u in json.loads(ok("users", "list", "--json").output)}
+    assert users["tess"]["tenant"] == "acme" and users["bob"]["tenant"] is None
+    bad = run("users", "create", "tom", "--no-password", "--tenant", "Not Valid")
+    assert bad.exit_code == 1 and "tenant" in bad.output
 
 
 def test_user_errors_are_one_line(database_env: dict[str, Any]) -> None:
@@ -85,7 +92,11 @@ def test_user_errors_are_one_line(database_env: dict[str, Any]) -> None:
     assert "Traceback" not in duplicate.output + short.output + missing.output
 
 
-async def test_keys_create_list_revoke(database_env: dict[str, Any], tmp_path: Any) -> None:
+async def test_keys_create_list_revoke(
+    database_env: dict[str, Any], tmp_path: Any, redis_url: str, monkeypatch: Any
+) -> None:
+    # The CLI announces account changes over Redis, as a production set-up would.
+    monkeypatch.setenv("MLGATE_REDIS_URL", redis_url)
     await aok(
         "users", "create", "svc", "--scope", "predict", "--scope", "models:read", "--no-password"
     )
@@ -107,13 +118,23 @@ async def test_keys_create_list_revoke(database_env: dict[str, Any], tmp_path: A
 
     # A key made by the CLI works against a server on the same database...
     settings = make_settings(
-        **database_env, models={"repository": tmp_path / "none"}, auth={"anonymous_enabled": False}
+        **database_env,
+        models={"repository": tmp_path / "none"},
+        auth={"anonymous_enabled": False, "principal_cache_ttl_s": 60},
+        redis_url=redis_url,
     )
-    async with running_app(settings) as (_, client):
+    async with running_app(settings) as (app, client):
+        await asyncio.wait_for(app.state.mlgate.account_changes.listening.wait(), 5)
         assert (await client.get("/v1/models", headers=api_key(key))).status_code == 200
-        # ...and revoking it by prefix (or id) refuses it at once.
+        # ...and revoking it by prefix (or id) refuses it at once, though the server
+        # caches verified keys (the CLI's announcement clears the cache).
         revoked = await aok("keys", "revoke", listed[0]["prefix"])
         assert "revoked API key" in revoked.output
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if (await client.get("/v1/models", headers=api_key(key))).status_code != 200:
+                break
+            await asyncio.sleep(0.01)
         assert (await client.get("/v1/models", headers=api_key(key))).status_code == 401
     assert json.loads((await aok("keys", "list", "--json")).output)[0]["status"] == "revoked"
     await aok("keys", "revoke", str(listed[0]["id"]))

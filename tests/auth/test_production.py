@@ -94,3 +94,87 @@ def test_unsupported_database_urls_are_refused(url: str) -> None:
 def test_database_url_is_top_level_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLGATE_DATABASE_URL", "postgresql://u@h/db")
     assert Settings().database_url == "postgresql+asyncpg://u@h/db"
+
+
+PATTERNED_SECRETS = [
+    "01234567890123456789012345678901",
+    "abcdefghabcdefghabcdefghabcdefgh",
+    "qwertyuiopasdfghjklzxcvbnm1234567890",
+    "9876543210zyxwvutsrqponmlkjihgfedcba",
+    "Tr0ub4dor&3Tr0ub4dor&3Tr0ub4dor&3",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab1c2d3e4f5g6",
+]
+
+
+@pytest.mark.parametrize("secret", PATTERNED_SECRETS)
+def test_patterned_secrets_are_refused_in_production(secret: str) -> None:
+    with pytest.raises(ValidationError, match="follows a pattern") as info:
+        production(auth={"jwt_secret": secret})
+    assert "mlgate secret" in str(info.value)
+
+
+def test_mlgate_secret_prints_secrets_production_accepts() -> None:
+    runner = CliRunner()
+    printed = {runner.invoke(cli, ["secret"]).output.strip() for _ in range(50)}
+    assert len(printed) == 50  # new every time
+    for secret in printed:
+        assert len(secret) == 64  # 48 random bytes, URL-safe base64
+        assert secret_problem(secret) is None
+        assert production(auth={"jwt_secret": secret}).auth.jwt_secret is not None
+    short = runner.invoke(cli, ["secret", "--bytes", "32"]).output.strip()
+    assert len(short) == 43 and secret_problem(short) is None
+    assert runner.invoke(cli, ["secret", "--bytes", "16"]).exit_code == 2  # too few
+
+
+DB_PASSWORD = "Sup3r-S3cret-DB-Passw0rd"
+REDIS_PASSWORD = "R3dis-S3cret-Passw0rd"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {  # a patterned secret, a database URL with a password, and a refusal
+            "MLGATE_ENV": "production",
+            "MLGATE_AUTH__JWT_SECRET": PATTERNED_SECRETS[0],
+            "MLGATE_DATABASE_URL": f"postgresql://mlgate:{DB_PASSWORD}@db.internal/mlgate",
+            "MLGATE_SERVER__CORS_ORIGINS": '["*"]',
+        },
+        {  # only a patterned secret: it ends the input pydantic would quote
+            "MLGATE_ENV": "production",
+            "MLGATE_AUTH__JWT_SECRET": PATTERNED_SECRETS[0],
+        },
+        {  # a secret that is too short, at the end of the input too
+            "MLGATE_ENV": "production",
+            "MLGATE_AUTH__JWT_SECRET": "a-short-secret-value-0123",
+        },
+        {  # a malformed database URL (no ://)
+            "MLGATE_DATABASE_URL": f"postgres:mlgate:{DB_PASSWORD}@db.internal",
+        },
+        {  # a Redis URL of the wrong scheme, with a password
+            "MLGATE_REDIS_URL": f"http://:{REDIS_PASSWORD}@redis.internal:6379/0",
+            "MLGATE_AUTH__JWT_SECRET": "a-short-secret-value-0123",
+            "MLGATE_ENV": "production",
+        },
+    ],
+    ids=[
+        "production-refusal",
+        "patterned-secret",
+        "short-secret",
+        "malformed-database-url",
+        "bad-redis-url",
+    ],
+)
+def test_startup_refusals_never_print_secrets(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Should a configuration pass, serve stops at the missing repository, not serving.
+    monkeypatch.setenv("MLGATE_MODELS__REPOSITORY", str(tmp_path / "no-models"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(cli, ["serve"])
+    assert result.exit_code == 2
+    assert "invalid configuration" in result.output
+    for secret in (PATTERNED_SECRETS[0], DB_PASSWORD, REDIS_PASSWORD, "a-short-secret-value"):
+        # Not even a fragment (pydantic quotes the start and the end of long values).
+        fragments = {secret[i : i + 8] for i in range(len(secret) - 7)}
+        assert not [f for f in fragments if f in result.output], result.output

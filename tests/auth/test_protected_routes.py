@@ -17,7 +17,7 @@ from fastapi.routing import iter_route_contexts
 
 from mlgate.api.app import create_app
 from tests.auth.conftest import Harness, api_key, bearer, unsigned_token
-from tests.conftest import make_settings
+from tests.conftest import TEST_JWT_SECRET, make_settings
 
 OPEN = {
     ("GET", "/health"),
@@ -65,11 +65,16 @@ PROTECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/admin/api-keys/{key_id}"): "admin",
     ("PATCH", "/v1/admin/api-keys/{key_id}"): "admin",
     ("DELETE", "/v1/admin/api-keys/{key_id}"): "admin",
+    ("GET", "/v1/admin/device-shares"): "admin",
+    ("PUT", "/v1/admin/device-shares/{grantee}/{device_id}"): "admin",
+    ("DELETE", "/v1/admin/device-shares/{grantee}/{device_id}"): "admin",
     ("GET", "/v1/users/me"): ANY_PRINCIPAL,
     ("POST", "/v2/repository/index"): "admin",
-    # Last: as admin it stops serving `ids` for the rest of that test's app.
+    # As admin it stops serving `ids` for the rest of that test's app.
     ("POST", "/v2/repository/models/{model}/load"): "admin",
     ("POST", "/v2/repository/models/{model}/unload"): "admin",
+    # Last: called with user 1's own token, it refuses that token from then on.
+    ("POST", "/v1/admin/users/{user_id}/revoke-sessions"): "admin",
 }
 PATH_VALUES = {
     "{model}": "ids",
@@ -77,6 +82,7 @@ PATH_VALUES = {
     "{user_id}": "1",
     "{key_id}": "1",
     "{device_id}": "pump-1",
+    "{grantee}": "user:1",
 }
 
 
@@ -108,7 +114,7 @@ def test_every_route_is_classified() -> None:
 
 
 def test_docs_are_off_in_production_unless_enabled() -> None:
-    production = {"env": "production", "auth": {"jwt_secret": "k" * 8 + "Zq3!x9Lm" * 4}}
+    production = {"env": "production", "auth": {"jwt_secret": TEST_JWT_SECRET}}
     routes = app_routes(create_app(make_settings(**production)))
     assert ("GET", "/docs") not in routes and ("GET", "/openapi.json") not in routes
     production["server"] = {"docs_enabled": True}

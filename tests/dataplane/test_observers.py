@@ -145,7 +145,7 @@ async def test_a_failing_observer_never_fails_the_request() -> None:
 
 async def test_device_readings_carry_the_device_in_the_event() -> None:
     recorder = Recorder()
-    async with running_app(make_settings()) as (app, client):
+    async with running_app(make_settings(), as_admin=True) as (app, client):
         app.state.mlgate.dataplane.add_observer(recorder)
         response = await client.post(
             "/v1/models/iot/predict/batch",

@@ -7,12 +7,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from mlgate.db.engine import build_engine, sqlite_path
-from mlgate.db.migrate import current_revision, head_revision, upgrade
+from mlgate.db.migrate import alembic_config, current_revision, head_revision, upgrade
 from mlgate.db.models import Base
 from tests.conftest import make_settings, running_app
 
@@ -93,3 +94,53 @@ async def test_without_auto_migrate_an_empty_database_is_a_503(
         assert response.json()["error"]["message"] == "the authentication database is unavailable"
         login = await client.post("/v1/token", data={"username": "a", "password": "b" * 8})
         assert login.status_code == 503
+
+
+async def test_0003_keeps_existing_rows_and_downgrades(database: dict[str, Any]) -> None:
+    """Users get token epoch 0 and no tenant; baselines stored before device owners
+    existed are kept under the owner nobody is (``unowned``)."""
+    settings = make_settings(**database)
+    engine = build_engine(settings)
+    schema = settings.database.schema_name
+    now = "2026-01-01 00:00:00"
+    try:
+        assert await upgrade(engine, schema=schema, revision="0002") == "0002"
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO users (username, disabled, tier, scopes, created_at, "
+                    f"updated_at) VALUES ('old', false, 'free', '[]', '{now}', '{now}')"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO device_baselines (model, device_id, features, required, "
+                    "seen, sums, sumsq, source, revision, created_at, updated_at) VALUES "
+                    f"('iot', 'pump-1', '[]', 5, 2, '[]', '[]', 'stream', 3, '{now}', '{now}')"
+                )
+            )
+        assert await upgrade(engine, schema=schema) == head_revision()
+        async with engine.begin() as conn:
+            user = (await conn.execute(text("SELECT token_epoch, tenant FROM users"))).one()
+            assert tuple(user) == (0, None)
+            row = (
+                await conn.execute(text("SELECT owner, seen, revision FROM device_baselines"))
+            ).one()
+            assert tuple(row) == ("unowned", 2, 3)
+            # The same device id under another owner is another device.
+            await conn.execute(
+                text(
+                    "INSERT INTO device_baselines (owner, model, device_id, features, required, "
+                    "seen, sums, sumsq, source, revision, created_at, updated_at) VALUES "
+                    "('user:1', 'iot', 'pump-1', '[]', 5, 0, '[]', '[]', 'stream', 1, "
+                    f"'{now}', '{now}')"
+                )
+            )
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda sync: command.downgrade(alembic_config(sync), "0002"))
+        assert await current_revision(engine) == "0002"
+        async with engine.connect() as conn:
+            left = (await conn.execute(text("SELECT device_id FROM device_baselines"))).all()
+            assert [tuple(r) for r in left] == [("pump-1",)]
+    finally:
+        await engine.dispose()

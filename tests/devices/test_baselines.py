@@ -1,9 +1,11 @@
 """Per-device baselines through HTTP: calibration, verdicts, persistence, two workers,
-upload and reset, and the errors (same tests on SQLite and PostgreSQL)."""
+upload and reset, and the errors (same tests on SQLite and PostgreSQL). Devices belong
+to an account (tests/devices/test_owners.py): these tests call with an admin's key."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -39,8 +41,15 @@ async def batch(
     return dict(response.json())
 
 
+@pytest.fixture
+async def admin_client() -> AsyncIterator[httpx.AsyncClient]:
+    """A client with an admin's key, on an app with default test settings."""
+    async with running_app(make_settings(), as_admin=True) as (_, client):
+        yield client
+
+
 async def test_calibration_progress_then_verdicts(database: dict[str, Any]) -> None:
-    async with running_app(settings(database)) as (_, client):
+    async with running_app(settings(database), as_admin=True) as (_, client):
         first = await batch(client, "pump-1", readings(3))
         assert first["device_id"] == "pump-1"
         assert [p["status"] for p in first["predictions"]] == ["calibrating"] * 3
@@ -71,7 +80,8 @@ async def test_calibration_progress_then_verdicts(database: dict[str, Any]) -> N
 
 
 async def test_seed_routes_take_device_id() -> None:
-    async with running_app(make_settings(devices={"baseline_readings": 3})) as (_, client):
+    config = make_settings(devices={"baseline_readings": 3})
+    async with running_app(config, as_admin=True) as (_, client):
         seen = []
         for row in readings(4):
             response = await client.post(
@@ -103,15 +113,18 @@ async def test_without_device_id_nothing_changes(client: httpx.AsyncClient) -> N
     assert now.status_code == before.status_code == 200
     for a, b in zip(now.json()["predictions"], before.json()["predictions"], strict=True):
         assert "status" not in a
+        assert a.pop("prediction_id") != b.pop("prediction_id")  # one per scored row
         assert a == b
     seed = await client.post("/predict", json={"sensor_data": rows[0], "model_name": "lof"})
     assert "status" not in seed.json() and "device_id" not in seed.json()
 
 
 async def test_baselines_survive_a_restart(database: dict[str, Any]) -> None:
-    async with running_app(settings(database)) as (_, client):
+    async with running_app(settings(database), as_admin=True) as (_, client):
         await batch(client, "pump-2", readings(REQUIRED))
+        key = client.headers["X-API-Key"]
     async with running_app(settings(database)) as (_, client):
+        client.headers["X-API-Key"] = key
         again = await batch(client, "pump-2", readings(2, seed=3))
         assert [p["status"] for p in again["predictions"]] == ["scored"] * 2
 
@@ -119,6 +132,7 @@ async def test_baselines_survive_a_restart(database: dict[str, Any]) -> None:
 async def test_two_workers_share_calibration_and_resets(database: dict[str, Any]) -> None:
     config = settings(database, baseline_readings=40, cache_ttl_s=0.2)
     async with running_app(config, as_admin=True) as (_, a), running_app(config) as (_, b):
+        b.headers["X-API-Key"] = a.headers["X-API-Key"]  # one account, two workers
         # Concurrent calibration through both workers: no reading lost or counted twice.
         rows = readings(8)
         results = await asyncio.gather(
@@ -207,14 +221,17 @@ async def test_uploads_need_admin_and_an_anomaly_model() -> None:
         )
         assert old.status_code == 422
         assert "device_baseline" in old.json()["error"]["message"]
+        assert (await admin.get("/v1/models/iot/devices/d1/baseline")).status_code == 404
         del admin.headers["X-API-Key"]
         anonymous = await admin.delete("/v1/models/iot/devices/d1/baseline")
         assert anonymous.status_code in (401, 403)
-        assert (await admin.get("/v1/models/iot/devices/d1/baseline")).status_code == 404
+        # Anonymous callers have no devices (test_owners.py).
+        assert (await admin.get("/v1/models/iot/devices/d1/baseline")).status_code == 401
 
 
 @pytest.mark.parametrize("device", ["", "a b", "x" * 129, "pump/1", 7, "é"])
-async def test_bad_device_ids_are_422(client: httpx.AsyncClient, device: Any) -> None:
+async def test_bad_device_ids_are_422(admin_client: httpx.AsyncClient, device: Any) -> None:
+    client = admin_client
     response = await client.post(
         "/v1/models/iot/predict/batch", json={"instances": readings(1), "device_id": device}
     )

@@ -1,6 +1,7 @@
 """Device baselines through a real ``mlgate serve --workers 2``: readings sent at the same
 time through both workers are each counted exactly once, and a baseline uploaded through
-one worker is used by the other within the cache TTL."""
+one worker is used by the other within the cache TTL. A device belongs to an account:
+readings are sent with a key made by the CLI."""
 
 from __future__ import annotations
 
@@ -27,12 +28,13 @@ READING = {
 }
 
 
-def _post(worker: Worker, i: int) -> dict[str, object]:
+def _post(worker: Worker, key: str, i: int) -> dict[str, object]:
     reading = {k: v * (1 + 0.001 * (i % 7)) for k, v in READING.items()}
     response = worker.request(
         "POST",
         "/predict",
         json={"sensor_data": reading, "model_name": "autoencoder", "device_id": "pump-w"},
+        headers={"X-API-Key": key},
     )
     assert response.status_code == 200, response.text
     return dict(response.json())
@@ -46,7 +48,13 @@ def test_two_workers_count_every_calibration_reading_once(tmp_path: Path) -> Non
         MLGATE_RATE_LIMIT__ENABLED="false",
         MLGATE_DEVICES__BASELINE_READINGS=str(REQUIRED),
         MLGATE_OBSERVABILITY__ACCESS_LOG="true",
+        MLGATE_AUTH__BOOTSTRAP_ADMIN="false",
+        MLGATE_AUTH__ARGON2_TIME_COST="1",
+        MLGATE_AUTH__ARGON2_MEMORY_COST_KIB="8",
+        MLGATE_AUTH__ARGON2_PARALLELISM="1",
     )
+    _mlgate(env, "users", "create", "w", "--scope", "predict", "--no-password")
+    key = _mlgate(env, "keys", "create", "--user", "w", "--name", "t")
     # Both workers must have loaded the models: readiness is per worker.
     serve = mlgate_serve(tmp_path, env, "--workers", "2", ready_in_a_row=20, log_level="info")
     with serve as server, connections_to_workers(server, 2, CONNECTIONS_PER_WORKER) as workers:
@@ -57,7 +65,7 @@ def test_two_workers_count_every_calibration_reading_once(tmp_path: Path) -> Non
         shares = [range(n, total, len(connections)) for n in range(len(connections))]
 
         def send(n: int) -> list[dict[str, object]]:
-            return [_post(connections[n], i) for i in shares[n]]
+            return [_post(connections[n], key, i) for i in shares[n]]
 
         with ThreadPoolExecutor(len(connections)) as pool:
             results = [r for share in pool.map(send, range(len(connections))) for r in share]
@@ -68,7 +76,10 @@ def test_two_workers_count_every_calibration_reading_once(tmp_path: Path) -> Non
         )
         assert calibrating == list(range(1, REQUIRED + 1))
         assert sum(r["status"] == "scored" for r in results) == EXTRA
-        baseline = httpx.get(f"{server.url}/v1/models/iot-autoencoder/devices/pump-w/baseline")
+        baseline = httpx.get(
+            f"{server.url}/v1/models/iot-autoencoder/devices/pump-w/baseline",
+            headers={"X-API-Key": key},
+        )
         assert baseline.json()["status"] == "ready"
         assert baseline.json()["calibration"] == {"seen": REQUIRED, "required": REQUIRED}
 

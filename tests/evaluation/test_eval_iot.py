@@ -37,7 +37,8 @@ async def test_streams_every_run_as_a_device(slice_dir: Path) -> None:
     assert [r.name for r in runs] == ["5.csv", "sub/3.csv"]
     assert skipped == ["free.csv"]
     settings = make_settings(devices={"baseline_readings": REQUIRED})
-    async with running_app(settings) as (_, client):
+    # Devices belong to an account: anonymous callers cannot stream them (issue 8 item 3).
+    async with running_app(settings, as_admin=True) as (_, client):
         console = Console(file=io.StringIO(), width=120)
         await run_evaluation(client, console, runs, ["iot-autoencoder", "iot-lof"], batch_size=50)
         output = console.file.getvalue()  # type: ignore[attr-defined]

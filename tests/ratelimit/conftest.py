@@ -9,36 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import redis
 import redis.asyncio
+from fastapi import FastAPI
 
 from mlgate.ratelimit import MemoryRateLimiter, RateLimiter
 from mlgate.ratelimit.redis_backend import RedisRateLimiter
-
-REDIS_URL = os.environ.get("MLGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The test Redis URL, once it has answered a PING."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        reason = f"Redis is not reachable at {REDIS_URL} ({exc}); start redis-server"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (required under CI)", pytrace=False)
-        pytest.skip(reason)
-    finally:
-        client.close()
-    return REDIS_URL
+from tests.conftest import make_settings, running_app
 
 
 @asynccontextmanager
@@ -217,3 +202,28 @@ async def silent_server() -> AsyncIterator[SilentServer]:
     await server.start()
     yield server
     await server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings overrides for one backend; Redis gets a key prefix of the test's own."""
+    if request.param == "memory":
+        return {"rate_limit": {"enabled": True, "backend": "memory"}}
+    url = request.getfixturevalue("redis_url")
+    prefix = request.getfixturevalue("key_prefix")
+    return {
+        "redis_url": url,
+        "rate_limit": {"enabled": True, "backend": "redis", "redis_key_prefix": prefix},
+    }
+
+
+@asynccontextmanager
+async def limited_app(
+    backend: dict[str, Any], *, auth: dict[str, Any] | None = None, **rate_limit: Any
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """An app with rate limits on (``rate_limit`` settings added to the backend's) and,
+    unless ``auth`` says otherwise, anonymous access off."""
+    overrides = {**backend, "rate_limit": {**backend["rate_limit"], **rate_limit}}
+    settings = make_settings(auth={"anonymous_enabled": False, **(auth or {})}, **overrides)
+    async with running_app(settings) as pair:
+        yield pair

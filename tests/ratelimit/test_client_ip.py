@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlgate.ratelimit import client_ip
+from mlgate.ratelimit import client_ip, client_network
 
 PROXIES = ["10.0.0.0/8", "192.168.1.1", "2001:db8::/32"]
 
@@ -52,3 +52,20 @@ def test_client_ip(peer: str | None, forwarded_for: str | None, expected: str) -
 
 def test_no_trusted_proxies_means_the_header_is_ignored() -> None:
     assert client_ip("10.1.2.3", "198.51.100.4", []) == "10.1.2.3"
+
+
+@pytest.mark.parametrize(
+    ("address", "ipv4_prefix", "ipv6_prefix", "expected"),
+    [
+        ("203.0.113.7", 32, 64, "203.0.113.7"),
+        ("203.0.113.7", 24, 64, "203.0.113.0/24"),
+        ("2001:db8:0:1::7", 32, 64, "2001:db8:0:1::/64"),
+        ("2001:db8:0:1:ffff:ffff:ffff:ffff", 32, 64, "2001:db8:0:1::/64"),
+        ("2001:db8:0:1::7", 32, 48, "2001:db8::/48"),
+        ("2001:db8:0:1::7", 32, 128, "2001:db8:0:1::7"),
+        ("unknown", 32, 64, "unknown"),
+        ("testclient", 24, 56, "testclient"),
+    ],
+)
+def test_client_network(address: str, ipv4_prefix: int, ipv6_prefix: int, expected: str) -> None:
+    assert client_network(address, ipv4_prefix, ipv6_prefix) == expected

@@ -2,40 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI
 
 from tests.conftest import make_settings, running_app
+from tests.ratelimit.conftest import limited_app
 
 ROW = [0.5] * 77
-
-
-@pytest.fixture(params=["memory", "redis"])
-def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Settings overrides for one backend; Redis gets a key prefix of the test's own."""
-    if request.param == "memory":
-        return {"rate_limit": {"enabled": True, "backend": "memory"}}
-    url = request.getfixturevalue("redis_url")
-    prefix = request.getfixturevalue("key_prefix")
-    return {
-        "redis_url": url,
-        "rate_limit": {"enabled": True, "backend": "redis", "redis_key_prefix": prefix},
-    }
-
-
-@asynccontextmanager
-async def limited_app(
-    backend: dict[str, Any], **rate_limit: Any
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    overrides = {**backend, "rate_limit": {**backend["rate_limit"], **rate_limit}}
-    settings = make_settings(auth={"anonymous_enabled": False}, **overrides)
-    async with running_app(settings) as pair:
-        yield pair
 
 
 async def new_key(app: FastAPI, name: str, tier: str = "free", **overrides: Any) -> str:
@@ -135,8 +110,9 @@ async def test_failed_authentications_block_the_ip(backend: dict[str, Any]) -> N
         assert blocked.status_code == 429
         assert blocked.json()["error"]["details"]["limit"] == "failed_auth"
         assert int(blocked.headers["retry-after"]) >= 1
-        # Even valid credentials from that address wait: guesses must not be confirmed.
-        assert (await client.get("/v1/models", headers={"X-API-Key": good})).status_code == 429
+        # Valid credentials from that address are served (issue 8 item 9): the lockout
+        # refuses failing attempts, not everyone behind the address.
+        assert (await client.get("/v1/models", headers={"X-API-Key": good})).status_code == 200
 
 
 async def test_forwarded_for_is_believed_only_from_trusted_proxies(
@@ -193,3 +169,75 @@ async def test_redis_down(fail_open: bool) -> None:
             assert "retry-after" in response.headers
             assert ready.status_code == 503
             assert ready.json()["error"]["details"]["checks"]["rate_limiter"] == "down"
+
+
+async def test_limits_are_per_account_not_per_key(backend: dict[str, Any]) -> None:
+    """A free user with five keys and a token gets the free tier's 10 a minute in all."""
+    async with limited_app(backend) as (app, client):
+        accounts = app.state.mlgate.accounts
+        user = await accounts.create_user(
+            "manykeys", password="pw-manykeys-1", scopes=["predict", "models:read"]
+        )
+        keys = [(await accounts.create_key(user.id, name=f"k{i}")).plaintext for i in range(5)]
+        token = (
+            await client.post(
+                "/v1/token", data={"username": "manykeys", "password": "pw-manykeys-1"}
+            )
+        ).json()["access_token"]
+        credentials = [{"X-API-Key": key} for key in keys] + [{"Authorization": f"Bearer {token}"}]
+        codes = [
+            (await client.get("/v1/models", headers=credentials[i % 6])).status_code
+            for i in range(12)
+        ]
+        assert codes == [200] * 10 + [429, 429]
+        # Rows too: one account, one row budget, whichever credential spends it.
+        rows_user = await accounts.create_user(
+            "rowsacct",
+            password=None,
+            scopes=["predict"],
+            rate_limit_overrides={"rows_per_minute": 50},
+        )
+        a, b = [(await accounts.create_key(rows_user.id, name=n)).plaintext for n in "ab"]
+        batch = {"instances": [ROW] * 30}
+        first = await client.post(
+            "/v1/models/ids/predict/batch", json=batch, headers={"X-API-Key": a}
+        )
+        assert first.status_code == 200
+        second = await client.post(
+            "/v1/models/ids/predict/batch", json=batch, headers={"X-API-Key": b}
+        )
+        assert second.status_code == 429
+        assert second.json()["error"]["details"]["limit"] == "rows"
+
+
+async def test_a_key_override_is_an_extra_cap_within_the_account(
+    backend: dict[str, Any],
+) -> None:
+    async with limited_app(backend) as (app, client):
+        accounts = app.state.mlgate.accounts
+        user = await accounts.create_user("capped", password=None, scopes=["models:read"])
+        ci = (
+            await accounts.create_key(
+                user.id, name="ci", rate_limit_overrides={"requests_per_minute": 3}
+            )
+        ).plaintext
+        main = (await accounts.create_key(user.id, name="main")).plaintext
+        ci_codes = [
+            (await client.get("/v1/models", headers={"X-API-Key": ci})).status_code
+            for _ in range(4)
+        ]
+        assert ci_codes == [200, 200, 200, 429]
+        # The capped key's refusal left the account its remaining 7 (3 spent).
+        main_codes = [
+            (await client.get("/v1/models", headers={"X-API-Key": main})).status_code
+            for _ in range(8)
+        ]
+        assert main_codes == [200] * 7 + [429]
+        # An override on the key never raises it above its account.
+        generous = (
+            await accounts.create_key(
+                user.id, name="generous", rate_limit_overrides={"requests_per_minute": 500}
+            )
+        ).plaintext
+        response = await client.get("/v1/models", headers={"X-API-Key": generous})
+        assert response.status_code == 429

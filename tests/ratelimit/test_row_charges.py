@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.ratelimit.test_http_limits import ROW, backend, limited_app, new_key
-
-__all__ = ["backend"]  # the fixture, shared with test_http_limits
+from tests.ratelimit.conftest import limited_app
+from tests.ratelimit.test_http_limits import ROW, new_key
 
 
 async def test_malformed_batches_cost_no_rows(backend: dict[str, Any]) -> None:

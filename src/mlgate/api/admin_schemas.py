@@ -24,10 +24,13 @@ class UserCreate(BaseModel):
     tier: str | None = None
     disabled: bool = False
     rate_limit_overrides: Overrides | None = None
+    tenant: str | None = None
+    """An admin-defined group whose members share device baselines; None: the user alone."""
 
 
 class UserUpdate(BaseModel):
-    """Only the fields sent change; `rate_limit_overrides: null` clears them."""
+    """Only the fields sent change; `rate_limit_overrides: null` clears them, `tenant:
+    null` takes the user out of its tenant; a new `password` refuses earlier tokens."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -36,6 +39,7 @@ class UserUpdate(BaseModel):
     disabled: bool | None = None
     password: str | None = Password
     rate_limit_overrides: Overrides | None = None
+    tenant: str | None = None
 
 
 class UserOut(BaseModel):
@@ -46,6 +50,7 @@ class UserOut(BaseModel):
     scopes: list[str]
     has_password: bool
     rate_limit_overrides: dict[str, Any] | None
+    tenant: str | None
     created_at: str
     updated_at: str
 
@@ -66,7 +71,7 @@ class KeyCreate(BaseModel):
     scopes: list[str] | None = None
     """Default: the owner's scopes; never more than the owner has."""
     tier: str | None = None
-    """Default: the owner's tier."""
+    """Default: the owner's tier. Limits follow the owner's tier whatever this says."""
     expires_at: AwareDatetime | None = None
     rate_limit_overrides: Overrides | None = None
 

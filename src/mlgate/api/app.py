@@ -12,6 +12,7 @@ from mlgate.api.middleware import RequestContextMiddleware
 from mlgate.api.responses import ORJSONResponse
 from mlgate.api.routes import (
     admin,
+    admin_devices,
     admin_keys,
     admin_users,
     auth,
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         admin.router,
         admin_users.router,
         admin_keys.router,
+        admin_devices.router,
         legacy.router,
         oip.router,
         oip.models_router,

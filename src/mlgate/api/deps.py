@@ -65,6 +65,8 @@ PrincipalDep = Annotated[Principal, Security(get_principal)]
 # Router-level guards: ``APIRouter(dependencies=[RequirePredict])``.
 # The scopes also show in the OpenAPI document, per operation.
 RequirePredict = Security(require_scope(PREDICT), scopes=[PREDICT])
+InferencePredict = Security(require_scope(PREDICT, charge=False), scopes=[PREDICT])
+"""The ``predict`` guard of inference routes: the request is charged with its rows."""
 RequireModelsRead = Security(require_scope(MODELS_READ), scopes=[MODELS_READ])
 RequireFeedback = Security(require_scope(FEEDBACK), scopes=[FEEDBACK])
 RequireAdmin = Security(require_scope(ADMIN), scopes=[ADMIN])

@@ -1,4 +1,9 @@
-"""One error envelope for every failure, mapped once at the edge."""
+"""One error envelope for every failure, mapped once at the edge.
+
+The envelope echoes parts of bad input (a version, a content type, a field) to say what
+is wrong; :func:`error_content` caps every string in it, so that a 5 MB bad value
+produces a short error, not a 10 MB one.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from mlgate.api.responses import ORJSONResponse
 from mlgate.context import current_request_id
-from mlgate.errors import MlgateError
+from mlgate.errors import DatabaseUnavailable, MlgateError
 
 log = logging.getLogger("mlgate.errors")
 
@@ -34,6 +40,10 @@ _HTTP_CODES = {
 
 #: Routes of the Open Inference Protocol answer errors in its own shape.
 OIP_PREFIX = "/v2"
+#: Longest message, and longest string anywhere in ``details``, an error carries.
+MAX_MESSAGE_CHARS = 1000
+MAX_DETAIL_CHARS = 300
+_MAX_DETAIL_DEPTH = 8
 
 
 def is_oip_path(path: str) -> bool:
@@ -41,19 +51,47 @@ def is_oip_path(path: str) -> bool:
     return path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/")
 
 
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+def _clip_details(value: Any, depth: int = 0) -> Any:
+    """``details`` with every string clipped (keys too), however deeply nested."""
+    if isinstance(value, str):
+        return _clip(value, MAX_DETAIL_CHARS)
+    if depth >= _MAX_DETAIL_DEPTH:
+        return value if isinstance(value, int | float | bool) or value is None else "…"
+    if isinstance(value, dict):
+        return {
+            (_clip(k, MAX_DETAIL_CHARS) if isinstance(k, str) else k): _clip_details(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_clip_details(v, depth + 1) for v in value]
+    return value
+
+
 def error_content(
-    code: str, message: str, details: Any = None, *, oip: bool = False
+    code: str,
+    message: str,
+    details: Any = None,
+    *,
+    request_id: str | None = None,
+    oip: bool = False,
 ) -> dict[str, Any]:
-    """The envelope body: ``{"error": {"code", "message", "request_id", "details"}}``;
-    on /v2, the Open Inference Protocol's ``{"error": "message"}``."""
+    """The envelope body: ``{"error": {"code", "message", "request_id", "details"}}``,
+    with the message and every string in the details clipped; on /v2, the Open Inference
+    Protocol's ``{"error": "message"}``."""
     if oip:
-        return {"error": message}
+        return {"error": _clip(message, MAX_MESSAGE_CHARS)}
     return {
         "error": {
             "code": code,
-            "message": message,
-            "request_id": current_request_id(),
-            "details": details,
+            "message": _clip(message, MAX_MESSAGE_CHARS),
+            "request_id": request_id or current_request_id(),
+            "details": _clip_details(details) if details is not None else None,
         }
     }
 
@@ -110,8 +148,34 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return error_response(request, 422, "validation_error", f"invalid value for {fields}", details)
 
 
+async def _database_error(request: Request, exc: Exception) -> Response:
+    """The database cannot be reached or written (file gone or read-only, server down,
+    pool exhausted): a 503 saying that nothing was stored, never a 500. The driver's
+    message is logged without the SQL statement and its parameters."""
+    orig = getattr(exc, "orig", None) or exc
+    log.error("database unavailable", extra={"db_error": f"{type(orig).__name__}: {orig}"[:500]})
+    error = DatabaseUnavailable(
+        "the database cannot be reached or written right now: the request was not carried "
+        "out (nothing was stored); retry later",
+        headers={"Retry-After": "5"},
+    )
+    return error_response(
+        request, error.status_code, error.code, error.message, None, error.headers
+    )
+
+
+#: Database failures that say "the database is unavailable", not "mlgate has a bug".
+DATABASE_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every known error into the envelope."""
     app.add_exception_handler(MlgateError, _mlgate_error)
+    for error in DATABASE_UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, _database_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -3,6 +3,9 @@ the HTTP response for an encoded answer."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 
 from starlette.requests import Request
@@ -11,6 +14,7 @@ from starlette.types import Receive
 
 from mlgate.api.state import AppState
 from mlgate.dataplane.types import Encoded, InferenceContext
+from mlgate.errors import MlgateError
 
 
 def http_context(request: Request, protocol: str) -> InferenceContext:
@@ -22,9 +26,26 @@ def http_context(request: Request, protocol: str) -> InferenceContext:
         protocol=protocol,
         principal=principal,
         request_id=request.state.request_id,
-        charge_rows=partial(state.limits.charge_rows, request, principal),
+        charge_rows=partial(state.limits.charge, request, principal),
         disconnected=partial(_disconnect, request.receive),
     )
+
+
+@asynccontextmanager
+async def charging(request: Request) -> AsyncIterator[None]:
+    """Around an inference route: the data plane charges the request with its rows in one
+    limiter call; a request that fails before (bad body, unknown model) is charged alone
+    here, so that failures are not free. A refusal of that charge changes nothing: the
+    request's own error is the answer."""
+    try:
+        yield
+    except Exception:
+        principal = getattr(request.state, "principal", None)
+        if principal is not None and not getattr(request.state, "rate_charged", False):
+            state: AppState = request.app.state.mlgate
+            with contextlib.suppress(MlgateError):
+                await state.limits.charge(request, principal, 0)
+        raise
 
 
 async def _disconnect(receive: Receive) -> None:

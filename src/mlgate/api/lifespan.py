@@ -16,6 +16,7 @@ from mlgate.api.state import AppState
 from mlgate.auth.accounts import Accounts
 from mlgate.auth.bootstrap import announce_key, bootstrap_admin
 from mlgate.auth.passwords import Passwords
+from mlgate.auth.principal_cache import PrincipalCache, account_changes
 from mlgate.auth.service import AuthService
 from mlgate.auth.signing import load_signing_keys
 from mlgate.auth.tokens import TokenCodec
@@ -39,6 +40,7 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
         settings.models.resolved_repository,
         default_model=settings.models.default_model,
         inline_threshold_us=settings.models.inline_threshold_us,
+        follow_symlinks=settings.models.follow_symlinks,
     )
     devices = DeviceScorer(
         BaselineStore(
@@ -66,19 +68,26 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
     passwords = Passwords(settings.auth)
     tokens = TokenCodec(settings.auth, load_signing_keys(settings))
     limiter = build_rate_limiter(settings.rate_limit, settings.redis_url)
+    principals = PrincipalCache(
+        settings.auth.principal_cache_ttl_s, settings.auth.principal_cache_max_entries
+    )
+    changes = account_changes(settings.redis_url)
+    changes.subscribe(principals.clear)
     return AppState(
         settings=settings,
         registry=registry,
         dataplane=dataplane,
         engine=engine,
-        auth=AuthService(settings.auth, engine, sessions, passwords, tokens),
+        auth=AuthService(settings.auth, engine, sessions, passwords, tokens, principals),
         accounts=Accounts(
             settings.auth,
             sessions,
             passwords,
             # The limiter owns the meaning of overrides: refuse bad ones when stored.
-            check_overrides=lambda overrides: settings.rate_limit.limits_for(None, overrides),
+            check_overrides=settings.rate_limit.check_overrides,
+            on_change=changes.publish,
         ),
+        account_changes=changes,
         limiter=limiter,
         limits=EdgeLimits(limiter, settings.rate_limit),
         devices=devices,
@@ -137,7 +146,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.dataplane.runner.attach(asyncio.get_running_loop())
     if settings.rate_limit.backend == "redis" and not await state.limiter.check():
         log.warning("Redis is not answering at start; rate limits are degraded until it does")
-    tasks: list[asyncio.Task[None]] = []
+    tasks: list[asyncio.Task[None]] = [asyncio.create_task(state.account_changes.listen())]
     if settings.models.load_in_background:
         tasks.append(asyncio.create_task(load_models(state)))
     else:
@@ -153,5 +162,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await state.dataplane.runner.close()
+        await state.account_changes.close()
         await state.limiter.close()
         await engine.dispose()

@@ -11,6 +11,7 @@ import logging
 import re
 import uuid
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlgate.api.errors import error_content, is_oip_path
@@ -87,6 +88,10 @@ class RequestContextMiddleware:
                 )
                 return
             await self.app(scope, self._limited(receive), send_with_id)
+        except ClientDisconnect:
+            # The client went away (or the server timed its body out and answered 408):
+            # nobody is left to answer.
+            log.info("client disconnected before its request body ended")
         except Exception:
             log.exception("unhandled error")
             if not started:

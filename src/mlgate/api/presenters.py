@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlgate.registry.paths import hide_paths
 from mlgate.registry.registry import ModelEntry, ModelVersion, version_sort_key
 
 
@@ -47,7 +48,8 @@ def model_view(entry: ModelEntry, *, full: bool = False) -> dict[str, Any]:
         "aliases": entry.aliases,
         "versions": versions,
         "n_features": current.n_features if current else None,
-        "load_errors": entry.errors,
+        # Named relative to the repository already; no server path, whatever raised.
+        "load_errors": {key: hide_paths(error) for key, error in entry.errors.items()},
     }
     if full:
         view["versions"] = [version_view(entry.versions[v]) for v in versions]

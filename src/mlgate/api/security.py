@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
-from mlgate.api.limits import EdgeLimits, request_client_ip
+from mlgate.api.limits import EdgeLimits, request_client_key
 from mlgate.api.schemas import ErrorEnvelope
 from mlgate.auth.principal import Principal
 from mlgate.auth.scopes import SCOPES
@@ -63,13 +63,13 @@ async def get_principal(
     state = request.app.state.mlgate
     auth: AuthService = state.auth
     limits: EdgeLimits = state.limits
-    if bearer or api_key:
-        await limits.refuse_blocked_ip(request)
     try:
         principal = await auth.authenticate(
-            api_key=api_key, bearer=bearer, client_ip=request_client_ip(request)
+            api_key=api_key, bearer=bearer, client_ip=request_client_key(request)
         )
     except Unauthorized:
+        # 429 instead of this 401 once the address has failed too often; a valid
+        # credential never gets here, whatever its address did (see EdgeLimits).
         await limits.record_failed_auth(request)
         raise
     request.state.principal = principal
@@ -77,9 +77,14 @@ async def get_principal(
     return principal
 
 
-def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
+def require_scope(scope: str, *, charge: bool = True) -> Callable[..., Awaitable[Principal]]:
     """A dependency that lets through principals holding ``scope`` (403 otherwise) and
-    charges the request to the caller's request allowance (429 when over)."""
+    charges the request to the caller's request allowance (429 when over).
+
+    ``charge=False`` leaves the charge to the inference route: the data plane charges the
+    request together with its rows in one limiter call once the input has decoded
+    (:func:`mlgate.api.inference.charging`, which also charges requests that fail first).
+    """
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
 
@@ -93,11 +98,11 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
                 headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
             )
         # Charged once the caller is known to be allowed here, once per request.
-        if not getattr(request.state, "rate_charged", False):
+        if charge and not getattr(request.state, "rate_charged", False):
             request.state.rate_charged = True
             limits: EdgeLimits = request.app.state.mlgate.limits
             await limits.charge_request(request, principal)
         return principal
 
-    check.__name__ = f"require_{scope.replace(':', '_')}"
+    check.__name__ = f"require_{scope.replace(':', '_')}" + ("" if charge else "_uncharged")
     return check

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mlgate.api.limits import EdgeLimits
 from mlgate.auth.accounts import Accounts
+from mlgate.auth.principal_cache import AccountChanges
 from mlgate.auth.service import AuthService
 from mlgate.dataplane import DataPlane
 from mlgate.devices.scoring import DeviceScorer
@@ -30,6 +31,7 @@ class AppState:
     limiter: RateLimiter
     limits: EdgeLimits
     devices: DeviceScorer
+    account_changes: AccountChanges
     started_monotonic: float = field(default_factory=time.monotonic)
     load_error: str | None = None
 

@@ -14,12 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mlgate.auth.api_keys import generate_key
 from mlgate.auth.passwords import Passwords
+from mlgate.auth.principal_cache import ChangeHook, no_change
 from mlgate.auth.scopes import ADMIN, narrow, unknown_scopes
-from mlgate.db.models import ApiKey, User
+from mlgate.db.models import ApiKey, User, storable_id
 from mlgate.errors import Conflict, NotFound, ValidationFailed
 from mlgate.settings import AuthSettings
 
 USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.@+-]{0,63}$")
+TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 # Marks "leave unchanged" in updates where None is a meaningful new value.
 UNSET: Any = object()
 
@@ -54,13 +56,17 @@ class Accounts:
         passwords: Passwords,
         *,
         check_overrides: OverridesCheck | None = None,
+        on_change: ChangeHook | None = None,
     ) -> None:
         """``check_overrides`` validates rate-limit overrides before they are stored (the
-        rate limiter knows their meaning; auth keeps them opaque); it raises ValueError."""
+        rate limiter knows their meaning; auth keeps them opaque); it raises ValueError.
+        ``on_change`` is awaited after every change that can narrow what a credential
+        allows (so caches of verified principals are cleared)."""
         self._settings = settings
         self._sessions = sessions
         self._passwords = passwords
         self._check_overrides_hook = check_overrides
+        self._changed = on_change or no_change
 
     # -- validation ---------------------------------------------------------------------
 
@@ -74,6 +80,16 @@ class Accounts:
         if tier not in self._settings.tiers:
             raise _invalid("tier", f"unknown tier {tier!r}; use one of {self._settings.tiers}")
         return tier
+
+    @staticmethod
+    def _check_tenant(tenant: str | None) -> str | None:
+        if tenant is not None and not TENANT_PATTERN.fullmatch(tenant):
+            raise _invalid(
+                "tenant",
+                "use 1-64 lower-case letters, digits and . _ - (starting with one of "
+                "the first two)",
+            )
+        return tenant
 
     def _check_overrides(self, value: Mapping[str, Any] | None) -> dict[str, Any] | None:
         if value is None:
@@ -99,8 +115,12 @@ class Accounts:
         tier: str | None = None,
         disabled: bool = False,
         rate_limit_overrides: Mapping[str, Any] | None = None,
+        tenant: str | None = None,
     ) -> User:
-        """A new user (409 if the name is taken); ``password=None``: API keys only."""
+        """A new user (409 if the name is taken); ``password=None``: API keys only.
+
+        ``tenant`` puts the user in an admin-defined group whose members share device
+        baselines (see :mod:`mlgate.devices.owners`)."""
         name = normalize_username(username)
         if not USERNAME_PATTERN.match(name):
             raise _invalid(
@@ -113,6 +133,7 @@ class Accounts:
             tier=self._check_tier(tier or self._settings.default_tier),
             disabled=disabled,
             rate_limit_overrides=self._check_overrides(rate_limit_overrides),
+            tenant=self._check_tenant(tenant),
         )
         async with self._sessions() as session:
             session.add(user)
@@ -135,9 +156,9 @@ class Accounts:
 
     async def get_user(self, user_id: int) -> User:
         async with self._sessions() as session:
-            user = await session.get(User, user_id)
+            user = await _user(session, user_id)
         if user is None:
-            raise NotFound(f"no user with id {user_id}", details={"user_id": user_id})
+            raise _no_user(user_id)
         return user
 
     async def find_user(self, username: str) -> User:
@@ -158,13 +179,15 @@ class Accounts:
         disabled: bool | None = None,
         password: str | None = None,
         rate_limit_overrides: Mapping[str, Any] | None = UNSET,
+        tenant: str | None = UNSET,
     ) -> User:
-        """Change what is given; the rest stays."""
+        """Change what is given; the rest stays (``tenant=None`` takes the user out of
+        its tenant: it owns its own devices again)."""
         password_hash = await self._passwords.hash(password) if password is not None else None
         async with self._sessions() as session:
-            user = await session.get(User, user_id)
+            user = await _user(session, user_id)
             if user is None:
-                raise NotFound(f"no user with id {user_id}", details={"user_id": user_id})
+                raise _no_user(user_id)
             if tier is not None:
                 user.tier = self._check_tier(tier)
             if scopes is not None:
@@ -173,9 +196,26 @@ class Accounts:
                 user.disabled = disabled
             if password_hash is not None:
                 user.password_hash = password_hash
+                # Whoever held the old password may hold a token too: refuse them all.
+                user.token_epoch += 1
             if rate_limit_overrides is not UNSET:
                 user.rate_limit_overrides = self._check_overrides(rate_limit_overrides)
+            if tenant is not UNSET:
+                user.tenant = self._check_tenant(tenant)
             await session.commit()
+        await self._changed()
+        return user
+
+    async def revoke_sessions(self, user_id: int) -> User:
+        """Refuse every access token issued to the user so far (on every worker, at the
+        next request: tokens are checked against the user's row). API keys stay."""
+        async with self._sessions() as session:
+            user = await _user(session, user_id)
+            if user is None:
+                raise _no_user(user_id)
+            user.token_epoch += 1
+            await session.commit()
+        await self._changed()
         return user
 
     # -- API keys -----------------------------------------------------------------------
@@ -195,9 +235,9 @@ class Accounts:
         if expires_at is not None and expires_at.tzinfo is None:
             expires_at = expires_at.replace(tzinfo=UTC)
         async with self._sessions() as session:
-            user = await session.get(User, user_id)
+            user = await _user(session, user_id)
             if user is None:
-                raise NotFound(f"no user with id {user_id}", details={"user_id": user_id})
+                raise _no_user(user_id)
             key_scopes = self._owner_subset(user, scopes)
             material = generate_key()
             key = ApiKey(
@@ -229,11 +269,15 @@ class Accounts:
         """Keys with their owners' usernames, oldest first."""
         query = select(ApiKey, User.username).join(User).order_by(ApiKey.id)
         if user_id is not None:
+            if not storable_id(user_id):
+                return []
             query = query.where(ApiKey.user_id == user_id)
         async with self._sessions() as session:
             return [(key, username) for key, username in (await session.execute(query)).all()]
 
     async def get_key(self, key_id: int) -> tuple[ApiKey, str]:
+        if not storable_id(key_id):
+            raise _no_key(key_id)
         async with self._sessions() as session:
             row = (
                 await session.execute(
@@ -241,7 +285,7 @@ class Accounts:
                 )
             ).first()
         if row is None:
-            raise NotFound(f"no API key with id {key_id}", details={"key_id": key_id})
+            raise _no_key(key_id)
         return row[0], row[1]
 
     async def find_key(self, prefix: str) -> tuple[ApiKey, str]:
@@ -269,12 +313,14 @@ class Accounts:
         rate_limit_overrides: Mapping[str, Any] | None = UNSET,
     ) -> tuple[ApiKey, str]:
         """Change what is given; a revoked key cannot change (409)."""
+        if not storable_id(key_id):
+            raise _no_key(key_id)
         async with self._sessions() as session:
             row = (
                 await session.execute(select(ApiKey, User).join(User).where(ApiKey.id == key_id))
             ).first()
             if row is None:
-                raise NotFound(f"no API key with id {key_id}", details={"key_id": key_id})
+                raise _no_key(key_id)
             key, user = row
             if key.revoked_at is not None:
                 raise Conflict(f"API key {key_id} is revoked", details={"key_id": key_id})
@@ -289,10 +335,13 @@ class Accounts:
             if rate_limit_overrides is not UNSET:
                 key.rate_limit_overrides = self._check_overrides(rate_limit_overrides)
             await session.commit()
-            return key, user.username
+        await self._changed()
+        return key, user.username
 
     async def revoke_key(self, key_id: int) -> tuple[ApiKey, str]:
         """Revoke at once for every worker (each request reads the row); idempotent."""
+        if not storable_id(key_id):
+            raise _no_key(key_id)
         async with self._sessions() as session:
             row = (
                 await session.execute(
@@ -300,16 +349,35 @@ class Accounts:
                 )
             ).first()
             if row is None:
-                raise NotFound(f"no API key with id {key_id}", details={"key_id": key_id})
+                raise _no_key(key_id)
             key, username = row
             if key.revoked_at is None:
                 key.revoked_at = datetime.now(UTC)
                 await session.commit()
-            return key, username
+        await self._changed()
+        return key, username
 
     @staticmethod
     def is_admin(user: User) -> bool:
         return ADMIN in user.scopes
+
+
+async def _user(session: AsyncSession, user_id: int) -> User | None:
+    """The user with this id, or None (also for ids no row can have)."""
+    return await session.get(User, user_id) if storable_id(user_id) else None
+
+
+def _shown_id(value: int) -> int | str:
+    # JSON encoders stop at 64 bits: a longer id given by a client is echoed as text.
+    return value if storable_id(value) else str(value)
+
+
+def _no_user(user_id: int) -> NotFound:
+    return NotFound(f"no user with id {user_id}", details={"user_id": _shown_id(user_id)})
+
+
+def _no_key(key_id: int) -> NotFound:
+    return NotFound(f"no API key with id {key_id}", details={"key_id": _shown_id(key_id)})
 
 
 def _key_name(name: str) -> str:

@@ -18,19 +18,28 @@ _NO_OVERRIDES: Mapping[str, Any] = MappingProxyType({})
 class Principal:
     """An authenticated caller (or an anonymous one, identified by its IP address).
 
-    Stored on ``request.state.principal``. The rate limiter keys on ``kind`` and
-    ``subject`` and picks limits by ``tier``, letting ``rate_limit_overrides`` (set per
-    user or key by an admin, opaque to auth) replace the tier's values.
+    Stored on ``request.state.principal``. Rate limits belong to the account: a user and
+    all of that user's keys and tokens share the limits of the user's ``tier``, with
+    ``rate_limit_overrides`` (set per user by an admin, opaque to auth) replacing the
+    tier's values. A key may add ``key_rate_limit_overrides``: an extra cap for that key
+    alone, inside its account's limits.
     """
 
     kind: PrincipalKind
     subject: str
-    """Username for users and their keys, the client IP for anonymous callers."""
+    """Username for users and their keys, the client address (or IPv6 network) for
+    anonymous callers."""
     scopes: frozenset[str]
     tier: str
+    """The account's tier: the user's (also when calling with one of the user's keys)."""
     user_id: int | None = None
     key_id: int | None = None
     rate_limit_overrides: Mapping[str, Any] = field(default_factory=lambda: _NO_OVERRIDES)
+    """The account's overrides (the user's)."""
+    key_rate_limit_overrides: Mapping[str, Any] | None = None
+    """The key's own cap (over the account's limits), None when the key has none."""
+    tenant: str | None = None
+    """The admin-defined group of the user, whose members share device baselines."""
 
     def has(self, scope: str) -> bool:
         """Whether this principal may use ``scope`` (``admin`` implies all)."""
@@ -38,11 +47,10 @@ class Principal:
 
     @property
     def rate_limit_key(self) -> str:
-        """A stable identity to count requests against: ``user:7``, ``key:12``, ``ip:10.0.0.7``."""
+        """The account to count requests against: ``user:7`` for a user and all of that
+        user's keys and tokens, ``ip:10.0.0.7`` for an anonymous caller."""
         if self.kind == "anonymous":
             return f"ip:{self.subject}"
-        if self.kind == "api_key":
-            return f"key:{self.key_id}"
         return f"user:{self.user_id}"
 
     @property
@@ -54,6 +62,13 @@ class Principal:
         if self.kind == "api_key":
             return f"key:{self.key_id}"
         return f"user:{self.user_id}"
+
+    @property
+    def key_cap_key(self) -> str | None:
+        """The bucket of the key's own cap (``key:12``), None without one."""
+        if self.key_id is None or self.key_rate_limit_overrides is None:
+            return None
+        return f"key:{self.key_id}"
 
 
 def frozen_overrides(value: Mapping[str, Any] | None) -> Mapping[str, Any]:

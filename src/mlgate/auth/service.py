@@ -1,17 +1,19 @@
 """Authentication: who is calling (API key, access token or nobody), and password login.
 
-Cost per request: an API key is one indexed query (key joined with its owner, so a
-revoked key or a disabled owner is refused at once on every worker, with no cache to
-invalidate) plus, at most once a minute per key, a write of its last-use time. An
-access token is verified without the database, then (``check_user_on_token``, the
-default) one primary-key query makes a disabled user or a removed scope take effect
-at once; turning that off makes tokens fully stateless until they expire.
+Cost per request in the steady state: a dict lookup. A credential is verified against
+the database once - an API key by one indexed query (key joined with its owner), a
+token by its signature and (``check_user_on_token``) one primary-key query for its user
+(disabled, narrowed scopes, revoked sessions: the user's token epoch) - and the
+principal is then reused from the worker's :class:`~mlgate.auth.principal_cache.PrincipalCache`
+for a bounded time. Account changes clear that cache (at once on every worker with
+Redis, else within its TTL). A key's last-use time is written at most once per interval.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,8 +23,9 @@ from mlgate.auth.accounts import normalize_username
 from mlgate.auth.api_keys import key_matches, key_prefix, looks_like_key
 from mlgate.auth.passwords import Passwords
 from mlgate.auth.principal import Principal, frozen_overrides
+from mlgate.auth.principal_cache import PrincipalCache
 from mlgate.auth.scopes import narrow, parse_scopes, unknown_scopes
-from mlgate.auth.tokens import IssuedToken, TokenCodec
+from mlgate.auth.tokens import IssuedToken, TokenClaims, TokenCodec
 from mlgate.db.models import ApiKey, User
 from mlgate.errors import Forbidden, ServiceUnavailable, Unauthorized, ValidationFailed
 from mlgate.settings import AuthSettings
@@ -30,6 +33,55 @@ from mlgate.settings import AuthSettings
 log = logging.getLogger("mlgate.auth")
 
 _CREDENTIALS_HINT = "send an X-API-Key header or Authorization: Bearer <token or key>"
+
+
+TOKEN_USER_COLUMNS = (
+    User.username,
+    User.disabled,
+    User.scopes,
+    User.tier,
+    User.rate_limit_overrides,
+    User.token_epoch,
+    User.tenant,
+)
+"""What :func:`token_principal` needs of a token's user (one primary-key query)."""
+
+
+class TokenUser(Protocol):
+    """A row of :data:`TOKEN_USER_COLUMNS`."""
+
+    username: str
+    disabled: bool
+    scopes: list[str]
+    tier: str
+    rate_limit_overrides: dict[str, Any] | None
+    token_epoch: int
+    tenant: str | None
+
+
+def token_principal(claims: TokenClaims, user: TokenUser | None) -> Principal:
+    """The principal of a verified access token, given its user as stored now.
+
+    The one place that decides whether a token still holds against its user (gone,
+    disabled, sessions revoked since it was issued, scopes narrowed): a per-worker cache
+    of user rows can call it with a cached row and keep every rule.
+    """
+    if user is None or user.username != claims.username:
+        raise Unauthorized("token subject no longer exists", invalid_token=True)
+    if user.disabled:
+        raise Forbidden(f"user {user.username!r} is disabled")
+    if claims.epoch != user.token_epoch:
+        # A password change or "revoke sessions" since the token was issued.
+        raise Unauthorized("token has been revoked: log in again", invalid_token=True)
+    return Principal(
+        kind="user",
+        subject=user.username,
+        user_id=claims.user_id,
+        scopes=narrow(claims.scopes, user.scopes),
+        tier=user.tier,
+        rate_limit_overrides=frozen_overrides(user.rate_limit_overrides),
+        tenant=user.tenant,
+    )
 
 
 def _database_down() -> ServiceUnavailable:
@@ -48,12 +100,14 @@ class AuthService:
         sessions: async_sessionmaker[AsyncSession],
         passwords: Passwords,
         tokens: TokenCodec,
+        cache: PrincipalCache | None = None,
     ) -> None:
         self._settings = settings
         self._engine = engine
         self._sessions = sessions
         self._passwords = passwords
         self.tokens = tokens
+        self.cache = cache if cache is not None else PrincipalCache(0)
 
     # -- requests -----------------------------------------------------------------------
 
@@ -71,15 +125,21 @@ class AuthService:
                     tier=self._settings.anonymous_tier,
                 )
             raise Unauthorized(f"authentication required: {_CREDENTIALS_HINT}")
+        cached = self.cache.get(credential)
+        if cached is not None:
+            return cached
         try:
             if api_key or looks_like_key(credential):
-                return await self._from_key(credential)
-            return await self._from_token(credential)
+                principal, expires_at = await self._from_key(credential)
+            else:
+                principal, expires_at = await self._from_token(credential)
         except SQLAlchemyError:
             log.exception("authentication query failed")
             raise _database_down() from None
+        self.cache.put(credential, principal, expires_at)
+        return principal
 
-    async def _from_key(self, plaintext: str) -> Principal:
+    async def _from_key(self, plaintext: str) -> tuple[Principal, float | None]:
         prefix = key_prefix(plaintext)
         if prefix is None:
             raise Unauthorized("malformed API key", invalid_token=True)
@@ -88,7 +148,6 @@ class AuthService:
                 ApiKey.id,
                 ApiKey.key_hash,
                 ApiKey.scopes,
-                ApiKey.tier,
                 ApiKey.rate_limit_overrides,
                 ApiKey.expires_at,
                 ApiKey.revoked_at,
@@ -97,7 +156,9 @@ class AuthService:
                 User.username,
                 User.disabled,
                 User.scopes.label("user_scopes"),
+                User.tier.label("user_tier"),
                 User.rate_limit_overrides.label("user_overrides"),
+                User.tenant,
             )
             .join(User, User.id == ApiKey.user_id)
             .where(ApiKey.prefix == prefix)
@@ -114,6 +175,7 @@ class AuthService:
         if row.disabled:
             raise Forbidden(f"user {row.username!r} is disabled")
         await self._touch(row.id, row.last_used_at, now)
+        expires_at = row.expires_at.timestamp() if row.expires_at is not None else None
         return Principal(
             kind="api_key",
             subject=row.username,
@@ -121,11 +183,14 @@ class AuthService:
             key_id=row.id,
             # A key never exceeds its owner, even after the owner loses a scope.
             scopes=narrow(row.scopes, row.user_scopes),
-            tier=row.tier,
-            rate_limit_overrides=frozen_overrides(
-                {**(row.user_overrides or {}), **(row.rate_limit_overrides or {})}
+            # Limits are the account's; the key's own overrides only cap it further.
+            tier=row.user_tier,
+            rate_limit_overrides=frozen_overrides(row.user_overrides),
+            key_rate_limit_overrides=(
+                frozen_overrides(row.rate_limit_overrides) if row.rate_limit_overrides else None
             ),
-        )
+            tenant=row.tenant,
+        ), expires_at
 
     async def _touch(self, key_id: int, last_used_at: datetime | None, now: datetime) -> None:
         """Record the key's use, at most once per interval (the WHERE keeps workers from
@@ -147,7 +212,7 @@ class AuthService:
             # Bookkeeping only: never fail a request because this write lost a lock race.
             log.warning("could not record API key use", extra={"key_id": key_id})
 
-    async def _from_token(self, token: str) -> Principal:
+    async def _from_token(self, token: str) -> tuple[Principal, float | None]:
         claims = self.tokens.verify(token)
         if not self._settings.check_user_on_token:
             return Principal(
@@ -156,24 +221,12 @@ class AuthService:
                 user_id=claims.user_id,
                 scopes=claims.scopes,
                 tier=claims.tier,
-            )
-        query = select(
-            User.username, User.disabled, User.scopes, User.tier, User.rate_limit_overrides
-        ).where(User.id == claims.user_id)
+                tenant=claims.tenant,
+            ), float(claims.expires_at)
+        query = select(*TOKEN_USER_COLUMNS).where(User.id == claims.user_id)
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).first()
-        if row is None or row.username != claims.username:
-            raise Unauthorized("token subject no longer exists", invalid_token=True)
-        if row.disabled:
-            raise Forbidden(f"user {row.username!r} is disabled")
-        return Principal(
-            kind="user",
-            subject=row.username,
-            user_id=claims.user_id,
-            scopes=narrow(claims.scopes, row.scopes),
-            tier=row.tier,
-            rate_limit_overrides=frozen_overrides(row.rate_limit_overrides),
-        )
+        return token_principal(claims, row), float(claims.expires_at)
 
     # -- login --------------------------------------------------------------------------
 
@@ -204,7 +257,12 @@ class AuthService:
             await self._rehash(user.id, password)
         scopes = narrow(requested, user.scopes) if requested else frozenset(user.scopes)
         return self.tokens.issue(
-            username=user.username, user_id=user.id, scopes=scopes, tier=user.tier
+            username=user.username,
+            user_id=user.id,
+            scopes=scopes,
+            tier=user.tier,
+            epoch=user.token_epoch,
+            tenant=user.tenant,
         )
 
     async def _rehash(self, user_id: int, password: str) -> None:

@@ -50,6 +50,9 @@ class TokenClaims:
     tier: str
     jti: str
     expires_at: int
+    epoch: int = 0
+    """The user's token epoch when it was issued (0 in tokens from before epochs)."""
+    tenant: str | None = None
 
 
 class TokenCodec:
@@ -60,9 +63,20 @@ class TokenCodec:
         self._keys = keys
 
     def issue(
-        self, *, username: str, user_id: int, scopes: frozenset[str], tier: str
+        self,
+        *,
+        username: str,
+        user_id: int,
+        scopes: frozenset[str],
+        tier: str,
+        epoch: int = 0,
+        tenant: str | None = None,
     ) -> IssuedToken:
-        """A signed token for a user who just proved their password."""
+        """A signed token for a user who just proved their password.
+
+        ``epoch`` is the user's token epoch now: a password change or "revoke sessions"
+        raises it, which refuses this token (where tokens are checked against the user).
+        """
         now = int(time.time())
         ttl = self._settings.access_token_ttl_s
         scope = format_scopes(scopes)
@@ -76,7 +90,10 @@ class TokenCodec:
             "jti": secrets.token_urlsafe(16),
             "iss": self._settings.jwt_issuer,
             "aud": self._settings.jwt_audience,
+            "ep": epoch,
         }
+        if tenant is not None:
+            claims["tnt"] = tenant
         token = jwt.encode(
             claims, self._keys.signing_key, algorithm=self._keys.algorithm, headers={"typ": "JWT"}
         )
@@ -108,12 +125,16 @@ def _reason(exc: Exception) -> str:
 
 def _typed_claims(claims: dict[str, Any]) -> TokenClaims:
     sub, uid, scope, tier, jti = (claims.get(k) for k in ("sub", "uid", "scope", "tier", "jti"))
+    # Optional: tokens issued before epochs and tenants existed lack them.
+    epoch, tenant = claims.get("ep", 0), claims.get("tnt")
     if not (
         isinstance(sub, str)
         and isinstance(uid, int)
         and isinstance(scope, str)
         and isinstance(tier, str)
         and isinstance(jti, str)
+        and type(epoch) is int
+        and (tenant is None or isinstance(tenant, str))
     ):
         raise Unauthorized("token claims have the wrong types", invalid_token=True)
     return TokenClaims(
@@ -123,4 +144,6 @@ def _typed_claims(claims: dict[str, Any]) -> TokenClaims:
         tier=tier,
         jti=jti,
         expires_at=int(claims["exp"]),
+        epoch=epoch,
+        tenant=tenant,
     )

@@ -22,6 +22,7 @@ def user_view(user: User) -> dict[str, Any]:
         "scopes": list(user.scopes),
         "has_password": user.password_hash is not None,
         "rate_limit_overrides": user.rate_limit_overrides,
+        "tenant": user.tenant,
         "created_at": _iso(user.created_at),
         "updated_at": _iso(user.updated_at),
     }
@@ -62,5 +63,11 @@ def principal_view(principal: Principal) -> dict[str, Any]:
         "key_id": principal.key_id,
         "scopes": sorted(principal.scopes),
         "tier": principal.tier,
+        "tenant": principal.tenant,
         "rate_limit_overrides": dict(principal.rate_limit_overrides),
+        "key_rate_limit_overrides": (
+            None
+            if principal.key_rate_limit_overrides is None
+            else dict(principal.key_rate_limit_overrides)
+        ),
     }

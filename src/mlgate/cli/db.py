@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mlgate.auth.accounts import Accounts
 from mlgate.auth.passwords import Passwords
+from mlgate.auth.principal_cache import account_changes
 from mlgate.db.engine import build_engine, safe_url, session_factory
 from mlgate.db.migrate import current_revision, head_revision, upgrade
 from mlgate.errors import MlgateError
@@ -54,8 +55,20 @@ def run_with_accounts(work: Callable[[Accounts], Awaitable[T]]) -> T:
     async def with_accounts(settings: Settings, engine: AsyncEngine) -> T:
         if settings.database.auto_migrate:
             await upgrade(engine, schema=settings.database.schema_name)
-        accounts = Accounts(settings.auth, session_factory(engine), Passwords(settings.auth))
-        return await work(accounts)
+        # Running servers clear their cached principals when told (with Redis), or
+        # within their cache's TTL.
+        changes = account_changes(settings.redis_url)
+        accounts = Accounts(
+            settings.auth,
+            session_factory(engine),
+            Passwords(settings.auth),
+            check_overrides=settings.rate_limit.check_overrides,
+            on_change=changes.publish,
+        )
+        try:
+            return await work(accounts)
+        finally:
+            await changes.close()
 
     return run_with_engine(with_accounts)
 

@@ -57,6 +57,8 @@ def serve(
     import uvicorn
 
     from mlgate.logs import logging_config
+    from mlgate.server.limits import ConnectionLimits
+    from mlgate.server.protocol import guarded_protocol
 
     overrides = {
         "MLGATE_SERVER__HOST": host,
@@ -75,13 +77,17 @@ def serve(
         os.environ.update(saved)
         raise
     obs = settings.observability
+    server = settings.server
     uvicorn.run(
         FACTORY,
         factory=True,
-        host=settings.server.host,
-        port=settings.server.port,
-        workers=settings.server.workers if not auto_reload else None,
+        host=server.host,
+        port=server.port,
+        workers=server.workers if not auto_reload else None,
         reload=auto_reload,
+        http=guarded_protocol(ConnectionLimits.from_settings(server)),
+        timeout_keep_alive=server.keep_alive_timeout_s,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=server.shutdown_timeout_s,  # type: ignore[arg-type]
         log_config=logging_config(obs.log_level, obs.json_logs),
         log_level=obs.log_level,
         access_log=obs.access_log,
@@ -104,6 +110,22 @@ def _checked_serve_settings(auto_reload: bool) -> Settings:
             "MLGATE_MODELS__REPOSITORY"
         )
     return settings
+
+
+@cli.command("secret")
+@click.option(
+    "--bytes",
+    "n_bytes",
+    type=click.IntRange(32, 1024),
+    default=48,
+    show_default=True,
+    help="Random bytes (printed URL-safe base64, 4 characters per 3 bytes).",
+)
+def secret(n_bytes: int) -> None:
+    """Print a new random secret for MLGATE_AUTH__JWT_SECRET (and nothing else)."""
+    import secrets
+
+    click.echo(secrets.token_urlsafe(n_bytes))
 
 
 @cli.command("config")
@@ -144,7 +166,11 @@ def models_list(repository: Path | None) -> None:
 
     settings = Settings()
     repo = repository or settings.models.resolved_repository
-    registry = ModelRegistry(repo, default_model=settings.models.default_model)
+    registry = ModelRegistry(
+        repo,
+        default_model=settings.models.default_model,
+        follow_symlinks=settings.models.follow_symlinks,
+    )
     report = registry.reload()
     table = Table(title=f"models in {repo}")
     for column in ("model", "version", "task", "runtime", "aliases", "latency µs", "status"):

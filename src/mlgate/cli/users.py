@@ -42,6 +42,7 @@ def users_group() -> None:
 @click.option("--tier", help="Tier (default: MLGATE_AUTH__DEFAULT_TIER).")
 @click.option("--no-password", is_flag=True, help="No password: the user uses API keys only.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.option("--tenant", help="A group whose members share device baselines.")
 def users_create(
     username: str,
     scopes: tuple[str, ...],
@@ -49,13 +50,16 @@ def users_create(
     tier: str | None,
     no_password: bool,
     password_stdin: bool,
+    tenant: str | None,
 ) -> None:
     """Create USERNAME (asks for a password unless --no-password)."""
     password = None if no_password else read_password(password_stdin)
     wanted = [*scopes, ADMIN] if admin else list(scopes)
 
     async def work(accounts: Accounts) -> User:
-        return await accounts.create_user(username, password=password, scopes=wanted, tier=tier)
+        return await accounts.create_user(
+            username, password=password, scopes=wanted, tier=tier, tenant=tenant
+        )
 
     user = run_with_accounts(work)
     click.echo(
@@ -116,11 +120,25 @@ def users_enable(username: str) -> None:
     click.echo(f"enabled user {user.username!r}")
 
 
+@users_group.command("revoke-sessions")
+@click.argument("username")
+def users_revoke_sessions(username: str) -> None:
+    """Refuse every access token USERNAME holds now (at once, on every server); API keys
+    are not affected."""
+
+    async def work(accounts: Accounts) -> User:
+        user = await accounts.find_user(username)
+        return await accounts.revoke_sessions(user.id)
+
+    user = run_with_accounts(work)
+    click.echo(f"revoked every access token of {user.username!r}; they must log in again")
+
+
 @users_group.command("set-password")
 @click.argument("username")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
 def users_set_password(username: str, password_stdin: bool) -> None:
-    """Set USERNAME's password (for `POST /v1/token`)."""
+    """Set USERNAME's password (for `POST /v1/token`); tokens issued before are refused."""
     password = read_password(password_stdin)
 
     async def work(accounts: Accounts) -> User:

@@ -38,6 +38,7 @@ from mlgate.dataplane.types import (
     InferenceResult,
     Output,
 )
+from mlgate.devices.owners import device_owner
 from mlgate.devices.scoring import DeviceScorer, device_spec
 from mlgate.errors import ValidationFailed
 from mlgate.registry.registry import ModelRegistry, ModelVersion
@@ -97,13 +98,14 @@ class DataPlane:
         mv = self.registry.resolve(model, version)
         bind_inference(mv.name, mv.version, context.protocol)
         inputs = codec.decode(payload, mv, self.max_batch_rows)
+        owner = None
         if inputs.device_id is not None:
-            self._check_devices(mv)
+            owner = self._device_owner(mv, context)
         if context.charge_rows is not None:
             await context.charge_rows(inputs.rows)
         output: Output
-        if inputs.device_id is not None:
-            output = await self._score_device(mv, inputs, context)
+        if owner is not None:
+            output = await self._score_device(mv, inputs, owner, context)
         else:
             output = await self._score(mv, inputs.matrix, context)
         elapsed_ms = (time.perf_counter() - context.started) * 1000
@@ -112,13 +114,16 @@ class DataPlane:
             self._emit(result, context)
         return result
 
-    def _check_devices(self, mv: ModelVersion) -> None:
-        if self.devices is None:
+    def _device_owner(self, mv: ModelVersion, context: InferenceContext) -> str:
+        """Whose device the input names (401 for anonymous callers), once the model is
+        known to keep device baselines (422 otherwise)."""
+        if self.devices is None or context.principal is None:
             raise ValidationFailed(
-                "this server does not keep device baselines",
+                "device baselines are not kept here",
                 details=[{"field": "device_id", "message": "not supported"}],
             )
         device_spec(mv)
+        return device_owner(context.principal)
 
     async def _score(self, mv: ModelVersion, x: np.ndarray, context: InferenceContext) -> Output:
         raw = await self.runner.run(mv, x, context.disconnected)
@@ -127,12 +132,12 @@ class DataPlane:
         return anomaly_output(mv, raw, x)
 
     async def _score_device(
-        self, mv: ModelVersion, inputs: InferenceInput, context: InferenceContext
+        self, mv: ModelVersion, inputs: InferenceInput, owner: str, context: InferenceContext
     ) -> AnomalyOutput:
-        """Calibrate the device with its first readings, score the rest against its
-        baseline."""
+        """Calibrate ``owner``'s device with its first readings, score the rest against
+        its baseline."""
         assert self.devices is not None and inputs.device_id is not None
-        batch = await self.devices.prepare(mv, inputs.device_id, inputs.matrix)
+        batch = await self.devices.prepare(mv, inputs.device_id, inputs.matrix, owner=owner)
         n = inputs.rows
         calibrating = len(batch.progress)
         spec, baseline = batch.spec, batch.baseline

@@ -1,4 +1,4 @@
-"""Tables of users, API keys and device baselines.
+"""Tables of users, API keys, device baselines and device shares.
 
 Rows are never deleted: users are disabled and keys revoked, so that the audit log (a
 later migration) can reference ``users.id`` and ``api_keys.id`` for good.
@@ -30,6 +30,16 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+MAX_ROW_ID = 2**31 - 1
+"""Largest id an ``Integer`` primary key holds on every backend (PostgreSQL's int4)."""
+
+
+def storable_id(value: int) -> bool:
+    """Whether ``value`` can be a row id: a larger one would make the driver raise
+    (asyncpg: out of int32 range; SQLite: beyond 64 bits) rather than find nothing."""
+    return 1 <= value <= MAX_ROW_ID
 
 
 def utcnow() -> datetime:
@@ -71,6 +81,11 @@ class User(Base):
     tier: Mapped[str] = mapped_column(String(32))
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     rate_limit_overrides: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Grows with every password change or "revoke sessions": an access token carries the
+    # value it was issued under and is refused once they differ.
+    token_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # An admin-defined group whose members share device baselines; NULL: the user alone.
+    tenant: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -101,6 +116,8 @@ class ApiKey(Base):
 class DeviceBaselineRow(Base):
     """A device's baseline for one model: running sums while calibrating, then mean/std.
 
+    ``owner`` is whose device it is (``user:7``, ``tenant:acme``; see
+    :mod:`mlgate.devices.owners`): every owner has a namespace of device ids of its own.
     ``seen`` counts the readings accumulated so far (``sums``/``sumsq`` per feature);
     once ``seen >= required`` (or after an upload) ``mean``/``std`` are set.
     ``revision`` grows with every change so that workers can tell a cached copy is old.
@@ -108,6 +125,7 @@ class DeviceBaselineRow(Base):
 
     __tablename__ = "device_baselines"
 
+    owner: Mapped[str] = mapped_column(String(80), primary_key=True)
     model: Mapped[str] = mapped_column(String(64), primary_key=True)
     device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     features: Mapped[list[str]] = mapped_column(JSON)
@@ -123,3 +141,15 @@ class DeviceBaselineRow(Base):
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class DeviceShareRow(Base):
+    """An admin's grant: for ``grantee``, device id ``device_id`` means ``owner``'s device
+    of that id (every model's baseline of it), instead of a device of its own."""
+
+    __tablename__ = "device_shares"
+
+    grantee: Mapped[str] = mapped_column(String(80), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(80), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

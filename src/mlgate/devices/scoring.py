@@ -50,12 +50,23 @@ class DeviceScorer:
         self.store = store
         self.windows = windows
 
-    async def prepare(self, mv: ModelVersion, device_id: str, x: np.ndarray) -> DeviceBatch:
+    async def prepare(
+        self, mv: ModelVersion, device_id: str, x: np.ndarray, *, owner: str
+    ) -> DeviceBatch:
+        """Calibrate ``owner``'s device ``device_id`` with the readings ``x`` (rows), or
+        map them onto the model's training data once its baseline is ready.
+
+        ``owner`` is :func:`mlgate.devices.owners.device_owner` of the caller: the id
+        names that owner's device (or, through an admin's share, the device it shares).
+        """
         spec = device_spec(mv)
         x = np.asarray(x, dtype=np.float64)
-        smoothed = self.windows.smooth((mv.name, device_id), x, spec.window)
-        observed = await self.store.observe(mv.name, device_id, mv.manifest.feature_names, x)
+        observed = await self.store.observe(
+            mv.name, device_id, mv.manifest.feature_names, x, owner=owner
+        )
         baseline = observed.baseline
+        # Keyed by the device's real owner, so a shared device has one window.
+        smoothed = self.windows.smooth((baseline.owner, mv.name, device_id), x, spec.window)
         rest = smoothed[len(observed.progress) :]
         if not len(rest):
             return DeviceBatch(spec, baseline, observed.progress, rest, rest)

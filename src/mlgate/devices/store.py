@@ -8,8 +8,12 @@ Consistency across workers:
   insert itself takes the database's write lock). Two workers adding readings at the
   same time are therefore serialised and no reading is lost or counted twice.
 - A finished baseline is cached in the worker for ``cache_ttl_s`` (default 1 s). An
-  upload or reset through any worker reaches every other worker within that time; the
-  worker that handled it drops its copy at once.
+  upload, a reset or a change of device shares through any worker reaches every other
+  worker within that time; the worker that handled it drops its copies at once.
+
+Every method takes the ``owner`` asking (see :mod:`mlgate.devices.owners`): rows are
+keyed by (owner, model, device id), and a device share turns the asking owner's id into
+another owner's device, in the same transaction that reads or locks the row.
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from mlgate.db.models import DeviceBaselineRow
+from mlgate.db.models import DeviceBaselineRow, DeviceShareRow
 from mlgate.errors import Conflict, ValidationFailed
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -59,6 +63,7 @@ def std_floor(mean: np.ndarray) -> np.ndarray:
 class Baseline:
     """One device's baseline for one model (``mean``/``std`` None while calibrating)."""
 
+    owner: str
     model: str
     device_id: str
     features: list[str]
@@ -77,6 +82,7 @@ class Baseline:
     def view(self) -> dict[str, Any]:
         """The JSON shape the API returns."""
         out: dict[str, Any] = {
+            "owner": self.owner,
             "model": self.model,
             "device_id": self.device_id,
             "status": "ready" if self.ready else "calibrating",
@@ -96,6 +102,7 @@ class Baseline:
 
 def _from_row(row: DeviceBaselineRow) -> Baseline:
     return Baseline(
+        owner=row.owner,
         model=row.model,
         device_id=row.device_id,
         features=list(row.features),
@@ -126,16 +133,17 @@ class BaselineStore:
         self._dialect = engine.dialect.name
         self.required = required
         self.cache_ttl_s = cache_ttl_s
-        self._cache: dict[tuple[str, str], tuple[Baseline, float]] = {}
+        # Keyed by the owner asking (a grantee's entry holds the shared device).
+        self._cache: dict[tuple[str, str, str], tuple[Baseline, float]] = {}
 
-    def _cached(self, model: str, device_id: str) -> Baseline | None:
-        hit = self._cache.get((model, device_id))
+    def _cached(self, owner: str, model: str, device_id: str) -> Baseline | None:
+        hit = self._cache.get((owner, model, device_id))
         if hit is None or time.monotonic() - hit[1] > self.cache_ttl_s:
             return None
         return hit[0]
 
-    def _remember(self, baseline: Baseline) -> None:
-        key = (baseline.model, baseline.device_id)
+    def _remember(self, owner: str, baseline: Baseline) -> None:
+        key = (owner, baseline.model, baseline.device_id)
         if baseline.ready and self.cache_ttl_s > 0:
             if len(self._cache) > 100_000:
                 self._cache.clear()
@@ -143,17 +151,29 @@ class BaselineStore:
         else:
             self._cache.pop(key, None)
 
-    async def get(self, model: str, device_id: str) -> Baseline | None:
+    @staticmethod
+    async def _owner_of(session: AsyncSession, owner: str, device_id: str) -> str:
+        """Whose device ``owner``'s ``device_id`` is: a share's owner, or ``owner``."""
+        shared = await session.scalar(
+            select(DeviceShareRow.owner).where(
+                DeviceShareRow.grantee == owner, DeviceShareRow.device_id == device_id
+            )
+        )
+        return shared or owner
+
+    async def get(self, model: str, device_id: str, *, owner: str) -> Baseline | None:
         """The stored baseline (read from the database, not the cache)."""
         async with self._sessions() as session:
-            row = await session.get(DeviceBaselineRow, (model, device_id))
+            real = await self._owner_of(session, owner, device_id)
+            row = await session.get(DeviceBaselineRow, (real, model, device_id))
             return None if row is None else _from_row(row)
 
     async def _locked_row(
-        self, session: AsyncSession, model: str, device_id: str, features: list[str]
+        self, session: AsyncSession, owner: str, model: str, device_id: str, features: list[str]
     ) -> DeviceBaselineRow:
         now = datetime.now(UTC)
         values = {
+            "owner": owner,
             "model": model,
             "device_id": device_id,
             "features": features,
@@ -173,25 +193,30 @@ class BaselineStore:
         )
         statement = (
             select(DeviceBaselineRow)
-            .where(DeviceBaselineRow.model == model, DeviceBaselineRow.device_id == device_id)
+            .where(
+                DeviceBaselineRow.owner == owner,
+                DeviceBaselineRow.model == model,
+                DeviceBaselineRow.device_id == device_id,
+            )
             .with_for_update()
             .execution_options(populate_existing=True)
         )
         return (await session.execute(statement)).scalar_one()
 
     async def observe(
-        self, model: str, device_id: str, features: list[str], x: np.ndarray
+        self, model: str, device_id: str, features: list[str], x: np.ndarray, *, owner: str
     ) -> Observation:
         """Add the readings ``x`` (rows in ``features`` order) to a calibrating baseline.
 
         Readings beyond the ones calibration still needs are not stored; the returned
         baseline (ready unless all rows went into calibration) scores them.
         """
-        cached = self._cached(model, device_id)
+        cached = self._cached(owner, model, device_id)
         if cached is not None:
             return Observation(cached, [])
         async with self._sessions() as session, session.begin():
-            row = await self._locked_row(session, model, device_id, features)
+            real = await self._owner_of(session, owner, device_id)
+            row = await self._locked_row(session, real, model, device_id, features)
             if list(row.features) != features:
                 raise Conflict(
                     f"the baseline of device {device_id!r} was made for features "
@@ -218,7 +243,7 @@ class BaselineStore:
                 row.revision += 1
                 await session.flush()
             baseline = _from_row(row)
-        self._remember(baseline)
+        self._remember(owner, baseline)
         return Observation(baseline, progress)
 
     async def put(
@@ -230,13 +255,15 @@ class BaselineStore:
         std: np.ndarray,
         *,
         seen: int,
+        owner: str,
     ) -> Baseline:
         """Store a finished baseline (an upload), replacing whatever was there."""
         for values in (mean, std):
             if not all(math.isfinite(v) for v in values.tolist()):
                 raise ValidationFailed("baseline values must be finite")
         async with self._sessions() as session, session.begin():
-            row = await self._locked_row(session, model, device_id, features)
+            real = await self._owner_of(session, owner, device_id)
+            row = await self._locked_row(session, real, model, device_id, features)
             row.features = features
             row.seen = seen
             row.required = seen
@@ -249,16 +276,104 @@ class BaselineStore:
             row.ready_at = datetime.now(UTC)
             await session.flush()
             baseline = _from_row(row)
-        self._remember(baseline)
+        # Grantees of this device may hold the old one: forget every copy of this worker.
+        self._cache.clear()
         return baseline
 
-    async def delete(self, model: str, device_id: str) -> bool:
-        """Forget a device's baseline (it calibrates again); False if there was none."""
-        self._cache.pop((model, device_id), None)
+    async def delete(self, model: str, device_id: str, *, owner: str) -> str | None:
+        """Forget a device's baseline (it calibrates again); returns whose device it was,
+        None if there was none."""
+        self._cache.clear()
         async with self._sessions() as session, session.begin():
+            real = await self._owner_of(session, owner, device_id)
             result = await session.execute(
                 delete(DeviceBaselineRow).where(
-                    DeviceBaselineRow.model == model, DeviceBaselineRow.device_id == device_id
+                    DeviceBaselineRow.owner == real,
+                    DeviceBaselineRow.model == model,
+                    DeviceBaselineRow.device_id == device_id,
+                )
+            )
+        return real if getattr(result, "rowcount", 0) else None
+
+    # -- shares ---------------------------------------------------------------------------
+
+    async def share(self, grantee: str, device_id: str, owner: str) -> DeviceShare:
+        """Let ``grantee`` use ``owner``'s device ``device_id`` (replacing an earlier
+        share of that id with the grantee). 409 for chains: ``owner``'s id must not be
+        shared from someone else, nor ``grantee``'s shared onward."""
+        async with self._sessions() as session, session.begin():
+            chained = await session.scalar(
+                select(DeviceShareRow.grantee).where(
+                    DeviceShareRow.device_id == device_id,
+                    or_(DeviceShareRow.grantee == owner, DeviceShareRow.owner == grantee),
+                )
+            )
+            if chained is not None:
+                raise Conflict(
+                    f"device {device_id!r} of {owner} or {grantee} is already in another "
+                    "share: share a device from its real owner, to owners that do not "
+                    "share it onward",
+                    details={"device_id": device_id, "owner": owner, "grantee": grantee},
+                )
+            row = await session.get(DeviceShareRow, (grantee, device_id))
+            if row is None:
+                row = DeviceShareRow(grantee=grantee, device_id=device_id, owner=owner)
+                session.add(row)
+            else:
+                row.owner = owner
+                row.created_at = datetime.now(UTC)
+            await session.flush()
+            shared = _share(row)
+        self._cache.clear()
+        return shared
+
+    async def unshare(self, grantee: str, device_id: str) -> bool:
+        """End a share; False if there was none."""
+        self._cache.clear()
+        async with self._sessions() as session, session.begin():
+            result = await session.execute(
+                delete(DeviceShareRow).where(
+                    DeviceShareRow.grantee == grantee, DeviceShareRow.device_id == device_id
                 )
             )
         return bool(getattr(result, "rowcount", 0))
+
+    async def shares(
+        self,
+        *,
+        owner: str | None = None,
+        grantee: str | None = None,
+        device_id: str | None = None,
+    ) -> list[DeviceShare]:
+        """Shares, filtered by whichever of owner, grantee and device id are given."""
+        query = select(DeviceShareRow).order_by(DeviceShareRow.owner, DeviceShareRow.device_id)
+        if owner is not None:
+            query = query.where(DeviceShareRow.owner == owner)
+        if grantee is not None:
+            query = query.where(DeviceShareRow.grantee == grantee)
+        if device_id is not None:
+            query = query.where(DeviceShareRow.device_id == device_id)
+        async with self._sessions() as session:
+            return [_share(row) for row in await session.scalars(query)]
+
+
+@dataclass(frozen=True)
+class DeviceShare:
+    """For ``grantee``, device id ``device_id`` means ``owner``'s device."""
+
+    grantee: str
+    device_id: str
+    owner: str
+    created_at: datetime | None
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "grantee": self.grantee,
+            "device_id": self.device_id,
+            "owner": self.owner,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+        }
+
+
+def _share(row: DeviceShareRow) -> DeviceShare:
+    return DeviceShare(row.grantee, row.device_id, row.owner, row.created_at)

@@ -9,18 +9,20 @@ an empty window. Calibration, which decides the verdicts, is in the database.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Hashable
 
 import numpy as np
 
 
 class ReadingWindows:
-    """Latest raw readings per (model, device), least recently used devices dropped."""
+    """Latest raw readings per device (the server keys them by owner, model and device
+    id), least recently used devices dropped."""
 
     def __init__(self, max_devices: int) -> None:
         self.max_devices = max_devices
-        self._recent: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._recent: OrderedDict[Hashable, np.ndarray] = OrderedDict()
 
-    def smooth(self, key: tuple[str, str], x: np.ndarray, window: int) -> np.ndarray:
+    def smooth(self, key: Hashable, x: np.ndarray, window: int) -> np.ndarray:
         """Append the rows of ``x``; row ``i`` of the result is the mean of the last
         ``window`` readings up to and including ``x[i]`` (fewer at the start)."""
         x = np.asarray(x, dtype=np.float64)
@@ -40,5 +42,5 @@ class ReadingWindows:
             self._recent.popitem(last=False)
         return smoothed
 
-    def forget(self, key: tuple[str, str]) -> None:
+    def forget(self, key: Hashable) -> None:
         self._recent.pop(key, None)

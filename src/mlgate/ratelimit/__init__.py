@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from mlgate.ratelimit.base import (
     Decision,
+    Hit,
     Limit,
     RateLimiter,
     RateLimiterUnavailable,
     build_rate_limiter,
     strictest,
 )
-from mlgate.ratelimit.client_ip import client_ip
+from mlgate.ratelimit.client_ip import client_ip, client_network
 from mlgate.ratelimit.memory import MemoryRateLimiter
 from mlgate.ratelimit.settings import RateLimitSettings, TierLimits
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Decision",
+    "Hit",
     "Limit",
     "MemoryRateLimiter",
     "RateLimitSettings",
@@ -37,6 +39,7 @@ __all__ = [
     "TierLimits",
     "build_rate_limiter",
     "client_ip",
+    "client_network",
     "strictest",
 ]
 

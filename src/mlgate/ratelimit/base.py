@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -39,6 +39,11 @@ class Limit:
             raise ValueError(f"period must be a positive number of seconds, got {self.period}")
         if self.burst < 1:
             raise ValueError(f"burst must be at least 1, got {self.burst}")
+        if self.burst * self.emission_us > gcra.MAX_BUCKET_US:
+            raise ValueError(
+                f"a burst of {self.burst} at {self.rate} per {self.period:g} s takes longer "
+                "than 35 years to drain: lower the burst or raise the rate"
+            )
 
     @classmethod
     def per_minute(cls, rate: int, burst: int | None = None) -> Limit:
@@ -136,12 +141,29 @@ def strictest(decisions: Iterable[Decision]) -> Decision:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One bucket of a request's charge: `cost` units of `key` under `limit`."""
+
+    key: str
+    limit: Limit
+    cost: int = 1
+
+
 def validate_hit(key: str, cost: int) -> None:
     """Refuse arguments that no backend can honour."""
     if not key:
         raise ValueError("rate-limit key must not be empty")
     if cost < 0:
         raise ValueError(f"cost must not be negative, got {cost}")
+
+
+def validate_hits(hits: Sequence[Hit]) -> None:
+    """Refuse a charge no backend can honour (also: one key twice in one charge)."""
+    for h in hits:
+        validate_hit(h.key, h.cost)
+    if len({h.key for h in hits}) != len(hits):
+        raise ValueError("a charge names the same bucket twice")
 
 
 class RateLimiter(Protocol):
@@ -162,6 +184,12 @@ class RateLimiter(Protocol):
         Raises :class:`RateLimiterUnavailable` when the store is down and the limiter
         fails closed.
         """
+        ...
+
+    async def hit_many(self, hits: Sequence[Hit]) -> list[Decision]:
+        """All of a request's buckets at once, atomically and all or nothing: when one
+        refuses, none is charged. One decision per hit, in order (one round trip on
+        Redis, one call in memory)."""
         ...
 
     async def check(self) -> bool:

@@ -5,6 +5,10 @@ Each proxy appends the address it received the request from, so the header reads
 and skipping trusted hops stops at the first address that a trusted proxy vouched for
 but that is not itself trusted: everything further left was written by the client and
 may be forged.
+
+Per-address limits then count :func:`client_network`: one IPv6 subscriber usually holds
+a whole /64 (and can pick any of its 2**64 addresses per request), so IPv6 clients are
+grouped by network; IPv4 clients are counted per address unless told otherwise.
 """
 
 from __future__ import annotations
@@ -74,3 +78,22 @@ def _networks(trusted_proxies: tuple[str, ...]) -> tuple[IPNetwork, ...]:
 
 def _trusted(address: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
     return any(address in network for network in networks)
+
+
+@lru_cache(maxsize=4096)
+def client_network(address: str, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> str:
+    """The group of addresses that per-address limits count as one client.
+
+    ``2001:db8:0:1::7`` becomes ``2001:db8:0:1::/64`` (with the default prefixes); an
+    IPv4 address stays itself at /32, or becomes its network (``203.0.113.0/24``) with a
+    shorter prefix. Anything that is not an address (:data:`UNKNOWN`, a test client's
+    name) is returned as it is.
+    """
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    prefix = ipv4_prefix if ip.version == 4 else ipv6_prefix
+    if prefix >= ip.max_prefixlen:
+        return str(ip)
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))

@@ -17,6 +17,9 @@ the very same values: microsecond timestamps stay far below 2**53. The Lua twin 
 from __future__ import annotations
 
 MICROSECONDS = 1_000_000
+MAX_BUCKET_US = 2**50
+"""Longest a full bucket may take to drain (about 35 years): keeps every TAT, and every
+sum the Lua script forms, far below 2**53 where doubles stop counting microseconds."""
 
 
 def emission_interval_us(rate: int, period_us: int) -> int:

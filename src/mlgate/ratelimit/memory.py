@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from mlgate.ratelimit import gcra
-from mlgate.ratelimit.base import Decision, Limit, validate_hit
+from mlgate.ratelimit.base import Decision, Hit, Limit, validate_hit, validate_hits
 
 
 def monotonic_us() -> int:
@@ -63,6 +63,31 @@ class MemoryRateLimiter:
             if len(self._tats) > self._max_keys:
                 del self._tats[next(iter(self._tats))]
         return Decision.from_state(limit, cost, allowed, tat, now)
+
+    async def hit_many(self, hits: Sequence[Hit]) -> list[Decision]:
+        """Every hit's bucket at once: charged only if all of them admit."""
+        validate_hits(hits)
+        now = self._clock()
+        if now >= self._next_sweep:
+            self._sweep(now)
+        steps = [
+            gcra.step(self._tats.get(h.key), now, h.limit.emission_us, h.limit.burst, h.cost)
+            for h in hits
+        ]
+        admitted = all(allowed for allowed, _ in steps)
+        decisions = []
+        for h, (allowed, tat) in zip(hits, steps, strict=True):
+            if admitted and tat > now:
+                self._tats.pop(h.key, None)
+                self._tats[h.key] = tat
+            elif not admitted and allowed:
+                # Not charged after all: describe the bucket as it stays.
+                stored = self._tats.get(h.key)
+                tat = now if stored is None or stored < now else stored
+            decisions.append(Decision.from_state(h.limit, h.cost, allowed, tat, now))
+        while len(self._tats) > self._max_keys:
+            del self._tats[next(iter(self._tats))]
+        return decisions
 
     async def check(self) -> bool:
         """Always True."""

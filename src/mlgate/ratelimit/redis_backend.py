@@ -20,6 +20,7 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Sequence
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -33,7 +34,14 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from mlgate.ratelimit.base import Decision, Limit, RateLimiterUnavailable, validate_hit
+from mlgate.ratelimit.base import (
+    Decision,
+    Hit,
+    Limit,
+    RateLimiterUnavailable,
+    validate_hit,
+    validate_hits,
+)
 
 log = logging.getLogger("mlgate.ratelimit")
 
@@ -59,6 +67,49 @@ end
 return {1, new_tat, now}
 """
 GCRA_SHA = hashlib.sha1(GCRA_SCRIPT.encode()).hexdigest()
+
+# Several buckets at once, all or nothing: KEYS[i] with ARGV[3i-2..3i] = emission, burst,
+# cost; returns now, then allowed and TAT per key (a bucket not charged because another
+# refused reports the TAT it keeps).
+GCRA_MANY_SCRIPT = """
+if redis.replicate_commands then redis.replicate_commands() end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local n = #KEYS
+local tats, news, oks = {}, {}, {}
+local all = true
+for i = 1, n do
+  local emission = tonumber(ARGV[3 * i - 2])
+  local burst = tonumber(ARGV[3 * i - 1])
+  local cost = tonumber(ARGV[3 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]))
+  if not tat or tat < now then tat = now end
+  local new_tat = tat + cost * emission
+  tats[i] = tat
+  news[i] = new_tat
+  if new_tat - burst * emission > now then
+    oks[i] = 0
+    all = false
+  else
+    oks[i] = 1
+  end
+end
+local out = {now}
+for i = 1, n do
+  local kept = tats[i]
+  if all then
+    kept = news[i]
+    if tonumber(ARGV[3 * i]) > 0 then
+      redis.call('SET', KEYS[i], string.format('%d', kept),
+                 'PX', string.format('%d', math.ceil((kept - now) / 1000)))
+    end
+  end
+  out[#out + 1] = oks[i]
+  out[#out + 1] = kept
+end
+return out
+"""
+GCRA_MANY_SHA = hashlib.sha1(GCRA_MANY_SCRIPT.encode()).hexdigest()
 
 # Errors that mean "Redis cannot answer now", as opposed to a bug in how we call it.
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
@@ -143,6 +194,32 @@ class RedisRateLimiter:
             return self._unavailable(limit)
         self._mark_up()
         return Decision.from_state(limit, cost, bool(allowed), int(tat), int(now))
+
+    async def hit_many(self, hits: Sequence[Hit]) -> list[Decision]:
+        """Every hit's bucket in one script call, all or nothing."""
+        validate_hits(hits)
+        if not hits:
+            return []
+        if not self._may_call():
+            return [self._unavailable(h.limit) for h in hits]
+        keys = [self._prefix + h.key for h in hits]
+        args: list[int] = []
+        for h in hits:
+            args += [h.limit.emission_us, h.limit.burst, h.cost]
+        try:
+            try:
+                out = await self._client.evalsha(GCRA_MANY_SHA, len(keys), *keys, *args)
+            except NoScriptError:
+                out = await self._client.eval(GCRA_MANY_SCRIPT, len(keys), *keys, *args)
+        except OUTAGE_ERRORS as exc:
+            self._mark_down(exc)
+            return [self._unavailable(h.limit) for h in hits]
+        self._mark_up()
+        now = int(out[0])
+        return [
+            Decision.from_state(h.limit, h.cost, bool(out[1 + 2 * i]), int(out[2 + 2 * i]), now)
+            for i, h in enumerate(hits)
+        ]
 
     async def check(self) -> bool:
         """PING Redis now, whatever the retry schedule; True when it answers."""

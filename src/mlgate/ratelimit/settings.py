@@ -6,9 +6,22 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mlgate.ratelimit.base import Limit
+
+# Upper bounds of a tier's numbers (and of per-user or per-key overrides, which are
+# checked with them before they are stored): far beyond any real limit, and small enough
+# that the numbers stay exact in JSON, in the database and in Redis's Lua doubles.
+MAX_REQUESTS = 10**9
+MAX_ROWS = 10**12
 
 
 class TierLimits(BaseModel):
@@ -16,15 +29,23 @@ class TierLimits(BaseModel):
 
     model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid", frozen=True)
 
-    requests_per_minute: int = Field(gt=0)
+    requests_per_minute: int = Field(gt=0, le=MAX_REQUESTS)
     """Requests admitted per minute, whatever their size."""
-    rows_per_minute: int = Field(gt=0)
+    rows_per_minute: int = Field(gt=0, le=MAX_ROWS)
     """Batch rows admitted per minute (a batch of 500 rows costs 500)."""
-    burst: int | None = Field(default=None, gt=0)
+    burst: int | None = Field(default=None, gt=0, le=MAX_REQUESTS)
     """Requests admitted at once after a quiet minute; unset means requests_per_minute."""
-    rows_burst: int | None = Field(default=None, gt=0)
+    rows_burst: int | None = Field(default=None, gt=0, le=MAX_ROWS)
     """Rows admitted at once; unset means rows_per_minute. A batch larger than this is
     never admitted, so keep it at least the largest batch allowed."""
+
+    @model_validator(mode="after")
+    def _buckets_drain(self) -> Self:
+        # Limit refuses a bucket that would take decades to drain (a tiny rate with a
+        # huge burst); say so here, where the numbers are given.
+        self.requests_limit()
+        self.rows_limit()
+        return self
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> TierLimits:
         """These limits with some fields replaced, e.g. ``{"requests_per_minute": 500}``.
@@ -78,12 +99,26 @@ class RateLimitSettings(BaseModel):
     """Limits by tier name."""
     default_tier: str = "free"
     """Tier of principals whose tier is unset or unknown."""
-    login_per_minute: int = Field(default=10, gt=0)
-    """Login attempts per client IP per minute."""
-    failed_auth_per_minute: int = Field(default=10, gt=0)
-    """Failed authentications per client IP per minute before the IP is refused."""
+    login_per_minute: int = Field(default=10, gt=0, le=MAX_REQUESTS)
+    """Login attempts (right or wrong) per client address per minute."""
+    failed_auth_per_minute: int = Field(default=10, gt=0, le=MAX_REQUESTS)
+    """Failed authentications per client address per minute; beyond them further failing
+    attempts get 429 instead of 401 (valid credentials are still served)."""
+    username_failures_before_backoff: int = Field(default=5, ge=1, le=50)
+    """Wrong passwords for one username (from any address) before it backs off: each
+    further one locks password logins of that username for 1, 2, 4, 8 ... seconds."""
+    username_backoff_max_s: int = Field(default=900, ge=1, le=86_400)
+    """Longest lock of a username's password logins after wrong passwords, in seconds."""
+    username_failure_decay_s: int = Field(default=3600, ge=1, le=7 * 86_400)
+    """A username's count of wrong passwords goes down by one every this many seconds."""
     trusted_proxies: list[str] = Field(default_factory=list)
     """Proxy IPs or CIDRs whose X-Forwarded-For is believed; empty trusts none."""
+    ipv4_prefix_length: int = Field(default=32, ge=8, le=32)
+    """Per-address limits (logins, failed authentications, anonymous callers) count
+    IPv4 clients per network of this many bits (32: each address on its own)."""
+    ipv6_prefix_length: int = Field(default=64, ge=16, le=128)
+    """Per-address limits count IPv6 clients per network of this many bits: a
+    subscriber usually holds a whole /64 (128: each address on its own)."""
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -111,10 +146,37 @@ class RateLimitSettings(BaseModel):
         limits = self.tiers.get(tier or self.default_tier) or self.tiers[self.default_tier]
         return limits.with_overrides(overrides)
 
+    def check_overrides(self, overrides: Mapping[str, Any]) -> None:
+        """Raise ValueError, in one line naming the field, for overrides that no tier
+        could take (unknown fields, numbers out of range); call it before storing them."""
+        try:
+            self.limits_for(None, overrides)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ValueError(f"{where}: {first['msg']}" if where else first["msg"]) from None
+
     def login_limit(self) -> Limit:
-        """Login attempts per client IP."""
+        """Login attempts per client address."""
         return Limit.per_minute(self.login_per_minute)
 
     def failed_auth_limit(self) -> Limit:
-        """Failed authentications per client IP."""
+        """Failed authentications per client address."""
         return Limit.per_minute(self.failed_auth_per_minute)
+
+    def username_failures_limit(self) -> Limit:
+        """The count of a username's wrong passwords: one unit per failure, draining one
+        unit every ``username_failure_decay_s``; the units in it are the count."""
+        return Limit(rate=1, period=float(self.username_failure_decay_s), burst=64)
+
+    def username_lock_limit(self) -> Limit:
+        """A username's lock: its units are the seconds left (one drains each second)."""
+        return Limit(rate=1, period=1.0, burst=self.username_backoff_max_s)
+
+    def username_lock_seconds(self, failures: int) -> int:
+        """How long ``failures`` wrong passwords lock a username: none before
+        ``username_failures_before_backoff``, then 1, 2, 4 ... up to the maximum."""
+        over = failures - self.username_failures_before_backoff
+        if over < 0:
+            return 0
+        return int(min(self.username_backoff_max_s, 2 ** min(over, 30)))

@@ -191,14 +191,22 @@ class ModelFile(BaseModel):
         return self
 
 
-def _read_yaml(path: Path) -> Any:
+def shown_path(path: Path, levels: int) -> str:
+    """``path`` as load errors show it: its last ``levels`` parts (``ids/3/manifest.yaml``),
+    never the server's absolute path (the API shows load errors)."""
+    return "/".join(path.parts[-levels:])
+
+
+def _read_yaml(path: Path, shown: str) -> Any:
     try:
         with path.open("r", encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
+            return yaml.safe_load(fh.read())  # a string: errors name no file path
     except FileNotFoundError:
-        raise ManifestError(f"{path} does not exist") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise ManifestError(f"{path} cannot be read: {exc}") from None
+        raise ManifestError(f"{shown} does not exist") from None
+    except OSError as exc:
+        raise ManifestError(f"{shown} cannot be read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{shown} cannot be read: {exc}") from None
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -211,16 +219,17 @@ def _validation_message(exc: ValidationError) -> str:
 
 def load_manifest(version_dir: Path) -> Manifest:
     """Read and validate ``manifest.yaml`` in a version directory."""
-    raw = _read_yaml(version_dir / MANIFEST_FILE)
+    shown = shown_path(version_dir / MANIFEST_FILE, 3)
+    raw = _read_yaml(version_dir / MANIFEST_FILE, shown)
     if not isinstance(raw, dict):
-        raise ManifestError(f"{version_dir / MANIFEST_FILE} is not a mapping")
+        raise ManifestError(f"{shown} is not a mapping")
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
-        raise ManifestError(f"{version_dir / MANIFEST_FILE}: {_validation_message(exc)}") from None
+        raise ManifestError(f"{shown}: {_validation_message(exc)}") from None
     if manifest.name != version_dir.parent.name or manifest.version != version_dir.name:
         raise ManifestError(
-            f"{version_dir / MANIFEST_FILE} says {manifest.name}/{manifest.version} but lives "
+            f"{shown} says {manifest.name}/{manifest.version} but lives "
             f"in {version_dir.parent.name}/{version_dir.name}"
         )
     return manifest
@@ -231,11 +240,12 @@ def load_model_file(model_dir: Path) -> ModelFile:
     path = model_dir / MODEL_FILE
     if not path.exists():
         return ModelFile()
-    raw = _read_yaml(path) or {}
+    shown = shown_path(path, 2)
+    raw = _read_yaml(path, shown) or {}
     try:
         return ModelFile.model_validate(raw)
     except ValidationError as exc:
-        raise ManifestError(f"{path}: {_validation_message(exc)}") from None
+        raise ManifestError(f"{shown}: {_validation_message(exc)}") from None
 
 
 def sha256_file(path: Path) -> str:

@@ -34,8 +34,8 @@ from mlgate.registry.manifest import (
     ManifestError,
     load_manifest,
     load_model_file,
-    sha256_file,
 )
+from mlgate.registry.paths import refuse_links, verified_artifact
 from mlgate.registry.runtimes import Runtime, load_runtime
 
 log = logging.getLogger("mlgate.registry")
@@ -149,11 +149,17 @@ class ModelRegistry:
     """Loads a model repository and resolves ``(name, version or alias)`` to a version."""
 
     def __init__(
-        self, repository: Path, *, default_model: str, inline_threshold_us: float = 150.0
+        self,
+        repository: Path,
+        *,
+        default_model: str,
+        inline_threshold_us: float = 150.0,
+        follow_symlinks: bool = False,
     ) -> None:
         self.repository = repository
         self.default_model = default_model
         self.inline_threshold_us = inline_threshold_us
+        self.follow_symlinks = follow_symlinks
         self._snapshot: dict[str, ModelEntry] = {}
         self._lock = threading.RLock()
         self._listeners: list[RegistryListener] = []
@@ -321,6 +327,8 @@ class ModelRegistry:
         errors: dict[str, str] = {}
         versions: dict[str, ModelVersion] = {}
         try:
+            if not self.follow_symlinks:
+                refuse_links(self.repository, model_dir / MODEL_FILE)
             model_file = load_model_file(model_dir)
         except ManifestError as exc:
             errors[MODEL_FILE] = str(exc)
@@ -392,13 +400,13 @@ class ModelRegistry:
         fingerprint: tuple[Any, ...],
         model_batching: BatchingSpec | None = None,
     ) -> ModelVersion:
+        # Only files inside the repository, and only a verified artifact (paths.py).
+        if not self.follow_symlinks:
+            refuse_links(self.repository, version_dir / MANIFEST_FILE)
         manifest = load_manifest(version_dir)
-        if manifest.artifact_sha256 is not None:
-            actual = sha256_file(version_dir / manifest.artifact)
-            if actual != manifest.artifact_sha256:
-                raise ManifestError(
-                    f"artifact {manifest.artifact} does not match its sha256 in the manifest"
-                )
+        verified_artifact(
+            self.repository, version_dir, manifest, follow_symlinks=self.follow_symlinks
+        )
         runtime = load_runtime(version_dir, manifest)
         single_row_us = _warm_up(runtime, manifest)
         reference = manifest.reference

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mlgate.registry.manifest import Manifest, ManifestError
+from mlgate.registry.paths import hide_paths
 from mlgate.registry.sklearn_onnx import Twin, convert
 
 
@@ -51,7 +52,19 @@ def load_runtime(version_dir: Path, manifest: Manifest) -> Runtime:
         raise ManifestError(
             f"unknown runtime {manifest.runtime!r}; available: {', '.join(available_runtimes())}"
         )
-    return loader(version_dir / manifest.artifact, manifest)
+    artifact = version_dir / manifest.artifact
+    try:
+        return loader(artifact, manifest)
+    except Exception as exc:
+        # Loaders and their libraries quote the artifact's absolute path; load errors are
+        # shown by the API, so they name it as the manifest does.
+        reason = hide_paths(str(exc).replace(str(artifact), manifest.artifact))
+        if isinstance(exc, ManifestError):
+            raise ManifestError(reason) from exc
+        raise ManifestError(
+            f"the {manifest.runtime} runtime cannot load {manifest.artifact}: "
+            f"{reason or type(exc).__name__}"
+        ) from exc
 
 
 class SklearnRuntime:

@@ -12,6 +12,7 @@ from mlgate.api.schemas import ERROR_RESPONSES
 from mlgate.api.security import AUTH_ERROR_RESPONSES
 from mlgate.auth.accounts import UNSET
 from mlgate.auth.views import user_view
+from mlgate.db.models import MAX_ROW_ID
 
 router = APIRouter(
     prefix="/v1/admin/users",
@@ -31,6 +32,7 @@ async def create_user(body: UserCreate, accounts: AccountsDep) -> Response:
         tier=body.tier,
         disabled=body.disabled,
         rate_limit_overrides=body.rate_limit_overrides,
+        tenant=body.tenant,
     )
     return ORJSONResponse(user_view(user), status_code=201)
 
@@ -39,7 +41,7 @@ async def create_user(body: UserCreate, accounts: AccountsDep) -> Response:
 async def list_users(
     accounts: AccountsDep,
     limit: int = Query(default=100, ge=1, le=1000),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_ROW_ID),
 ) -> Response:
     users = await accounts.list_users(limit=limit, offset=offset)
     return ORJSONResponse([user_view(u) for u in users])
@@ -54,7 +56,8 @@ async def get_user(user_id: int, accounts: AccountsDep) -> Response:
     "/{user_id}", summary="Change tier, scopes, password or disable", response_model=UserOut
 )
 async def update_user(user_id: int, body: UserUpdate, accounts: AccountsDep) -> Response:
-    """Disabling a user refuses their tokens and keys at once (403)."""
+    """Disabling a user refuses their tokens and keys at once (403); a new password
+    refuses the access tokens issued before it (401)."""
     sent = body.model_fields_set
     user = await accounts.update_user(
         user_id,
@@ -63,5 +66,17 @@ async def update_user(user_id: int, body: UserUpdate, accounts: AccountsDep) -> 
         disabled=body.disabled,
         password=body.password,
         rate_limit_overrides=body.rate_limit_overrides if "rate_limit_overrides" in sent else UNSET,
+        tenant=body.tenant if "tenant" in sent else UNSET,
     )
     return ORJSONResponse(user_view(user))
+
+
+@router.post(
+    "/{user_id}/revoke-sessions",
+    summary="Refuse every access token issued to the user so far",
+    response_model=UserOut,
+)
+async def revoke_sessions(user_id: int, accounts: AccountsDep) -> Response:
+    """At once, on every worker; the user can log in again, and API keys keep working
+    (revoke those one by one). A password change does the same."""
+    return ORJSONResponse(user_view(await accounts.revoke_sessions(user_id)))

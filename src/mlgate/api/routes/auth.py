@@ -15,6 +15,7 @@ from mlgate.api.responses import ORJSONResponse
 from mlgate.api.schemas import ERROR_RESPONSES
 from mlgate.api.security import AUTH_ERROR_RESPONSES
 from mlgate.auth.views import principal_view, user_view
+from mlgate.devices.owners import device_owner
 from mlgate.errors import Unauthorized
 
 router = APIRouter(tags=["auth"], responses={**ERROR_RESPONSES, **AUTH_ERROR_RESPONSES})
@@ -34,7 +35,11 @@ class Me(BaseModel):
     key_id: int | None
     scopes: list[str]
     tier: str
+    tenant: str | None
     rate_limit_overrides: dict[str, Any]
+    key_rate_limit_overrides: dict[str, Any] | None
+    device_owner: str | None
+    """Whose devices a device_id names for this caller (None: anonymous, no devices)."""
     user: dict[str, Any] | None
 
 
@@ -47,13 +52,15 @@ async def issue_token(
     request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()], auth: AuthDep
 ) -> Response:
     """The OAuth2 password grant (form fields `username`, `password`, optional `scope` to
-    ask for fewer scopes). 401 for a wrong username or password, 403 for a disabled user."""
+    ask for fewer scopes). 401 for a wrong username or password, 403 for a disabled user;
+    429 for too many attempts from one address, or while the username backs off after
+    wrong passwords."""
     limits: EdgeLimits = request.app.state.mlgate.limits
-    await limits.charge_login(request)
+    await limits.charge_login(request, form.username)
     try:
         issued = await auth.login(form.username, form.password, " ".join(form.scopes))
     except Unauthorized:
-        await limits.record_failed_auth(request)
+        await limits.record_failed_login(request, form.username)
         raise
     return ORJSONResponse(
         {
@@ -71,5 +78,9 @@ async def issue_token(
 async def me(principal: PrincipalDep, accounts: AccountsDep) -> Response:
     user = await accounts.get_user(principal.user_id) if principal.user_id is not None else None
     return ORJSONResponse(
-        {**principal_view(principal), "user": user_view(user) if user is not None else None}
+        {
+            **principal_view(principal),
+            "device_owner": None if principal.kind == "anonymous" else device_owner(principal),
+            "user": user_view(user) if user is not None else None,
+        }
     )

@@ -2,18 +2,24 @@
 
 Reading a baseline needs ``predict`` (the scope of the clients that stream a device's
 readings and want to see its calibration); uploading and resetting need ``admin``.
+A device id names a device of the caller's owner (see :mod:`mlgate.devices.owners`);
+``?owner=`` lets an admin work on any owner's devices. Another owner's device is a 404,
+exactly like one that does not exist.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from mlgate.api.body import read_json, require_object
-from mlgate.api.deps import DataPlaneDep, DevicesDep, RequireAdmin, RequirePredict
+from mlgate.api.deps import DataPlaneDep, DevicesDep, PrincipalDep, RequireAdmin, RequirePredict
 from mlgate.api.responses import ORJSONResponse
 from mlgate.api.schemas import ERROR_RESPONSES
 from mlgate.api.security import AUTH_ERROR_RESPONSES
+from mlgate.auth.principal import Principal
+from mlgate.auth.scopes import ADMIN
+from mlgate.devices.owners import check_owner, device_owner
 from mlgate.devices.store import check_device_id
 from mlgate.devices.upload import check_anomaly_model, parse_upload
 from mlgate.errors import NotFound
@@ -25,6 +31,13 @@ router = APIRouter(
 )
 
 
+OwnerQuery = Query(
+    default=None,
+    description="Whose device (admins only): `user:<id>`, `tenant:<name>` or `unowned`; "
+    "default: the caller's own.",
+)
+
+
 def _not_found(model: str, device_id: str) -> NotFound:
     return NotFound(
         f"device {device_id!r} has no baseline for model {model!r}: it gets one from its "
@@ -33,17 +46,34 @@ def _not_found(model: str, device_id: str) -> NotFound:
     )
 
 
+def _owner(principal: Principal, named: str | None, model: str, device_id: str) -> str:
+    """The owner whose device the request means: the caller's, or (admins) the named one.
+    A non-admin naming another owner gets the 404 of a device that does not exist."""
+    own = device_owner(principal)
+    if named is None or named == own:
+        return own
+    if not principal.has(ADMIN):
+        raise _not_found(model, device_id)
+    return check_owner(named)
+
+
 @router.get(
     "/baseline",
     summary="A device's baseline or calibration progress",
     dependencies=[RequirePredict],
 )
 async def get_baseline(
-    model: str, device_id: str, dataplane: DataPlaneDep, devices: DevicesDep
+    model: str,
+    device_id: str,
+    dataplane: DataPlaneDep,
+    devices: DevicesDep,
+    principal: PrincipalDep,
+    owner: str | None = OwnerQuery,
 ) -> Response:
     check_device_id(device_id)
     mv = dataplane.resolve(model)
-    baseline = await devices.store.get(mv.name, device_id)
+    who = _owner(principal, owner, mv.name, device_id)
+    baseline = await devices.store.get(mv.name, device_id, owner=who)
     if baseline is None:
         raise _not_found(mv.name, device_id)
     return ORJSONResponse(baseline.view())
@@ -51,14 +81,21 @@ async def get_baseline(
 
 @router.put("/baseline", summary="Upload a device's baseline", dependencies=[RequireAdmin])
 async def put_baseline(
-    model: str, device_id: str, request: Request, dataplane: DataPlaneDep, devices: DevicesDep
+    model: str,
+    device_id: str,
+    request: Request,
+    dataplane: DataPlaneDep,
+    devices: DevicesDep,
+    principal: PrincipalDep,
+    owner: str | None = OwnerQuery,
 ) -> Response:
     check_device_id(device_id)
     mv = dataplane.resolve(model)
+    who = _owner(principal, owner, mv.name, device_id)
     body = require_object(await read_json(request))
     mean, std, seen = parse_upload(body, mv)
     baseline = await devices.store.put(
-        mv.name, device_id, mv.manifest.feature_names, mean, std, seen=seen
+        mv.name, device_id, mv.manifest.feature_names, mean, std, seen=seen, owner=who
     )
     return ORJSONResponse(baseline.view())
 
@@ -70,12 +107,19 @@ async def put_baseline(
     dependencies=[RequireAdmin],
 )
 async def delete_baseline(
-    model: str, device_id: str, dataplane: DataPlaneDep, devices: DevicesDep
+    model: str,
+    device_id: str,
+    dataplane: DataPlaneDep,
+    devices: DevicesDep,
+    principal: PrincipalDep,
+    owner: str | None = OwnerQuery,
 ) -> Response:
     check_device_id(device_id)
     mv = dataplane.resolve(model)
     check_anomaly_model(mv)
-    devices.windows.forget((mv.name, device_id))
-    if not await devices.store.delete(mv.name, device_id):
+    who = _owner(principal, owner, mv.name, device_id)
+    deleted_from = await devices.store.delete(mv.name, device_id, owner=who)
+    if deleted_from is None:
         raise _not_found(mv.name, device_id)
+    devices.windows.forget((deleted_from, mv.name, device_id))
     return Response(status_code=204)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
-from sqlalchemy import text
 from starlette.responses import Response
 
 import mlgate
@@ -14,6 +12,10 @@ from mlgate.api.deps import StateDep
 from mlgate.api.errors import error_response
 from mlgate.api.responses import ORJSONResponse
 from mlgate.api.state import AppState
+from mlgate.db.engine import sqlite_path
+from mlgate.db.readiness import PROBLEMS as DATABASE_PROBLEMS
+from mlgate.db.readiness import database_status
+from mlgate.registry.paths import hide_paths
 
 router = APIRouter(tags=["health"])
 
@@ -40,11 +42,12 @@ async def live() -> Response:
     return ORJSONResponse({"status": "alive"})
 
 
-@router.get("/health/ready", summary="Readiness: models loaded, database and rate limiter up")
+@router.get("/health/ready", summary="Readiness: models loaded, database writable, rate limiter up")
 async def ready(request: Request, state: StateDep) -> Response:
     """200 when this worker can serve predictions; 503 (with the failing check named)
-    while models load, when the database does not answer, or when Redis is down and
-    rate limits fail closed. A fail-open limiter without Redis reports ``degraded``."""
+    while models load, when the database cannot be written (missing SQLite file,
+    read-only, down), or when Redis is down and rate limits fail closed. A fail-open
+    limiter without Redis reports ``degraded``."""
     checks, problems = await readiness(state)
     if problems:
         return error_response(
@@ -61,24 +64,17 @@ async def ready(request: Request, state: StateDep) -> Response:
 async def readiness(state: AppState) -> tuple[dict[str, str], list[str]]:
     """Each check's status, and what keeps this worker from serving (empty: ready)."""
     checks: dict[str, str] = {"models": "ok" if state.ready else "loading"}
-    checks["database"] = "ok" if await _database_answers(state) else "down"
+    database = await database_status(state.engine, sqlite_path(state.settings.database_url))
+    checks["database"] = database
     limiter_ok = await state.limiter.check()
     fail_open = state.settings.rate_limit.fail_open
     checks["rate_limiter"] = "ok" if limiter_ok else ("degraded" if fail_open else "down")
     problems = []
     if not state.ready:
-        problems.append(state.load_error or "models are still loading")
-    if checks["database"] != "ok":
-        problems.append("the database does not answer")
+        # Readiness is open to anyone: the reason names no server path.
+        problems.append(hide_paths(state.load_error or "models are still loading"))
+    if database != "ok":
+        problems.append(DATABASE_PROBLEMS[database])
     if checks["rate_limiter"] == "down":
         problems.append("the rate limiter's Redis does not answer (fail-closed)")
     return checks, problems
-
-
-async def _database_answers(state: AppState, timeout_s: float = 2.0) -> bool:
-    try:
-        async with asyncio.timeout(timeout_s), state.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-    except Exception:
-        return False
-    return True

@@ -17,8 +17,8 @@ from starlette.responses import Response
 
 import mlgate
 from mlgate.api.body import read_json
-from mlgate.api.deps import DataPlaneDep, RequireModelsRead, RequirePredict, StateDep
-from mlgate.api.inference import encoded_response, http_context
+from mlgate.api.deps import DataPlaneDep, InferencePredict, RequireModelsRead, StateDep
+from mlgate.api.inference import charging, encoded_response, http_context
 from mlgate.api.presenters import model_view
 from mlgate.api.responses import ORJSONResponse
 from mlgate.api.schemas import ERROR_RESPONSES
@@ -48,9 +48,14 @@ def _iot_payload(settings: ModelSettings, body: dict[str, Any], *, batch: bool) 
 @router.post(
     "/predict",
     summary="Score one flow (`features`) or one sensor reading (`sensor_data`)",
-    dependencies=[RequirePredict],
+    dependencies=[InferencePredict],
 )
 async def predict(request: Request, state: StateDep, dataplane: DataPlaneDep) -> Response:
+    async with charging(request):
+        return await _predict(request, state, dataplane)
+
+
+async def _predict(request: Request, state: StateDep, dataplane: DataPlaneDep) -> Response:
     body = await read_json(request)
     models = state.settings.models
     if isinstance(body, dict) and "features" in body:
@@ -74,9 +79,14 @@ async def predict(request: Request, state: StateDep, dataplane: DataPlaneDep) ->
 @router.post(
     "/predict/batch",
     summary="Score a list of flows or a set of sensor readings",
-    dependencies=[RequirePredict],
+    dependencies=[InferencePredict],
 )
 async def predict_batch(request: Request, state: StateDep, dataplane: DataPlaneDep) -> Response:
+    async with charging(request):
+        return await _predict_batch(request, state, dataplane)
+
+
+async def _predict_batch(request: Request, state: StateDep, dataplane: DataPlaneDep) -> Response:
     body = await read_json(request)
     models = state.settings.models
     if isinstance(body, list):

@@ -15,8 +15,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 import mlgate
-from mlgate.api.deps import DataPlaneDep, RequireModelsRead, RequirePredict, StateDep
-from mlgate.api.inference import encoded_response, http_context
+from mlgate.api.deps import DataPlaneDep, InferencePredict, RequireModelsRead, StateDep
+from mlgate.api.inference import charging, encoded_response, http_context
 from mlgate.api.responses import ORJSONResponse
 from mlgate.api.routes.health import readiness
 from mlgate.api.security import AUTH_ERROR_RESPONSES
@@ -148,9 +148,9 @@ async def _body(request: Request) -> bytes:
     return inflated
 
 
-@models_router.post("/infer", summary="Inference", dependencies=[RequirePredict])
+@models_router.post("/infer", summary="Inference", dependencies=[InferencePredict])
 @models_router.post(
-    "/versions/{version}/infer", summary="Inference on a version", dependencies=[RequirePredict]
+    "/versions/{version}/infer", summary="Inference on a version", dependencies=[InferencePredict]
 )
 async def infer(
     model: str, request: Request, dataplane: DataPlaneDep, version: str | None = None
@@ -158,11 +158,12 @@ async def infer(
     """JSON tensors, or binary tensors after a JSON header whose length is given by
     ``Inference-Header-Content-Length``. ``parameters.device_id`` scores against that
     device's baseline."""
-    body = await _body(request)
-    length = oip_binary.header_length(request.headers.get(oip_binary.HEADER_LENGTH), len(body))
-    document, binary = oip_binary.split(body, length)
-    payload = oip_json.parse_request(document, binary)
-    encoded = await dataplane.infer(
-        model, version, payload, CODEC, http_context(request, CODEC.protocol)
-    )
+    async with charging(request):
+        body = await _body(request)
+        header = request.headers.get(oip_binary.HEADER_LENGTH)
+        document, binary = oip_binary.split(body, oip_binary.header_length(header, len(body)))
+        payload = oip_json.parse_request(document, binary)
+        encoded = await dataplane.infer(
+            model, version, payload, CODEC, http_context(request, CODEC.protocol)
+        )
     return encoded_response(encoded)

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from mlgate.api.body import read_body
-from mlgate.api.deps import DataPlaneDep, RequirePredict
-from mlgate.api.inference import encoded_response, http_context
+from mlgate.api.deps import DataPlaneDep, InferencePredict
+from mlgate.api.inference import charging, encoded_response, http_context
 from mlgate.api.schemas import (
     ERROR_RESPONSES,
     BatchPredictRequest,
@@ -22,7 +22,7 @@ from mlgate.protocols import v1
 router = APIRouter(
     prefix="/v1/models",
     tags=["prediction"],
-    dependencies=[RequirePredict],
+    dependencies=[InferencePredict],
     responses=AUTH_ERROR_RESPONSES,
 )
 
@@ -33,14 +33,15 @@ CODEC = v1.V1Codec()
 async def _predict(
     model: str, request: Request, dataplane: DataPlaneDep, version: str | None, *, batch: bool
 ) -> Response:
-    payload = v1.parse(await read_body(request), batch=batch)
-    encoded = await dataplane.infer(
-        model,
-        version or payload.version,
-        payload,
-        CODEC,
-        http_context(request, CODEC.protocol),
-    )
+    async with charging(request):
+        payload = v1.parse(await read_body(request), batch=batch)
+        encoded = await dataplane.infer(
+            model,
+            version or payload.version,
+            payload,
+            CODEC,
+            http_context(request, CODEC.protocol),
+        )
     return encoded_response(encoded)
 
 

@@ -1,0 +1,1 @@
+"""The pieces of mlgate's benchmark harness (``bench/run.py`` is the command)."""

@@ -1,0 +1,57 @@
+"""The caller the bench loads mlgate as: an enterprise user with one API key.
+
+The key's rate-limit override is high enough never to refuse a request of the bench, so
+that the limiter does all its work on every request and is never what stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mlgate.auth.accounts import Accounts, CreatedKey
+from mlgate.cli.db import run_with_accounts
+
+USERNAME = "bench"
+TIER = "enterprise"
+# 60 million a minute is the most the limiter represents (one microsecond per unit):
+# a million requests or rows a second, far above what one core serves.
+OVERRIDES = {"requests_per_minute": 60_000_000, "rows_per_minute": 60_000_000}
+
+
+def database_url(directory: Path) -> str:
+    return f"sqlite+aiosqlite:///{directory / 'mlgate.db'}"
+
+
+def jwt_secret() -> str:
+    """A fresh secret per run: production mode refuses to start without one."""
+    return secrets.token_urlsafe(48)
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def create_api_key(settings: dict[str, str]) -> str:
+    """Create the bench user and its key in the database ``settings`` name; the key."""
+
+    async def work(accounts: Accounts) -> CreatedKey:
+        user = await accounts.create_user(
+            USERNAME, password=None, scopes=["predict", "models:read"], tier=TIER
+        )
+        return await accounts.create_key(
+            user.id, name="bench", tier=TIER, rate_limit_overrides=OVERRIDES
+        )
+
+    with _environment(settings):
+        return run_with_accounts(work).plaintext
