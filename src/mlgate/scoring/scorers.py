@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from mlgate.auth.principal import Principal
 from mlgate.client import Client, Feature, ModelInfo
 from mlgate.client import ValidationError as ClientValidationError
 from mlgate.dataplane import InferenceContext, InferenceInput, InferenceResult
@@ -24,6 +25,12 @@ from mlgate.errors import MlgateError, ValidationFailed
 from mlgate.protocols.matrix import MatrixCodec
 from mlgate.protocols.oip_json import default_outputs, output_specs
 from mlgate.registry.registry import ModelVersion
+
+#: Who scores in this process: device baselines belong to an account, and the throwaway
+#: database of a local run has one.
+LOCAL_CALLER = Principal(
+    kind="user", subject="mlgate-predict", scopes=frozenset({"predict"}), tier="local", user_id=1
+)
 
 
 class ScoringError(Exception):
@@ -114,8 +121,9 @@ class LocalScorer:
         mv = self.mv
         try:
             codec = MatrixCodec() if device_id is None else _DeviceMatrixCodec(device_id)
+            context = InferenceContext("local", principal=LOCAL_CALLER)
             result: InferenceResult = self._loop.run(
-                self.dataplane.score(mv.name, mv.version, matrix, codec, InferenceContext("local"))
+                self.dataplane.score(mv.name, mv.version, matrix, codec, context)
             )
         except ValidationFailed as exc:
             row, reason = _local_row(exc.details)
