@@ -1,7 +1,8 @@
 """The caller the bench loads mlgate as: an enterprise user with one API key.
 
-The key's rate-limit override is high enough never to refuse a request of the bench, so
-that the limiter does all its work on every request and is never what stops it.
+The account's rate-limit override (limits are per account: a user and all of its keys)
+is high enough never to refuse a request of the bench, so that the limiter does all its
+work on every request and is never what stops it.
 """
 
 from __future__ import annotations
@@ -49,9 +50,8 @@ def create_api_key(settings: dict[str, str]) -> str:
         user = await accounts.create_user(
             USERNAME, password=None, scopes=["predict", "models:read"], tier=TIER
         )
-        return await accounts.create_key(
-            user.id, name="bench", tier=TIER, rate_limit_overrides=OVERRIDES
-        )
+        await accounts.update_user(user.id, rate_limit_overrides=OVERRIDES)
+        return await accounts.create_key(user.id, name="bench", tier=TIER)
 
     with _environment(settings):
         return run_with_accounts(work).plaintext

@@ -1,7 +1,9 @@
-"""scikit-learn classifiers served through an exact ONNX twin, and the fallbacks."""
+"""scikit-learn classifiers served through an exact ONNX twin (made in the background,
+in a subprocess), and the fallbacks."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import warnings
 from pathlib import Path
@@ -63,11 +65,24 @@ def write_mlp(repo: Path, mlp: tuple, **manifest: Any) -> Path:
     )
 
 
+def loaded(version_dir: Path) -> Any:
+    """The runtime, once its conversion has finished."""
+    runtime = load_runtime(version_dir, load_manifest(version_dir))
+    assert runtime.converted.wait(120)
+    return runtime
+
+
 def test_a_classifier_is_served_by_its_exact_twin(tmp_path: Path, mlp: tuple) -> None:
     _, x, _, model = mlp
     version_dir = write_mlp(tmp_path, mlp)
     runtime = load_runtime(version_dir, load_manifest(version_dir))
+    # scikit-learn serves until the twin is ready...
+    assert runtime.execution == "scikit-learn (an ONNX twin is being made)"
+    np.testing.assert_array_equal(runtime.run(x[:3]), model.predict_proba(x[:3]))
+    assert runtime.converted.wait(120)
+    # ...and then the twin, which is faster and exact.
     assert runtime.execution.startswith("onnxruntime (converted from scikit-learn")
+    assert runtime.current_single_row_us is not None
     assert runtime.twin is not None
     rng = np.random.default_rng(1)
     rows = np.vstack([x[:50], x[:50] * rng.uniform(0.5, 2.0, size=(50, x.shape[1]))])
@@ -77,7 +92,9 @@ def test_a_classifier_is_served_by_its_exact_twin(tmp_path: Path, mlp: tuple) ->
 async def test_http_answers_are_the_estimators(tmp_path: Path, mlp: tuple) -> None:
     _, x, _, model = mlp
     write_mlp(tmp_path, mlp)
-    async with running_app(make_settings(models={"repository": tmp_path})) as (_, client):
+    async with running_app(make_settings(models={"repository": tmp_path})) as (app, client):
+        runtime = app.state.mlgate.registry.resolve("mlp").runtime
+        assert await asyncio.to_thread(runtime.converted.wait, 120)
         info = (await client.get("/v1/models/mlp")).json()
         response = await client.post(
             "/v1/models/mlp/predict/batch", json={"instances": x[:20].tolist()}
@@ -89,14 +106,14 @@ async def test_http_answers_are_the_estimators(tmp_path: Path, mlp: tuple) -> No
 
 def test_convert_onnx_false_keeps_scikit_learn(tmp_path: Path, mlp: tuple) -> None:
     version_dir = write_mlp(tmp_path, mlp, runtime_options={"convert_onnx": False})
-    runtime = load_runtime(version_dir, load_manifest(version_dir))
+    runtime = loaded(version_dir)
     assert runtime.twin is None
     assert runtime.execution == "scikit-learn (convert_onnx: false)"
 
 
 def test_without_a_reference_there_is_nothing_to_check_against(tmp_path: Path, mlp: tuple) -> None:
     version_dir = write_mlp(tmp_path, mlp, reference=None)
-    runtime = load_runtime(version_dir, load_manifest(version_dir))
+    runtime = loaded(version_dir)
     assert runtime.twin is None
     assert "no reference profile" in runtime.execution
 
@@ -106,26 +123,24 @@ def test_an_inexact_twin_is_refused(
 ) -> None:
     monkeypatch.setattr(sklearn_onnx, "TOLERANCE", -1.0)  # nothing is exact enough
     version_dir = write_mlp(tmp_path, mlp)
-    runtime = load_runtime(version_dir, load_manifest(version_dir))
+    runtime = loaded(version_dir)
     assert runtime.twin is None
     assert "not exact" in runtime.execution
     _, x, _, model = mlp
     np.testing.assert_array_equal(runtime.run(x[:5]), model.predict_proba(x[:5]))
 
 
-def _double(x: np.ndarray) -> np.ndarray:
-    return x * 2
-
-
 def test_an_unconvertible_estimator_falls_back(tmp_path: Path, mlp: tuple) -> None:
     names, x, y, _ = mlp
+    # A transformer skl2onnx has no converter for (np.abs is importable everywhere,
+    # so the subprocess can load the pickle).
     model = make_pipeline(
-        FunctionTransformer(_double), MLPClassifier((8,), max_iter=20, random_state=0)
+        FunctionTransformer(np.abs), MLPClassifier((8,), max_iter=20, random_state=0)
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(x, y)
     version_dir = write_mlp(tmp_path, (names, x, y, model))
-    runtime = load_runtime(version_dir, load_manifest(version_dir))
+    runtime = loaded(version_dir)
     assert runtime.twin is None
     assert "cannot convert" in runtime.execution

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,9 +32,14 @@ def connect(port: int, timeout_s: float = 10) -> Iterator[socket.socket]:
         sock.close()
 
 
+#: Bytes read past the end of a response (the next pipelined response), per socket.
+_leftover: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
+
+
 def read_response(sock: socket.socket) -> RawResponse:
-    """One response (with a Content-Length) from the socket; raises on EOF before it ends."""
-    buffer = b""
+    """One response (with a Content-Length) from the socket; raises on EOF before it ends.
+    What arrives after it (pipelined responses come in one read) is kept for the next."""
+    buffer = _leftover.pop(sock, b"")
     while b"\r\n\r\n" not in buffer:
         chunk = sock.recv(65536)
         if not chunk:
@@ -51,6 +57,8 @@ def read_response(sock: socket.socket) -> RawResponse:
         if not chunk:
             raise ConnectionError("connection closed in the middle of a response body")
         rest += chunk
+    if len(rest) > length:
+        _leftover[sock] = rest[length:]
     return RawResponse(int(status_line.split()[1]), headers, rest[:length])
 
 

@@ -7,6 +7,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 import mlgate
 from mlgate.api.errors import install_error_handlers
+from mlgate.api.hot import HotRoutes
 from mlgate.api.lifespan import lifespan
 from mlgate.api.middleware import RequestContextMiddleware
 from mlgate.api.responses import ORJSONResponse
@@ -61,6 +62,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         oip_repository.router,
     ):
         app.include_router(router)
+    # Innermost of the middleware: CORS and the request context apply to it too.
+    app.add_middleware(
+        HotRoutes,
+        routes=[
+            (r"/v1/models/(?P<model>[^/]+)/predict", predict.hot_predict),
+            (r"/v1/models/(?P<model>[^/]+)/predict/batch", predict.hot_predict_batch),
+            (r"/predict", legacy.hot_predict),
+            (r"/predict/batch", legacy.hot_predict_batch),
+            (r"/v2/models/(?P<model>[^/]+)/infer", oip.hot_infer),
+            (r"/v2/models/(?P<model>[^/]+)/versions/(?P<version>[^/]+)/infer", oip.hot_infer),
+        ],
+    )
     if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -58,6 +58,7 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
             max_delay_s=models.batching_max_delay_ms / 1000,
             max_queue=models.max_queue,
             timeout_s=models.prediction_timeout_s,
+            inline_threshold_us=models.inline_threshold_us,
         )
     )
     registry.add_listener(runner)

@@ -16,7 +16,9 @@ def version_view(mv: ModelVersion, *, full: bool = True) -> dict[str, Any]:
         "task": m.task,
         "created_at": m.created_at.isoformat() if m.created_at else None,
         "loaded_at": mv.loaded_at.isoformat(),
-        "single_row_latency_us": round(mv.single_row_us, 1),
+        "single_row_latency_us": round(
+            getattr(mv.runtime, "current_single_row_us", None) or mv.single_row_us, 1
+        ),
         "execution": getattr(mv.runtime, "execution", m.runtime),
     }
     if full:

@@ -42,17 +42,37 @@ AUTH_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def credentials(request: Request) -> tuple[str | None, str | None]:
+    """(bearer token, API key) as the two security schemes read them."""
+    headers = request.headers
+    bearer = None
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, param = authorization.partition(" ")
+        if scheme.lower() == "bearer":
+            bearer = param
+    return bearer, headers.get("x-api-key") or None
+
+
 async def get_principal(
     request: Request,
     bearer: Annotated[str | None, Depends(oauth2_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> Principal:
-    """The caller of this request, also left on ``request.state.principal``."""
-    # FastAPI caches dependencies per scope set, so two guards on one route would
-    # authenticate twice; the request state makes it once.
+    """The caller of this request, also left on ``request.state.principal`` (the schemes'
+    parameters are declared for the OpenAPI document; :func:`authenticate` reads the
+    same headers)."""
+    return await authenticate(request)
+
+
+async def authenticate(request: Request) -> Principal:
+    """The caller of this request, also left on ``request.state.principal`` and in the
+    request context (once per request)."""
+    # Two guards on one route would authenticate twice; the request state makes it once.
     resolved = getattr(request.state, "principal", None)
     if isinstance(resolved, Principal):
         return resolved
+    bearer, api_key = credentials(request)
     headers = request.headers
     if not (bearer or api_key) and ("authorization" in headers or "x-api-key" in headers):
         # Never silently anonymous: a client that sent credentials must learn they are wrong.
@@ -77,6 +97,16 @@ async def get_principal(
     return principal
 
 
+def authorize(principal: Principal, scope: str) -> None:
+    """403 unless ``principal`` holds ``scope``."""
+    if not principal.has(scope):
+        raise Forbidden(
+            f"this needs the {scope!r} scope",
+            details={"required_scope": scope, "scopes": sorted(principal.scopes)},
+            headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+        )
+
+
 def require_scope(scope: str, *, charge: bool = True) -> Callable[..., Awaitable[Principal]]:
     """A dependency that lets through principals holding ``scope`` (403 otherwise) and
     charges the request to the caller's request allowance (429 when over).
@@ -91,12 +121,7 @@ def require_scope(scope: str, *, charge: bool = True) -> Callable[..., Awaitable
     async def check(
         request: Request, principal: Annotated[Principal, Security(get_principal)]
     ) -> Principal:
-        if not principal.has(scope):
-            raise Forbidden(
-                f"this needs the {scope!r} scope",
-                details={"required_scope": scope, "scopes": sorted(principal.scopes)},
-                headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
-            )
+        authorize(principal, scope)
         # Charged once the caller is known to be allowed here, once per request.
         if charge and not getattr(request.state, "rate_charged", False):
             request.state.rate_charged = True

@@ -47,6 +47,7 @@ class RunnerPolicy:
     max_delay_s: float = 0.002
     max_queue: int = 256
     timeout_s: float = 30.0
+    inline_threshold_us: float = 150.0
 
 
 def _call(mv: ModelVersion, x: np.ndarray) -> np.ndarray:
@@ -75,15 +76,24 @@ class VersionRunner:
                 ),
             )
 
+    @property
+    def inline(self) -> bool:
+        """Whether a single row runs on the event loop: the load-time measure, or the
+        runtime's own when it changed since (a scikit-learn model's ONNX twin)."""
+        current = getattr(self.mv.runtime, "current_single_row_us", None)
+        if current is None:
+            return self.mv.inline
+        return bool(current <= self.policy.inline_threshold_us)
+
     async def _execute(self, x: np.ndarray) -> np.ndarray:
-        if self.mv.inline and len(x) == 1:
+        if len(x) == 1 and self.inline:
             return _call(self.mv, x)
         return await anyio.to_thread.run_sync(_call, self.mv, x)
 
     @property
     def may_wait(self) -> bool:
         """Whether a request can wait here (batched or threaded) rather than run at once."""
-        return self.batcher is not None or not self.mv.inline
+        return self.batcher is not None or not self.inline
 
     async def run(self, x: np.ndarray, disconnected: DisconnectWatch | None = None) -> np.ndarray:
         """Raw output: (rows, classes) probabilities or (rows,) anomaly scores."""

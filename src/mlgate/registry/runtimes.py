@@ -9,6 +9,7 @@ New runtimes register themselves with :func:`register_runtime`.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 
 from mlgate.registry.manifest import Manifest, ManifestError
 from mlgate.registry.paths import hide_paths
-from mlgate.registry.sklearn_onnx import Twin, convert
+from mlgate.registry.sklearn_onnx import Twin, convert_in_background
 
 
 class Runtime(Protocol):
@@ -77,9 +78,10 @@ class SklearnRuntime:
     - ``reconstruction_error``: the last pipeline step reconstructs the output of the steps
       before it (an autoencoder); the score is the mean squared reconstruction error.
 
-    A classifier is served through an exact ONNX twin when one can be made
-    (:mod:`mlgate.registry.sklearn_onnx`; ``runtime_options.convert_onnx: false`` keeps
-    scikit-learn); ``execution`` says which serves and why.
+    A classifier is served through an exact ONNX twin once one is made and checked, a few
+    seconds after loading, in the background (:mod:`mlgate.registry.sklearn_onnx`;
+    ``runtime_options.convert_onnx: false`` keeps scikit-learn); ``execution`` says which
+    serves and why.
     """
 
     input_dtype = np.dtype(np.float64)
@@ -111,13 +113,28 @@ class SklearnRuntime:
                 f"estimator expects {n_features} features, manifest lists {len(manifest.features)}"
             )
         self.twin: Twin | None = None
+        self.current_single_row_us: float | None = None
+        """The twin's single-row time once it serves (the runner's inline decision)."""
+        self.converted = threading.Event()
+        """Set when the ONNX conversion has finished, with or without a twin."""
         self.execution = "scikit-learn"
-        if self.method == "predict_proba":
-            if manifest.runtime_options.get("convert_onnx", True):
-                self.twin, why = convert(self.estimator, manifest)
-                self.execution = why if self.twin else f"scikit-learn ({why})"
-            else:
-                self.execution = "scikit-learn (convert_onnx: false)"
+        if self.method != "predict_proba":
+            self.converted.set()
+        elif not manifest.runtime_options.get("convert_onnx", True):
+            self.execution = "scikit-learn (convert_onnx: false)"
+            self.converted.set()
+        else:
+            self.execution = "scikit-learn (an ONNX twin is being made)"
+            convert_in_background(artifact, self.estimator, manifest, self._twin_ready)
+
+    def _twin_ready(self, twin: Twin | None, how: str) -> None:
+        if twin is not None:
+            self.current_single_row_us = twin.single_row_us
+            self.twin = twin  # one assignment: calls switch over atomically
+            self.execution = how
+        else:
+            self.execution = f"scikit-learn ({how})"
+        self.converted.set()
 
     def _entry_point(self) -> str:
         return "predict" if self.method == "reconstruction_error" else self.method

@@ -1,19 +1,32 @@
 """Serving a scikit-learn classifier through an exact ONNX twin.
 
 scikit-learn spends most of a single-row ``predict_proba`` in Python overhead (about
-100 µs for a small MLP, against 10-20 µs for the same graph in onnxruntime). At load
-time the estimator is converted with skl2onnx in double precision and both are run on
-rows built from the manifest's reference profile (the mean, every recorded quantile,
-and rows drawn between the extreme quantiles); the twin serves only when its
-probabilities match within :data:`TOLERANCE` everywhere and it picks the same class.
-Otherwise scikit-learn serves, and the reason is kept for the model's info.
+100 µs for a small MLP, against 10-20 µs for the same graph in onnxruntime). After a
+classifier loads, it is converted with skl2onnx in double precision - in a short-lived
+subprocess, off the serving process: skl2onnx and onnx take seconds and ~100 MB to
+import, which the server neither waits for nor keeps - and the twin is checked here
+against the estimator on rows built from the manifest's reference profile (the mean,
+every recorded quantile, and rows drawn between the extreme quantiles). It serves only
+when every probability matches within :data:`TOLERANCE` and the classes agree;
+otherwise scikit-learn keeps serving and the reason is kept for the model's info.
+Until the twin is ready (a few seconds), scikit-learn serves.
+
+``python -m mlgate.registry.sklearn_onnx ARTIFACT N_FEATURES`` is the subprocess: it
+writes the converted graph to stdout.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import subprocess
+import sys
+import threading
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,8 +38,8 @@ log = logging.getLogger("mlgate.registry")
 #: Largest |ONNX - scikit-learn| of a probability accepted as "exact".
 TOLERANCE = 1e-9
 CHECK_ROWS = 64
-#: Only runs on a session of one thread: the server parallelises across requests.
-_THREADS = 1
+#: Seconds the conversion subprocess may take.
+CONVERSION_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,7 @@ class Twin:
     output_name: str
     max_abs_diff: float
     rows_checked: int
+    single_row_us: float
 
     def run(self, x: np.ndarray) -> np.ndarray:
         (out,) = self.session.run([self.output_name], {self.input_name: x})
@@ -64,40 +78,65 @@ def check_rows(manifest: Manifest, count: int = CHECK_ROWS, seed: int = 0) -> np
     return np.vstack(rows)
 
 
-def convert(estimator: Any, manifest: Manifest) -> tuple[Twin | None, str]:
-    """(the twin, why) - None with the reason when the twin is missing or not exact."""
+def convert_file(artifact: Path, n_features: int) -> bytes:
+    """The estimator saved at ``artifact`` as a double-precision ONNX graph (this is what
+    the subprocess runs; it imports skl2onnx)."""
+    import joblib
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import DoubleTensorType
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimator = joblib.load(artifact)
+        graph = to_onnx(
+            estimator,
+            initial_types=[("input", DoubleTensorType([None, n_features]))],
+            options={id(estimator): {"zipmap": False}},
+            target_opset={"": 17, "ai.onnx.ml": 3},
+        )
+    data: bytes = graph.SerializeToString()
+    return data
+
+
+def converted_graph(artifact: Path, n_features: int) -> tuple[bytes | None, str]:
+    """Run the conversion in a subprocess: (graph, "") or (None, why)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "mlgate.registry.sklearn_onnx", str(artifact), str(n_features)],
+            capture_output=True,
+            timeout=CONVERSION_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"the conversion did not finish ({type(exc).__name__})"
+    if done.returncode != 0:
+        last = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        return None, f"skl2onnx cannot convert it ({last[0][:200]})"
+    return done.stdout, ""
+
+
+def twin_of(graph: bytes, estimator: Any, manifest: Manifest) -> tuple[Twin | None, str]:
+    """Load ``graph`` and check it against ``estimator``: (twin, how it serves) or
+    (None, why not)."""
     rows = check_rows(manifest)
     if rows is None:
         return None, "no reference profile in the manifest to check a conversion against"
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # the server parallelises across requests
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
     try:
-        import onnxruntime as ort
-        from skl2onnx import to_onnx
-        from skl2onnx.common.data_types import DoubleTensorType
-    except ImportError as exc:  # pragma: no cover - both are core dependencies
-        return None, f"conversion unavailable ({exc.name} is not installed)"
-    n = len(manifest.features)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            graph = to_onnx(
-                estimator,
-                initial_types=[("input", DoubleTensorType([None, n]))],
-                options={id(estimator): {"zipmap": False}},
-                target_opset={"": 17, "ai.onnx.ml": 3},
-            )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = _THREADS
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
         session = ort.InferenceSession(
-            graph.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+            graph, sess_options=options, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:
-        return None, f"skl2onnx cannot convert it ({type(exc).__name__}: {str(exc)[:200]})"
+        return None, f"the converted graph does not load ({type(exc).__name__})"
     outputs = [o.name for o in session.get_outputs()]
     if "probabilities" not in outputs:
         return None, f"the converted graph has no probabilities output ({outputs})"
-    twin = Twin(session, session.get_inputs()[0].name, "probabilities", 0.0, len(rows))
+    twin = Twin(session, session.get_inputs()[0].name, "probabilities", 0.0, len(rows), 0.0)
     expected = np.asarray(estimator.predict_proba(rows), dtype=np.float64)
     try:
         got = twin.run(rows)
@@ -108,7 +147,62 @@ def convert(estimator: Any, manifest: Manifest) -> tuple[Twin | None, str]:
     diff = float(np.max(np.abs(got - expected)))
     if not diff <= TOLERANCE or not np.array_equal(got.argmax(1), expected.argmax(1)):
         return None, f"not exact: max |Δ| {diff:.3g} over {len(rows)} reference rows"
-    return Twin(twin.session, twin.input_name, twin.output_name, diff, len(rows)), (
+    row = rows[:1]
+    timings = []
+    for _ in range(20):
+        started = time.perf_counter()
+        twin.run(row)
+        timings.append(time.perf_counter() - started)
+    single_us = float(np.median(timings) * 1e6)
+    return Twin(twin.session, twin.input_name, twin.output_name, diff, len(rows), single_us), (
         f"onnxruntime (converted from scikit-learn; max |Δ| {diff:.2g} over "
         f"{len(rows)} reference rows)"
     )
+
+
+def convert_in_background(
+    artifact: Path,
+    estimator: Any,
+    manifest: Manifest,
+    done: Callable[[Twin | None, str], None],
+) -> threading.Thread:
+    """Convert and check in a daemon thread (the conversion itself in a subprocess);
+    ``done(twin, how)`` is called with the result."""
+
+    def work() -> None:
+        if manifest.reference is None:
+            done(None, "no reference profile in the manifest to check a conversion against")
+            return
+        graph, why = converted_graph(artifact, len(manifest.features))
+        if graph is None:
+            done(None, why)
+            return
+        try:
+            twin, how = twin_of(graph, estimator, manifest)
+        except Exception as exc:  # a bug here must never take the model down
+            log.exception("checking the ONNX twin failed")
+            twin, how = None, f"the check failed ({type(exc).__name__})"
+        done(twin, how)
+
+    thread = threading.Thread(target=work, name=f"onnx-twin-{manifest.name}", daemon=True)
+    thread.start()
+    return thread
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        sys.stderr.write("usage: python -m mlgate.registry.sklearn_onnx ARTIFACT N_FEATURES\n")
+        return 2
+    try:
+        graph = convert_file(Path(argv[0]), int(argv[1]))
+    except Exception as exc:
+        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+        return 1
+    out = io.BufferedWriter(io.FileIO(sys.stdout.fileno(), "wb", closefd=False))
+    out.write(graph)
+    out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

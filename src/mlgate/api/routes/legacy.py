@@ -22,7 +22,8 @@ from mlgate.api.inference import charging, encoded_response, http_context
 from mlgate.api.presenters import model_view
 from mlgate.api.responses import ORJSONResponse
 from mlgate.api.schemas import ERROR_RESPONSES
-from mlgate.api.security import AUTH_ERROR_RESPONSES
+from mlgate.api.security import AUTH_ERROR_RESPONSES, authenticate, authorize
+from mlgate.auth.scopes import PREDICT
 from mlgate.dataplane import Codec
 from mlgate.errors import ValidationFailed
 from mlgate.protocols import seed_iot, seed_rlids
@@ -166,3 +167,19 @@ async def info(state: StateDep) -> Response:
             "max_batch_rows": state.settings.models.max_batch_rows,
         }
     )
+
+
+async def hot_predict(request: Request) -> Response:
+    """``POST /predict`` as :mod:`mlgate.api.hot` serves it."""
+    authorize(await authenticate(request), PREDICT)
+    state = request.app.state.mlgate
+    async with charging(request):
+        return await _predict(request, state, state.dataplane)
+
+
+async def hot_predict_batch(request: Request) -> Response:
+    """``POST /predict/batch`` as :mod:`mlgate.api.hot` serves it."""
+    authorize(await authenticate(request), PREDICT)
+    state = request.app.state.mlgate
+    async with charging(request):
+        return await _predict_batch(request, state, state.dataplane)

@@ -19,7 +19,9 @@ from mlgate.api.deps import DataPlaneDep, InferencePredict, RequireModelsRead, S
 from mlgate.api.inference import charging, encoded_response, http_context
 from mlgate.api.responses import ORJSONResponse
 from mlgate.api.routes.health import readiness
-from mlgate.api.security import AUTH_ERROR_RESPONSES
+from mlgate.api.security import AUTH_ERROR_RESPONSES, authenticate, authorize
+from mlgate.auth.scopes import PREDICT
+from mlgate.dataplane import DataPlane
 from mlgate.errors import PayloadTooLarge, UnsupportedMediaType
 from mlgate.protocols import oip_binary, oip_json
 from mlgate.protocols.oip_tensors import datatype_of
@@ -158,6 +160,19 @@ async def infer(
     """JSON tensors, or binary tensors after a JSON header whose length is given by
     ``Inference-Header-Content-Length``. ``parameters.device_id`` scores against that
     device's baseline."""
+    return await _infer(model, request, dataplane, version)
+
+
+async def hot_infer(request: Request, model: str, version: str | None = None) -> Response:
+    """``POST /v2/models/{model}[/versions/{version}]/infer`` as :mod:`mlgate.api.hot`
+    serves it."""
+    authorize(await authenticate(request), PREDICT)
+    return await _infer(model, request, request.app.state.mlgate.dataplane, version)
+
+
+async def _infer(
+    model: str, request: Request, dataplane: DataPlane, version: str | None
+) -> Response:
     async with charging(request):
         body = await _body(request)
         header = request.headers.get(oip_binary.HEADER_LENGTH)

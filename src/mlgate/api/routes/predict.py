@@ -16,7 +16,8 @@ from mlgate.api.schemas import (
     PredictResponse,
     request_body,
 )
-from mlgate.api.security import AUTH_ERROR_RESPONSES
+from mlgate.api.security import AUTH_ERROR_RESPONSES, authenticate, authorize
+from mlgate.auth.scopes import PREDICT
 from mlgate.protocols import v1
 
 router = APIRouter(
@@ -69,3 +70,17 @@ async def predict_batch(
     model: str, request: Request, dataplane: DataPlaneDep, version: str | None = VersionQuery
 ) -> Response:
     return await _predict(model, request, dataplane, version, batch=True)
+
+
+async def hot_predict(request: Request, model: str) -> Response:
+    """``POST /v1/models/{model}/predict`` as :mod:`mlgate.api.hot` serves it."""
+    authorize(await authenticate(request), PREDICT)
+    version = request.query_params.get("version")
+    return await _predict(model, request, request.app.state.mlgate.dataplane, version, batch=False)
+
+
+async def hot_predict_batch(request: Request, model: str) -> Response:
+    """``POST /v1/models/{model}/predict/batch`` as :mod:`mlgate.api.hot` serves it."""
+    authorize(await authenticate(request), PREDICT)
+    version = request.query_params.get("version")
+    return await _predict(model, request, request.app.state.mlgate.dataplane, version, batch=True)
