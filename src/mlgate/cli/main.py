@@ -1,4 +1,4 @@
-"""The ``mlgate`` command line: serve, models, train, db, users, keys."""
+"""The ``mlgate`` command line: serve, models, train, db, users, keys, eval, predict."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import mlgate
 from mlgate.cli.db import db_group
 from mlgate.cli.eval import eval_group
 from mlgate.cli.keys import keys_group
+from mlgate.cli.predict import predict
 from mlgate.cli.train import train
 from mlgate.cli.users import users_group
 from mlgate.settings import Settings
@@ -223,6 +224,7 @@ def models_reload(url: str, api_key: str | None, timeout: float) -> None:
 for _group in (db_group, users_group, keys_group, train):
     cli.add_command(_group)
 cli.add_command(eval_group)
+cli.add_command(predict)
 
 
 def main() -> None:  # pragma: no cover - console entry point
