@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlgate.audit.settings import AuditSettings
 from mlgate.auth.scopes import ADMIN, SCOPES
 from mlgate.ratelimit.settings import RateLimitSettings
 
@@ -304,6 +305,8 @@ class Settings(BaseSettings):
     """Logs."""
     devices: DeviceSettings = Field(default_factory=DeviceSettings)
     """Per-device baselines."""
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    """Prediction audit log, feedback, retention and usage counters."""
 
     @field_validator("env", mode="before")
     @classmethod

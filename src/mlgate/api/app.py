@@ -22,6 +22,9 @@ from mlgate.api.routes import (
     oip,
     oip_repository,
     predict,
+    predictions,
+    quality,
+    usage,
 )
 from mlgate.settings import Settings
 
@@ -57,6 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         oip.router,
         oip.models_router,
         oip_repository.router,
+        predictions.router,
+        quality.router,
+        usage.router,
     ):
         app.include_router(router)
     if settings.server.cors_origins:

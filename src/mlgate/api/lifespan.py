@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mlgate.api.limits import EdgeLimits
 from mlgate.api.state import AppState
+from mlgate.audit.service import AuditService
 from mlgate.auth.accounts import Accounts
 from mlgate.auth.bootstrap import announce_key, bootstrap_admin
 from mlgate.auth.passwords import Passwords
@@ -66,6 +67,8 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
     passwords = Passwords(settings.auth)
     tokens = TokenCodec(settings.auth, load_signing_keys(settings))
     limiter = build_rate_limiter(settings.rate_limit, settings.redis_url)
+    audit = AuditService(settings.audit, engine)
+    audit.attach(registry, dataplane)
     return AppState(
         settings=settings,
         registry=registry,
@@ -82,6 +85,7 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
         limiter=limiter,
         limits=EdgeLimits(limiter, settings.rate_limit),
         devices=devices,
+        audit=audit,
     )
 
 
@@ -144,6 +148,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await load_models(state)
     if settings.models.watch_interval_s > 0:
         tasks.append(asyncio.create_task(watch_repository(state, settings.models.watch_interval_s)))
+    if state.audit is not None:
+        state.audit.start()
     try:
         yield
     finally:
@@ -153,5 +159,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await state.dataplane.runner.close()
+        if state.audit is not None:
+            await state.audit.close()  # after the last request: writes what is queued
         await state.limiter.close()
         await engine.dispose()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mlgate.api.limits import EdgeLimits
+from mlgate.audit.service import AuditService
 from mlgate.auth.accounts import Accounts
 from mlgate.auth.service import AuthService
 from mlgate.dataplane import DataPlane
@@ -32,6 +33,8 @@ class AppState:
     devices: DeviceScorer
     started_monotonic: float = field(default_factory=time.monotonic)
     load_error: str | None = None
+    audit: AuditService | None = None
+    """Audit log, feedback, retention and usage (issue 10)."""
 
     @property
     def uptime_seconds(self) -> float:
