@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+import asyncpg
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -109,8 +110,6 @@ class SqlAuditSink:
     # -- PostgreSQL -------------------------------------------------------------------------
 
     async def _copy_postgres(self, rows: Sequence[Row]) -> None:
-        import asyncpg
-
         async with self.engine.connect() as conn:
             raw = await conn.get_raw_connection()
             driver = raw.driver_connection
@@ -146,8 +145,4 @@ def _sqlite_time(value: datetime) -> str:
 def _is_invalid_data(exc: BaseException) -> bool:
     """asyncpg's own errors for rows PostgreSQL refuses (class 22 data exceptions,
     class 23 integrity violations), raised by the driver calls made here directly."""
-    try:
-        import asyncpg
-    except ImportError:  # pragma: no cover - SQLite-only installs
-        return False
     return isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError)

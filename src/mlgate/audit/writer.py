@@ -35,6 +35,9 @@ from mlgate.dataplane.types import InferenceEvent
 
 log = logging.getLogger("mlgate.audit")
 
+#: A failing database or a full queue is logged at once, then at most this often.
+LOG_EVERY_S = 10.0
+
 #: (model, version) -> class names, for turning class indices into names.
 ClassNames = Callable[[str, str], tuple[str, ...] | None]
 
@@ -74,7 +77,8 @@ class AuditLog:
         self.failures = 0
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._last_overflow_log = 0.0
+        self._last_overflow_log = -LOG_EVERY_S
+        self._last_failure_log = -LOG_EVERY_S
         self._overflow_logged = 0
         self._failing_since: float | None = None
 
@@ -94,7 +98,7 @@ class AuditLog:
     def _overflowed(self, rows: int) -> None:
         self.overflow += rows
         now = time.monotonic()
-        if now - self._last_overflow_log >= self.settings.retry_initial_s:
+        if now - self._last_overflow_log >= LOG_EVERY_S:
             log.warning(
                 "audit queue full: requests are not being recorded",
                 extra={
@@ -193,6 +197,7 @@ class AuditLog:
                 },
             )
             self._failing_since = None
+            self._last_failure_log = -LOG_EVERY_S
         return True
 
     async def _write_valid(self, rows: list[Row]) -> bool:
@@ -226,8 +231,12 @@ class AuditLog:
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
+        now = time.monotonic()
         if self._failing_since is None:
-            self._failing_since = time.monotonic()
+            self._failing_since = now
+        if now - self._last_failure_log < LOG_EVERY_S:
+            return
+        self._last_failure_log = now
         log.warning(
             "audit log cannot write; rows stay queued and are retried",
             extra={

@@ -22,6 +22,7 @@ from mlgate.api.security import AUTH_ERROR_RESPONSES
 from mlgate.audit.feedback import FeedbackService, Label, parse_label
 from mlgate.audit.predictions import PredictionQuery, get_prediction, list_predictions
 from mlgate.audit.service import AuditService
+from mlgate.audit.unavailable import database_required
 from mlgate.auth.principal import Principal
 from mlgate.auth.scopes import ADMIN
 from mlgate.dataplane.ids import parse_prediction_id
@@ -127,7 +128,6 @@ async def predictions(
     predicted: str | int | None = predicted_class
     if predicted_class is not None and predicted_class.isdigit():
         predicted = int(predicted_class)
-    await _flushed(audit)
     query = PredictionQuery(
         owner=_owner(principal),
         model=model,
@@ -142,7 +142,9 @@ async def predictions(
         shadow=shadow,
         after=after,
     )
-    items, next_cursor = await list_predictions(audit.engine, query, limit)
+    with database_required():
+        await _flushed(audit)
+        items, next_cursor = await list_predictions(audit.engine, query, limit)
     return ORJSONResponse({"predictions": items, "next_cursor": next_cursor})
 
 
@@ -157,10 +159,11 @@ async def prediction(prediction_id: str, principal: PrincipalDep, audit: AuditDe
     ident = parse_prediction_id(prediction_id)
     if ident is None:
         raise _not_found(prediction_id)
-    found = await get_prediction(audit.engine, *ident, _owner(principal))
-    if found is None and audit.log is not None and audit.log.depth:
-        await _flushed(audit)
+    with database_required():
         found = await get_prediction(audit.engine, *ident, _owner(principal))
+        if found is None and audit.log is not None and audit.log.depth:
+            await _flushed(audit)
+            found = await get_prediction(audit.engine, *ident, _owner(principal))
     if found is None:
         raise _not_found(prediction_id)
     return ORJSONResponse(found)
@@ -183,7 +186,8 @@ async def feedback(
 ) -> Response:
     service = _feedback(audit)
     label = parse_label(await read_json(request), "body", prediction_id)
-    (result,) = await service.submit(principal, [label])
+    with database_required():
+        (result,) = await service.submit(principal, [label])
     if isinstance(result, MlgateError):
         raise result
     return ORJSONResponse(result.view())
@@ -213,7 +217,8 @@ async def feedback_batch(request: Request, principal: PrincipalDep, audit: Audit
             details=[{"field": "feedback", "message": f"at most {most} items"}],
         )
     labels: list[Label] = [parse_label(item, f"feedback[{i}]") for i, item in enumerate(items)]
-    results = await service.submit(principal, labels)
+    with database_required():
+        results = await service.submit(principal, labels)
     rejected = [
         {
             "index": i,

@@ -16,6 +16,7 @@ from mlgate.api.schemas import ERROR_RESPONSES
 from mlgate.api.security import AUTH_ERROR_RESPONSES
 from mlgate.audit.keys import key_floor
 from mlgate.audit.quality import model_quality
+from mlgate.audit.unavailable import database_required
 from mlgate.errors import ModelNotFound, NotFound, ValidationFailed, VersionNotFound
 
 router = APIRouter(
@@ -79,16 +80,17 @@ async def quality(
                 raise
     now = time.time()
     since = now - parse_window(window) if window is not None else None
-    if audit.log.depth:
-        await audit.log.flush()
-    report = await model_quality(
-        audit.engine,
-        audit.catalog,
-        model,
-        task=task,
-        version=resolved,
-        since_key=key_floor(since) if since is not None else None,
-    )
+    with database_required():
+        if audit.log.depth:
+            await audit.log.flush()
+        report = await model_quality(
+            audit.engine,
+            audit.catalog,
+            model,
+            task=task,
+            version=resolved,
+            since_key=key_floor(since) if since is not None else None,
+        )
     return ORJSONResponse(
         {
             "model": model,

@@ -15,6 +15,7 @@ from mlgate.api.responses import ORJSONResponse
 from mlgate.api.schemas import ERROR_RESPONSES
 from mlgate.api.security import AUTH_ERROR_RESPONSES
 from mlgate.audit.service import AuditService
+from mlgate.audit.unavailable import database_required
 from mlgate.audit.usage import UsageQuery, read_usage
 from mlgate.errors import Forbidden
 
@@ -26,8 +27,9 @@ Until = Annotated[date | None, Query(description="Last UTC day, inclusive.")]
 
 async def _read(audit: AuditService, query: UsageQuery) -> Response:
     # This worker's counts first, so that callers see their own latest requests.
-    await audit.usage.flush()
-    return ORJSONResponse(await read_usage(audit.engine, query))
+    with database_required():
+        await audit.usage.flush()
+        return ORJSONResponse(await read_usage(audit.engine, query))
 
 
 @router.get(
