@@ -69,9 +69,7 @@ class AuditApp:
         accounts = self.app.state.mlgate.accounts
         scopes = ["predict", "models:read", "feedback"] if scopes is None else scopes
         user = await accounts.create_user(username, password=None, scopes=scopes)
-        created = await accounts.create_key(
-            user.id, name="tests", scopes=key_scopes, **key_fields
-        )
+        created = await accounts.create_key(user.id, name="tests", scopes=key_scopes, **key_fields)
         now = int(time.time())
         settings = self.app.state.settings.auth
         token = jwt.encode(
@@ -104,9 +102,7 @@ class AuditApp:
         predictions: list[dict[str, Any]] = response.json()["predictions"]
         return predictions
 
-    async def list_all(
-        self, headers: dict[str, str], **params: Any
-    ) -> list[dict[str, Any]]:
+    async def list_all(self, headers: dict[str, str], **params: Any) -> list[dict[str, Any]]:
         """Every page of ``GET /v1/predictions``."""
         items: list[dict[str, Any]] = []
         cursor = None
@@ -140,9 +136,9 @@ def audit_app(database: dict[str, Any]) -> AppFactory:
     return factory
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    """Wait until ``check()`` is true (polling), failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+async def eventually(check: Callable[[], Awaitable[bool]], within_s: float = 20.0) -> None:
+    """Wait until ``check()`` is true (polling), failing after ``within_s`` seconds."""
+    deadline = time.monotonic() + within_s
     while not await check():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")

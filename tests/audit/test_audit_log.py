@@ -93,7 +93,9 @@ async def test_every_protocol_is_recorded_row_by_row(audit_app: AppFactory) -> N
     flow_hashes = {
         records[pid]["input_hash"]
         for pid, (event, i, _) in expected.items()
-        if event.model == "ids" and event.version == "2" and np.array_equal(
+        if event.model == "ids"
+        and event.version == "2"
+        and np.array_equal(
             event.inputs.matrix[i], np.asarray(FLOW, dtype=event.inputs.matrix.dtype)
         )
     }
@@ -105,8 +107,14 @@ async def test_raw_inputs_are_kept_only_for_the_models_configured(audit_app: App
         alice = await a.caller("alice")
         (reading,) = await a.predict(alice, "iot", [READING])
         (flow,) = await a.predict(alice, "ids", [FLOW])
-        iot = (await a.client.get(f"/v1/predictions/{reading['prediction_id']}", headers=alice.with_key)).json()
-        ids = (await a.client.get(f"/v1/predictions/{flow['prediction_id']}", headers=alice.with_key)).json()
+        iot = (
+            await a.client.get(
+                f"/v1/predictions/{reading['prediction_id']}", headers=alice.with_key
+            )
+        ).json()
+        ids = (
+            await a.client.get(f"/v1/predictions/{flow['prediction_id']}", headers=alice.with_key)
+        ).json()
     assert iot["inputs"] == pytest.approx(list(READING.values()))
     assert "inputs" not in ids
 
