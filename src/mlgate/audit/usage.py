@@ -30,9 +30,10 @@ from mlgate.db.models import UsageCounter
 
 log = logging.getLogger("mlgate.audit.usage")
 
-#: (day, principal log id, tier, model, owner user id)
-UsageKey = tuple[date, str, str, str, int | None]
+#: (principal kind, key id, user id, tier, model): cheap to hash, no string to build.
+CounterKey = tuple[str, int | None, int | None, str, str]
 _REQUESTS, _ROWS, _ERRORS, _REFUSALS = range(4)
+_FIELDS = ("requests", "rows", "errors", "refusals")
 _DAY_S = 86_400
 
 
@@ -42,71 +43,83 @@ class UsageMeter:
     def __init__(self, engine: AsyncEngine, *, flush_interval_s: float) -> None:
         self.engine = engine
         self.flush_interval_s = flush_interval_s
-        self._counts: dict[UsageKey, list[int]] = {}
+        self._days: dict[date, dict[CounterKey, list[int]]] = {}
         self._lock = asyncio.Lock()
-        self._day = date(1970, 1, 1)
-        self._day_ends = 0.0
+        self._today: dict[CounterKey, list[int]] = {}
+        self._day_start = self._day_end = 0.0
 
-    def _today(self, timestamp: float) -> date:
-        # The date changes once a day: compare with the day's end instead of converting
-        # every timestamp.
-        if not self._day_ends - _DAY_S <= timestamp < self._day_ends:
-            start = timestamp - timestamp % _DAY_S
-            self._day = datetime.fromtimestamp(start, UTC).date()
-            self._day_ends = start + _DAY_S
-        return self._day
-
-    def _counter(self, principal: Principal, model: str, timestamp: float) -> list[int]:
-        key = (self._today(timestamp), principal.log_id, principal.tier, model, principal.user_id)
-        counter = self._counts.get(key)
-        if counter is None:
-            counter = self._counts[key] = [0, 0, 0, 0]
-        return counter
+    def _counts(self, timestamp: float) -> dict[CounterKey, list[int]]:
+        """The counters of ``timestamp``'s UTC day (today's are at hand)."""
+        if self._day_start <= timestamp < self._day_end:
+            return self._today
+        start = timestamp - timestamp % _DAY_S
+        day = datetime.fromtimestamp(start, UTC).date()
+        counts = self._days.setdefault(day, {})
+        if timestamp >= self._day_end:  # a new day (not a late event of an old one)
+            self._today, self._day_start, self._day_end = counts, start, start + _DAY_S
+        return counts
 
     def observe(self, event: InferenceEvent) -> None:
         """One answered request (shadow scoring is not the caller's usage)."""
-        if event.shadow or event.principal is None:
+        principal = event.principal
+        if event.shadow or principal is None:
             return
-        counter = self._counter(event.principal, event.model, event.timestamp)
+        ts = event.timestamp
+        counts = self._today if self._day_start <= ts < self._day_end else self._counts(ts)
+        key = (principal.kind, principal.key_id, principal.user_id, principal.tier, event.model)
+        counter = counts.get(key)
+        if counter is None:
+            counter = counts[key] = [0, 0, 0, 0]
         counter[_REQUESTS] += 1
         counter[_ROWS] += event.rows
 
     def count_error(self, principal: Principal, model: str | None, *, refused: bool) -> None:
         """One request answered with an error (``refused``: a rate-limit 429)."""
-        counter = self._counter(principal, model or "", time.time())
+        counts = self._counts(time.time())
+        key = (principal.kind, principal.key_id, principal.user_id, principal.tier, model or "")
+        counter = counts.get(key)
+        if counter is None:
+            counter = counts[key] = [0, 0, 0, 0]
         counter[_REFUSALS if refused else _ERRORS] += 1
 
     @property
     def pending(self) -> int:
         """Counters not written yet."""
-        return len(self._counts)
+        return sum(len(counts) for counts in self._days.values())
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.flush_interval_s)
             await self.flush()
 
+    def _take(self) -> dict[date, dict[CounterKey, list[int]]]:
+        days, self._days = self._days, {}
+        self._today, self._day_start, self._day_end = {}, 0.0, 0.0
+        return {day: counts for day, counts in days.items() if counts}
+
     async def flush(self) -> bool:
         """Add this worker's counts to the database; False (counts kept) on failure."""
         async with self._lock:
-            counts, self._counts = self._counts, {}
-            if not counts:
+            days = self._take()
+            if not days:
                 return True
             try:
-                await self._upsert(counts)
+                await self._upsert(days)
             except Exception as exc:
-                for key, values in counts.items():
-                    counter = self._counts.setdefault(key, [0, 0, 0, 0])
-                    for i, value in enumerate(values):
-                        counter[i] += value
+                for day, counts in days.items():
+                    kept = self._days.setdefault(day, {})
+                    for key, values in counts.items():
+                        counter = kept.setdefault(key, [0, 0, 0, 0])
+                        for i, value in enumerate(values):
+                            counter[i] += value
                 log.warning(
                     "usage counts not written; kept for the next flush",
-                    extra={"error": f"{type(exc).__name__}: {exc}"[:300], "pending": len(counts)},
+                    extra={"error": f"{type(exc).__name__}: {exc}"[:300], "pending": self.pending},
                 )
                 return False
             return True
 
-    async def _upsert(self, counts: dict[UsageKey, list[int]]) -> None:
+    async def _upsert(self, days: dict[date, dict[CounterKey, list[int]]]) -> None:
         dialect = self.engine.dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         stmt = insert(UsageCounter)
@@ -120,26 +133,41 @@ class UsageMeter:
                 },
             },
         )
-        rows = [
-            {
-                "day": day,
-                "principal": principal,
-                "tier": tier,
-                "model": model,
-                "user_id": user_id,
-                "requests": values[_REQUESTS],
-                "rows": values[_ROWS],
-                "errors": values[_ERRORS],
-                "refusals": values[_REFUSALS],
-            }
-            for (day, principal, tier, model, user_id), values in counts.items()
-        ]
+        merged: dict[tuple[date, str, str, str], dict[str, Any]] = {}
+        for day, counts in days.items():
+            for (kind, key_id, user_id, tier, model), values in counts.items():
+                principal = _log_id(kind, key_id, user_id)
+                row = merged.setdefault(
+                    (day, principal, tier, model),
+                    {
+                        "day": day,
+                        "principal": principal,
+                        "tier": tier,
+                        "model": model,
+                        "user_id": user_id,
+                        "requests": 0,
+                        "rows": 0,
+                        "errors": 0,
+                        "refusals": 0,
+                    },
+                )
+                for name, value in zip(_FIELDS, values, strict=True):
+                    row[name] += value
         async with self.engine.begin() as conn:
-            await conn.execute(stmt, rows)
+            await conn.execute(stmt, list(merged.values()))
 
     async def close(self) -> None:
         if not await self.flush():
             log.error("usage counts lost at shutdown", extra={"pending": self.pending})
+
+
+def _log_id(kind: str, key_id: int | None, user_id: int | None) -> str:
+    """:attr:`Principal.log_id` from its parts (built at flush, not per request)."""
+    if kind == "api_key":
+        return f"key:{key_id}"
+    if kind == "user":
+        return f"user:{user_id}"
+    return "anonymous"
 
 
 def count_error_response(request: Request, status: int) -> None:
@@ -185,9 +213,6 @@ def _filtered(query: UsageQuery, stmt: Select[Any]) -> Select[Any]:
     if query.until is not None:
         conditions.append(t.day <= query.until)
     return stmt.where(and_(*conditions)) if conditions else stmt
-
-
-_FIELDS = ("requests", "rows", "errors", "refusals")
 
 
 def _counter_columns() -> tuple[Any, ...]:

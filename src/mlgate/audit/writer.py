@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mlgate.audit.records import Row, event_rows
+from mlgate.audit.records import Row, batch_rows, event_rows
 from mlgate.audit.settings import AuditSettings
 from mlgate.audit.sink import AuditSink, InvalidRows
 from mlgate.dataplane.types import InferenceEvent
@@ -155,24 +155,31 @@ class AuditLog:
 
     def _take(self) -> list[Row]:
         """Up to a batch of rows from the head of the queue (whole requests)."""
-        rows: list[Row] = []
-        settings = self.settings
-        while self._queue and (not rows or len(rows) + self._queue[0].rows <= self._batch):
+        events: list[InferenceEvent] = []
+        rows = 0
+        while self._queue and (not rows or rows + self._queue[0].rows <= self._batch):
             event = self._queue.popleft()
             self.queued -= event.rows
+            rows += event.rows
+            events.append(event)
+        settings = self.settings
+        try:
+            return batch_rows(events, self.class_names, settings.stores_raw_inputs)
+        except Exception:
+            log.exception("audit records could not be built together; one by one")
+        out: list[Row] = []
+        for event in events:
             try:
-                rows.extend(
-                    event_rows(
-                        event,
-                        self.class_names(event.model, event.version),
-                        raw_inputs=settings.stores_raw_inputs(event.model),
-                    )
+                out += event_rows(
+                    event,
+                    self.class_names(event.model, event.version),
+                    raw_inputs=settings.stores_raw_inputs(event.model),
                 )
             except Exception:
                 # A bug in turning one event into rows must not block the queue.
                 self.rejected += event.rows
                 log.exception("audit record could not be built", extra={"model": event.model})
-        return rows
+        return out
 
     async def _write(self, rows: list[Row]) -> bool:
         """Write one batch; False (rows kept in ``_pending``) when the database failed."""
