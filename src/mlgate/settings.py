@@ -287,8 +287,8 @@ class Settings(BaseSettings):
     env: Environment = "development"
     """development, test or production (production refuses unsafe settings)."""
     database_url: str = DEFAULT_DATABASE_URL
-    """Database of users and API keys: a SQLite file (directory created) or PostgreSQL
-    (`postgresql://user:password@host:5432/db`; the asyncpg driver is used)."""
+    """Database of users, API keys and the audit log: a SQLite file (directory created)
+    or PostgreSQL (`postgresql://user:password@host:5432/db`; the asyncpg driver is used)."""
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     """Database pool and migrations."""
     auth: AuthSettings = Field(default_factory=AuthSettings)
