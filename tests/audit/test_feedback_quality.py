@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from typing import Any
 
 import numpy as np
 import pytest
 
+from mlgate.audit.keys import key_floor
 from mlgate.evaluation.ids import evaluate_ids
 from mlgate.settings import bundled_repository
 from mlgate.training.ids import DEFAULT_DATA, load_ids_dataset, split_ids
@@ -188,6 +190,9 @@ async def test_feedback_waits_for_a_prediction_queued_by_another_worker(
         assert response.status_code == 200, response.text
         unknown = made["prediction_id"][:-1] + "7"
         assert (await _label(b, alice, unknown, {"label": "Bot"})).status_code == 404
+        # An id "answered" in ten years is not waited for (it would hold the request).
+        forged = key_floor(time.time() + 10 * 365 * 86_400) + "-0"
+        assert (await _label(b, alice, forged, {"label": "Bot"})).status_code == 404
 
 
 async def test_batch_feedback_reports_each_label(audit_app: AppFactory) -> None:

@@ -79,11 +79,15 @@ async def test_sqlite_locked_mid_traffic_loses_no_record(
             assert log.stats().overflow == 0
             reads = await a.client.get("/v1/predictions", headers=admin)
             assert reads.status_code == 503  # it would flush first: the database is needed
+            ready = await a.client.get("/health/ready")
+            assert ready.status_code == 200  # still serving
+            assert ready.json()["checks"]["audit_log"] == "retrying"
         finally:
             blocker.rollback()
             blocker.close()
         await eventually(lambda: _done(a))
         written = await _count_written(a, before + during, admin)
+        assert (await a.client.get("/health/ready")).json()["checks"]["audit_log"] == "ok"
     assert written == set(before + during)
     assert log.stats().written == 66
 

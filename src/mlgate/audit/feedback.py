@@ -194,12 +194,17 @@ class FeedbackService:
                 "the audit log cannot write to the database right now: retry later",
                 headers={"Retry-After": "5"},
             )
+        # Wait only for ids answered within the last flush interval (a future time is a
+        # forged id: not waited for), and never longer than that interval.
+        deadline = time.monotonic() + self.grace_s
         while missing:
             found.update(await served_records(self.engine, missing))
             missing = [i for i in missing if i not in found]
             now = time.time()
-            if not [i for i in missing if key_seconds(i[0]) + self.grace_s > now]:
+            recent = [i for i in missing if now - self.grace_s < key_seconds(i[0]) <= now + 1]
+            if not recent or time.monotonic() >= deadline:
                 break
+            missing = recent
             await asyncio.sleep(_POLL_S)
         return found
 

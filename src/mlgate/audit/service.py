@@ -54,8 +54,8 @@ class AuditService:
         self._tasks.append(asyncio.create_task(self.usage.run(), name="mlgate-usage"))
         if self.log is not None:
             self._tasks.append(asyncio.create_task(self.log.run(), name="mlgate-audit"))
-            if self.pruner.enabled:
-                self._tasks.append(asyncio.create_task(self.pruner.run(), name="mlgate-retention"))
+        if self.pruner.enabled:  # also when recording is off: old records still expire
+            self._tasks.append(asyncio.create_task(self.pruner.run(), name="mlgate-retention"))
 
     async def close(self) -> None:
         """Stop the tasks, then write what is still queued (graceful shutdown)."""

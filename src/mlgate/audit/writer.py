@@ -116,6 +116,11 @@ class AuditLog:
     def depth(self) -> int:
         return self.queued + len(self._pending)
 
+    @property
+    def status(self) -> str:
+        """``ok``, or ``retrying`` while the database refuses writes (rows queued)."""
+        return "retrying" if self._failing_since is not None else "ok"
+
     def stats(self) -> AuditStats:
         return AuditStats(self.depth, self.overflow, self.written, self.rejected, self.failures)
 
