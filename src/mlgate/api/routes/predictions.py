@@ -160,10 +160,8 @@ async def prediction(prediction_id: str, principal: PrincipalDep, audit: AuditDe
     if ident is None:
         raise _not_found(prediction_id)
     with database_required():
+        await _flushed(audit)  # its shadow records or feedback may be queued still
         found = await get_prediction(audit.engine, *ident, _owner(principal))
-        if found is None and audit.log is not None and audit.log.depth:
-            await _flushed(audit)
-            found = await get_prediction(audit.engine, *ident, _owner(principal))
     if found is None:
         raise _not_found(prediction_id)
     return ORJSONResponse(found)
