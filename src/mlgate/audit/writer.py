@@ -11,7 +11,7 @@ and the batch that failed is retried with exponential backoff until it is writte
 (``depth`` counts every accepted row not yet written, the retried batch included). Only
 the bound (``queue_max_records``) is ever hit, and a request whose rows do not fit is
 not recorded at all: ``overflow`` counts those rows exactly and a warning is logged (at
-most once per backoff period). Nothing accepted into the queue is dropped when the
+once, then at most every ``LOG_EVERY_S``). Nothing accepted into the queue is dropped when the
 database comes back; a graceful shutdown writes what is left (within
 ``shutdown_timeout_s``).
 
