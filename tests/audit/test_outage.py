@@ -13,8 +13,11 @@ stay queued and are retried, and every one of them is written once it comes back
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
+import subprocess
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -90,6 +93,47 @@ async def test_sqlite_locked_mid_traffic_loses_no_record(
         assert (await a.client.get("/health/ready")).json()["checks"]["audit_log"] == "ok"
     assert written == set(before + during)
     assert log.stats().written == 66
+
+
+def _chattr(flag: str, *paths: Path) -> bool:
+    """Set or clear the immutable attribute (False when this system does not allow it)."""
+    if shutil.which("chattr") is None:
+        return False
+    result = subprocess.run(
+        ["chattr", flag, *map(str, paths)], capture_output=True, check=False, timeout=10
+    )
+    return result.returncode == 0
+
+
+async def test_sqlite_file_made_read_only_mid_traffic_loses_no_record(
+    audit_app: AppFactory, database: dict[str, Any]
+) -> None:
+    """The database file (and its write-ahead log) made immutable, then writable again:
+    unlike a chmod, this also stops the connections already open (and root)."""
+    if not database["database_url"].startswith("sqlite"):
+        pytest.skip("SQLite only")
+    async with audit_app(audit=FAST_RETRY, auth=STATELESS_TOKENS) as a:
+        log = a.audit.log
+        assert log is not None
+        alice = await a.caller("alice")
+        admin = await _admin(a)
+        before = await _traffic(a, alice, 2, 3)
+        await eventually(lambda: _done(a))
+        path = sqlite_path(a.app.state.settings.database_url)
+        assert path is not None
+        files = [p for p in (path, path.with_name(path.name + "-wal")) if p.exists()]
+        if not _chattr("+i", *files):
+            pytest.skip("chattr +i is not available or not permitted here")
+        try:
+            during = await _traffic(a, alice, 10, 3)
+            await eventually(lambda: _failed_once(a))
+            assert log.stats().depth == 30 and log.stats().overflow == 0
+        finally:
+            assert _chattr("-i", *files)
+        await eventually(lambda: _done(a))
+        written = await _count_written(a, before + during, admin)
+    assert written == set(before + during)
+    assert log.stats().written == 36
 
 
 async def _done(a: AuditApp) -> bool:
