@@ -96,3 +96,18 @@ async def test_anonymous_callers_have_no_usage_page(audit_app: AppFactory) -> No
         )
     assert response.status_code == 403
     assert bad_day.status_code == 422
+
+
+async def test_a_usage_batch_retried_after_a_lost_answer_is_added_once(
+    audit_app: AppFactory,
+) -> None:
+    """The connection dies after the commit: the retry (same flush id) adds nothing."""
+    async with audit_app() as a:
+        alice = await a.caller("alice")
+        await a.predict(alice, "ids", [ROW] * 2)
+        meter = a.audit.usage
+        rows = meter._take()  # what the next flush would add
+        await meter._add("f" * 32, rows)
+        await meter._add("f" * 32, rows)  # the retry of a batch already added
+        usage = (await a.client.get("/v1/usage", headers=alice.with_key)).json()
+    assert usage["totals"] == {"requests": 1, "rows": 2, "errors": 0, "refusals": 0}

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, select
+from sqlalchemy import Select, and_, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
@@ -26,7 +27,7 @@ from starlette.requests import Request
 from mlgate.auth.principal import Principal
 from mlgate.context import model_var
 from mlgate.dataplane.types import InferenceEvent
-from mlgate.db.models import UsageCounter
+from mlgate.db.models import UsageCounter, UsageFlush
 
 log = logging.getLogger("mlgate.audit.usage")
 
@@ -35,6 +36,10 @@ CounterKey = tuple[str, int | None, int | None, str, str]
 _REQUESTS, _ROWS, _ERRORS, _REFUSALS = range(4)
 _FIELDS = ("requests", "rows", "errors", "refusals")
 _DAY_S = 86_400
+#: Ids of applied flushes are kept this long: a batch retried later than that (after a
+#: database outage of more than a week) could be added twice.
+FLUSH_IDS_KEPT_DAYS = 7
+_FORGET_EVERY_S = 3600.0
 
 
 class UsageMeter:
@@ -47,6 +52,9 @@ class UsageMeter:
         self._lock = asyncio.Lock()
         self._today: dict[CounterKey, list[int]] = {}
         self._day_start = self._day_end = 0.0
+        self._unconfirmed: list[tuple[str, list[dict[str, Any]]]] = []
+        """Batches of increments not known to be added yet, with their flush ids."""
+        self._last_forget = -_FORGET_EVERY_S
 
     def _counts(self, timestamp: float) -> dict[CounterKey, list[int]]:
         """The counters of ``timestamp``'s UTC day (today's are at hand)."""
@@ -85,76 +93,89 @@ class UsageMeter:
     @property
     def pending(self) -> int:
         """Counters not written yet."""
-        return sum(len(counts) for counts in self._days.values())
+        waiting = sum(len(rows) for _, rows in self._unconfirmed)
+        return waiting + sum(len(counts) for counts in self._days.values())
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.flush_interval_s)
             await self.flush()
 
-    def _take(self) -> dict[date, dict[CounterKey, list[int]]]:
+    def _take(self) -> list[dict[str, Any]]:
+        """The counters so far as rows to add (one per day, principal, tier, model)."""
         days, self._days = self._days, {}
         self._today, self._day_start, self._day_end = {}, 0.0, 0.0
-        return {day: counts for day, counts in days.items() if counts}
-
-    async def flush(self) -> bool:
-        """Add this worker's counts to the database; False (counts kept) on failure."""
-        async with self._lock:
-            days = self._take()
-            if not days:
-                return True
-            try:
-                await self._upsert(days)
-            except Exception as exc:
-                for day, counts in days.items():
-                    kept = self._days.setdefault(day, {})
-                    for key, values in counts.items():
-                        counter = kept.setdefault(key, [0, 0, 0, 0])
-                        for i, value in enumerate(values):
-                            counter[i] += value
-                log.warning(
-                    "usage counts not written; kept for the next flush",
-                    extra={"error": f"{type(exc).__name__}: {exc}"[:300], "pending": self.pending},
-                )
-                return False
-            return True
-
-    async def _upsert(self, days: dict[date, dict[CounterKey, list[int]]]) -> None:
-        dialect = self.engine.dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = insert(UsageCounter)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["day", "principal", "tier", "model"],
-            set_={
-                "user_id": stmt.excluded.user_id,
-                **{
-                    name: getattr(UsageCounter, name) + stmt.excluded[name]
-                    for name in ("requests", "rows", "errors", "refusals")
-                },
-            },
-        )
         merged: dict[tuple[date, str, str, str], dict[str, Any]] = {}
         for day, counts in days.items():
             for (kind, key_id, user_id, tier, model), values in counts.items():
                 principal = _log_id(kind, key_id, user_id)
-                row = merged.setdefault(
-                    (day, principal, tier, model),
-                    {
+                row = merged.get((day, principal, tier, model))
+                if row is None:
+                    row = merged[(day, principal, tier, model)] = {
                         "day": day,
                         "principal": principal,
                         "tier": tier,
                         "model": model,
                         "user_id": user_id,
-                        "requests": 0,
-                        "rows": 0,
-                        "errors": 0,
-                        "refusals": 0,
-                    },
-                )
+                        **dict.fromkeys(_FIELDS, 0),
+                    }
                 for name, value in zip(_FIELDS, values, strict=True):
                     row[name] += value
+        return list(merged.values())
+
+    async def flush(self) -> bool:
+        """Add this worker's counts to the database; False (counts kept) on failure.
+
+        Each batch of increments carries an id recorded in the same transaction: a batch
+        whose commit succeeded but whose acknowledgement was lost (the connection died)
+        is recognised when retried and not added twice.
+        """
+        async with self._lock:
+            rows = self._take()
+            if rows:
+                self._unconfirmed.append((uuid.uuid4().hex, rows))
+            while self._unconfirmed:
+                flush_id, batch = self._unconfirmed[0]
+                try:
+                    await self._add(flush_id, batch)
+                except Exception as exc:
+                    log.warning(
+                        "usage counts not written; kept for the next flush",
+                        extra={
+                            "error": f"{type(exc).__name__}: {exc}"[:300],
+                            "pending": self.pending,
+                        },
+                    )
+                    return False
+                self._unconfirmed.pop(0)
+            return True
+
+    async def _add(self, flush_id: str, rows: list[dict[str, Any]]) -> None:
+        dialect = self.engine.dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        add = insert(UsageCounter)
+        add = add.on_conflict_do_update(
+            index_elements=["day", "principal", "tier", "model"],
+            set_={
+                "user_id": add.excluded.user_id,
+                **{name: getattr(UsageCounter, name) + add.excluded[name] for name in _FIELDS},
+            },
+        )
+        mark = (
+            insert(UsageFlush)
+            .values(flush_id=flush_id, created_at=datetime.now(UTC))
+            .on_conflict_do_nothing(index_elements=["flush_id"])
+            .returning(UsageFlush.flush_id)
+        )
         async with self.engine.begin() as conn:
-            await conn.execute(stmt, list(merged.values()))
+            if (await conn.execute(mark)).first() is None:
+                return  # added by an attempt whose answer was lost
+            await conn.execute(add, rows)
+            now = time.monotonic()
+            if now - self._last_forget >= _FORGET_EVERY_S:
+                self._last_forget = now
+                horizon = datetime.now(UTC) - timedelta(days=FLUSH_IDS_KEPT_DAYS)
+                await conn.execute(delete(UsageFlush).where(UsageFlush.created_at < horizon))
 
     async def close(self) -> None:
         if not await self.flush():

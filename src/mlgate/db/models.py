@@ -220,3 +220,13 @@ class UsageCounter(Base):
     rows: Mapped[int] = mapped_column(BigInteger, default=0)
     errors: Mapped[int] = mapped_column(BigInteger, default=0)
     refusals: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageFlush(Base):
+    """A batch of usage increments already added (by its flush id): a retried batch whose
+    first commit succeeded is recognised and not added twice. Kept for a week."""
+
+    __tablename__ = "usage_flushes"
+
+    flush_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

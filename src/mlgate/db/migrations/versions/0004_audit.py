@@ -1,4 +1,5 @@
-"""Prediction audit log, ground-truth feedback and daily usage counters.
+"""Prediction audit log, ground-truth feedback, daily usage counters (and the ids of the
+usage increments already added).
 
 Revision ID: 0004_audit
 Revises: 0002
@@ -75,9 +76,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("day", "principal", "tier", "model", name="pk_usage_daily"),
     )
     op.create_index("ix_usage_daily_user_id", "usage_daily", ["user_id"])
+    op.create_table(
+        "usage_flushes",
+        sa.Column("flush_id", sa.String(32), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("flush_id", name="pk_usage_flushes"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("usage_flushes")
     op.drop_index("ix_usage_daily_user_id", table_name="usage_daily")
     op.drop_table("usage_daily")
     op.drop_table("prediction_feedback")
