@@ -82,10 +82,10 @@ async def test_the_background_pruner_runs_on_its_own(audit_app: AppFactory) -> N
         old, new = await _old_and_new(a, old_requests=4)
 
         async def pruned() -> bool:
-            return await _recorded(a) == set(new)
+            # The count is added when a pruning pass ends (its feedback pass included).
+            return a.audit.pruner.deleted >= len(old) and await _recorded(a) == set(new)
 
         await eventually(pruned)
-        assert a.audit.pruner.deleted >= len(old)
 
 
 async def test_retention_zero_keeps_everything(audit_app: AppFactory) -> None:
