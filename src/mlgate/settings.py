@@ -14,6 +14,7 @@ from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlgate.aliases.settings import AliasSettings
+from mlgate.audit.settings import AuditSettings
 from mlgate.auth.entropy import estimated_entropy_bits
 from mlgate.auth.scopes import ADMIN, SCOPES
 from mlgate.cache.settings import CacheSettings
@@ -343,8 +344,8 @@ class Settings(BaseSettings):
     env: Environment = "development"
     """development, test or production (production refuses unsafe settings)."""
     database_url: str = DEFAULT_DATABASE_URL
-    """Database of users and API keys: a SQLite file (directory created) or PostgreSQL
-    (`postgresql://user:password@host:5432/db`; the asyncpg driver is used)."""
+    """Database of users, API keys and the audit log: a SQLite file (directory created)
+    or PostgreSQL (`postgresql://user:password@host:5432/db`; the asyncpg driver is used)."""
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     """Database pool and migrations."""
     auth: AuthSettings = Field(default_factory=AuthSettings)
@@ -371,6 +372,8 @@ class Settings(BaseSettings):
     """Aliases moved through the admin API."""
     sinks: SinkSettings = Field(default_factory=SinkSettings)
     """Detections pushed to a webhook and an ECS JSON-lines file."""
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    """Prediction audit log, feedback, retention and usage counters."""
 
     @field_validator("env", mode="before")
     @classmethod

@@ -32,7 +32,7 @@ async def test_live_and_ready(client: httpx.AsyncClient) -> None:
     assert ready.status_code == 200
     assert ready.json() == {
         "status": "ready",
-        "checks": {"models": "ok", "database": "ok", "rate_limiter": "ok"},
+        "checks": {"models": "ok", "database": "ok", "rate_limiter": "ok", "audit_log": "ok"},
     }
 
 

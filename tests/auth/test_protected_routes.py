@@ -55,6 +55,13 @@ PROTECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/models/{model}/devices/{device_id}/baseline"): "predict",
     ("PUT", "/v1/models/{model}/devices/{device_id}/baseline"): "admin",
     ("DELETE", "/v1/models/{model}/devices/{device_id}/baseline"): "admin",
+    ("GET", "/v1/predictions"): "predict",
+    ("GET", "/v1/predictions/{prediction_id}"): "predict",
+    ("POST", "/v1/predictions/{prediction_id}/feedback"): "feedback",
+    ("POST", "/v1/feedback"): "feedback",
+    ("GET", "/v1/models/{model}/quality"): "models:read",
+    ("GET", "/v1/usage"): "predict",
+    ("GET", "/v1/admin/usage"): "admin",
     ("POST", "/v1/admin/models/reload"): "admin",
     ("POST", "/v1/admin/users"): "admin",
     ("GET", "/v1/admin/users"): "admin",
@@ -89,6 +96,7 @@ PATH_VALUES = {
     "{device_id}": "pump-1",
     "{grantee}": "user:1",
     "{alias}": "canary",
+    "{prediction_id}": "01JD7X0000000000000000000A-0",
 }
 
 

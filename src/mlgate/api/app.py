@@ -26,6 +26,9 @@ from mlgate.api.routes import (
     oip,
     oip_repository,
     predict,
+    predictions,
+    quality,
+    usage,
 )
 from mlgate.settings import Settings
 
@@ -64,6 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         oip.router,
         oip.models_router,
         oip_repository.router,
+        predictions.router,
+        quality.router,
+        usage.router,
     ):
         app.include_router(router)
     # Innermost of the middleware: CORS and the request context apply to it too.

@@ -12,6 +12,7 @@ from fastapi import Depends, Request, Security
 
 from mlgate.api.security import get_principal, require_scope
 from mlgate.api.state import AppState
+from mlgate.audit.service import AuditService
 from mlgate.auth.accounts import Accounts
 from mlgate.auth.principal import Principal
 from mlgate.auth.scopes import ADMIN, FEEDBACK, MODELS_READ, PREDICT
@@ -57,8 +58,14 @@ async def get_auth(request: Request) -> AuthService:
     return auth
 
 
+async def get_audit(request: Request) -> AuditService:
+    audit: AuditService = request.app.state.mlgate.audit
+    return audit
+
+
 AccountsDep = Annotated[Accounts, Depends(get_accounts)]
 AuthDep = Annotated[AuthService, Depends(get_auth)]
+AuditDep = Annotated[AuditService, Depends(get_audit)]
 PrincipalDep = Annotated[Principal, Security(get_principal)]
 """The caller, whatever its scopes (the route checks nothing more)."""
 

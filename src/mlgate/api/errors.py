@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from mlgate.api.responses import ORJSONResponse
+from mlgate.audit.usage import count_error_response
 from mlgate.context import current_request_id
 from mlgate.errors import DatabaseUnavailable, MlgateError
 
@@ -113,6 +114,7 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     content = error_content(code, message, details, oip=_is_oip(request))
+    count_error_response(request, status)
     return ORJSONResponse(content, status_code=status, headers=headers)
 
 

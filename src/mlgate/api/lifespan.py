@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mlgate.api.limits import EdgeLimits
 from mlgate.api.signals import build_signals, wire
 from mlgate.api.state import AppState
+from mlgate.audit.service import AuditService
 from mlgate.auth.accounts import Accounts
 from mlgate.auth.bootstrap import announce_key, bootstrap_admin
 from mlgate.auth.passwords import Passwords
@@ -77,6 +78,8 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
     )
     changes = account_changes(settings.redis_url)
     changes.subscribe(principals.clear)
+    audit = AuditService(settings.audit, engine)
+    audit.attach(registry, dataplane)
     return AppState(
         settings=settings,
         registry=registry,
@@ -96,6 +99,7 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
         limits=EdgeLimits(limiter, settings.rate_limit),
         devices=devices,
         signals=signals,
+        audit=audit,
     )
 
 
@@ -161,6 +165,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await load_models(state)
     if settings.models.watch_interval_s > 0:
         tasks.append(asyncio.create_task(watch_repository(state, settings.models.watch_interval_s)))
+    if state.audit is not None:
+        state.audit.start()
     try:
         yield
     finally:
@@ -172,5 +178,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.signals.close()
         await state.dataplane.runner.close()
         await state.account_changes.close()
+        if state.audit is not None:
+            await state.audit.close()  # after the last request: writes what is queued
         await state.limiter.close()
         await engine.dispose()

@@ -17,11 +17,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mlgate.api.errors import error_content, is_oip_path
 from mlgate.api.limits import HEADERS_STATE as RATE_LIMIT_HEADERS
 from mlgate.api.responses import dumps
-from mlgate.context import request_id_var
+from mlgate.context import model_var, principal_var, protocol_var, request_id_var, version_var
 from mlgate.errors import PayloadTooLarge
 
 log = logging.getLogger("mlgate.request")
 
+_INFERENCE_VARS = (principal_var, model_var, version_var, protocol_var)
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 _REQUEST_ID_HEADER = b"x-request-id"
 
@@ -57,6 +58,11 @@ class RequestContextMiddleware:
 
         request_id = _incoming_request_id(scope) or uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        # A server runs each request in a task of its own (a fresh context); in-process
+        # callers (httpx's ASGITransport) run them one after another in one task, where
+        # the previous request's principal and model would still be set.
+        for var in _INFERENCE_VARS:
+            var.set(None)
         scope.setdefault("state", {})["request_id"] = request_id
         header = (_REQUEST_ID_HEADER, request_id.encode("ascii"))
         started = False

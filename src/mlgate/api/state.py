@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mlgate.api.limits import EdgeLimits
 from mlgate.api.signals import Signals
+from mlgate.audit.service import AuditService
 from mlgate.auth.accounts import Accounts
 from mlgate.auth.principal_cache import AccountChanges
 from mlgate.auth.service import AuthService
@@ -36,6 +37,8 @@ class AppState:
     signals: Signals
     started_monotonic: float = field(default_factory=time.monotonic)
     load_error: str | None = None
+    audit: AuditService | None = None
+    """Audit log, feedback, retention and usage (issue 10)."""
 
     @property
     def uptime_seconds(self) -> float:

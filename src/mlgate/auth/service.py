@@ -162,7 +162,8 @@ class AuthService:
                 principal, expires_at = await self._from_key(credential)
             else:
                 principal, expires_at = await self._from_token(credential)
-        except SQLAlchemyError:
+        except (SQLAlchemyError, OSError, TimeoutError):
+            # OSError: a connection the driver could not open is not always wrapped.
             log.exception("authentication query failed")
             raise _database_down() from None
         self.cache.put(credential, principal, expires_at)

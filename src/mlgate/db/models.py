@@ -1,22 +1,25 @@
-"""Tables of users, API keys, device baselines and shares, drift histograms and alias
-moves.
+"""Tables of users, API keys, device baselines and shares, drift histograms, alias moves
+and the prediction audit log.
 
-Rows are never deleted: users are disabled and keys revoked, so that the audit log (a
-later migration) can reference ``users.id`` and ``api_keys.id`` for good.
+Users and keys are never deleted: users are disabled and keys revoked, so that the audit
+log can reference ``users.id`` and ``api_keys.id`` for good.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -209,3 +212,106 @@ class AliasMoveRow(Base):
     principal: Mapped[str] = mapped_column(String(64))
     """``user:<id>`` or ``key:<id>``."""
     moved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# -- prediction audit log (issue 10) -------------------------------------------------------
+
+
+class PredictionRecord(Base):
+    """One scored row of one request: who, which model version, a hash of the input, the
+    output. Written in batches off the request path (:mod:`mlgate.audit.writer`).
+
+    Prediction ``<request_key>-<row_index>``; a shadow version's answer for the same row
+    is a second record with ``shadow`` true. The key's first characters encode the
+    millisecond the request was answered, so time ranges and retention are ranges of the
+    primary key (no index on ``created_at`` to maintain on every insert).
+    """
+
+    __tablename__ = "predictions"
+    __table_args__ = (
+        Index("ix_predictions_model_key", "model", "request_key"),
+        Index("ix_predictions_user_key", "user_id", "request_key"),
+    )
+
+    request_key: Mapped[str] = mapped_column(String(26), primary_key=True)
+    row_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shadow: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    # Who asked: ``user:7``, ``key:12`` or ``anonymous``; the owner is ``user_id`` (a key's
+    # user). No foreign keys: inserts stay cheap and users are never deleted anyway.
+    principal: Mapped[str | None] = mapped_column(String(40))
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    key_id: Mapped[int | None] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    protocol: Mapped[str] = mapped_column(String(16))
+    task: Mapped[str] = mapped_column(String(16))
+    latency_ms: Mapped[float] = mapped_column(Float)
+    device_id: Mapped[str | None] = mapped_column(String(128))
+    cache_hit: Mapped[bool] = mapped_column(Boolean)
+    # BLAKE2b (16 bytes, hex) of the row as the model received it (runtime dtype).
+    input_hash: Mapped[str] = mapped_column(String(32))
+    # Classification: the predicted class (index and name), its probability, all of them.
+    predicted_class: Mapped[int | None] = mapped_column(Integer)
+    predicted: Mapped[str | None] = mapped_column(String(64))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    probabilities: Mapped[list[float] | None] = mapped_column(JSON)
+    is_attack: Mapped[bool | None] = mapped_column(Boolean)
+    # Anomaly: score, verdict, threshold; NULL while a device calibrates (no verdict).
+    score: Mapped[float | None] = mapped_column(Float)
+    is_anomaly: Mapped[bool | None] = mapped_column(Boolean)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    calibration_seen: Mapped[int | None] = mapped_column(Integer)
+    # The raw row, only for models configured to keep it (MLGATE_AUDIT__RAW_INPUT_MODELS).
+    inputs: Mapped[list[float | None] | None] = mapped_column(JSON)
+
+
+class PredictionFeedback(Base):
+    """The ground truth of one prediction (row), as its owner or an admin labelled it.
+
+    One per prediction: a second label replaces the first. Served and shadow records of
+    the row share it.
+    """
+
+    __tablename__ = "prediction_feedback"
+
+    request_key: Mapped[str] = mapped_column(String(26), primary_key=True)
+    row_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label: Mapped[str | None] = mapped_column(String(64))
+    """The true class name (classifiers)."""
+    is_anomaly: Mapped[bool | None] = mapped_column(Boolean)
+    """The true verdict (anomaly models)."""
+    labelled_by: Mapped[str] = mapped_column(String(40))
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UsageCounter(Base):
+    """Requests, rows, errors and rate-limit refusals of one principal, tier and model on
+    one UTC day. Workers add their increments (upserts), so counts add up across them."""
+
+    __tablename__ = "usage_daily"
+    __table_args__ = (Index("ix_usage_daily_user_id", "user_id"),)
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    principal: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tier: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # '' for errors of requests that named no served model.
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    refusals: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageFlush(Base):
+    """A batch of usage increments already added (by its flush id): a retried batch whose
+    first commit succeeded is recognised and not added twice. Kept for a week."""
+
+    __tablename__ = "usage_flushes"
+
+    flush_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

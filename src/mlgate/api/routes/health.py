@@ -69,6 +69,9 @@ async def readiness(state: AppState) -> tuple[dict[str, str], list[str]]:
     limiter_ok = await state.limiter.check()
     fail_open = state.settings.rate_limit.fail_open
     checks["rate_limiter"] = "ok" if limiter_ok else ("degraded" if fail_open else "down")
+    # Informational: predictions are served while audit rows wait to be written.
+    audit_log = state.audit.log if state.audit is not None else None
+    checks["audit_log"] = audit_log.status if audit_log is not None else "off"
     problems = []
     if not state.ready:
         # Readiness is open to anyone: the reason names no server path.

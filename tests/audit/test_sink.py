@@ -1,0 +1,63 @@
+"""The database side of the writer: a batch written twice (a retry after a lost commit
+acknowledgement) is stored once, and a row the database refuses is isolated without
+losing its neighbours."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from sqlalchemy import func, select
+
+from mlgate.audit.records import event_rows
+from mlgate.audit.sink import InvalidRows, SqlAuditSink
+from mlgate.db.models import PredictionRecord
+from tests.audit.conftest import ROW, AppFactory
+from tests.dataplane.test_observers import Recorder
+
+
+async def _count(engine: Any) -> int:
+    async with engine.connect() as conn:
+        return int(
+            (await conn.execute(select(func.count()).select_from(PredictionRecord))).scalar()
+        )
+
+
+async def test_a_batch_written_twice_is_stored_once(audit_app: AppFactory) -> None:
+    async with audit_app(audit={"flush_interval_s": 3600, "batch_records": 1000}) as a:
+        alice = await a.caller("alice")
+        recorder = Recorder()
+        a.app.state.mlgate.dataplane.add_observer(recorder)
+        await a.predict(alice, "ids", [ROW] * 3)
+        rows = event_rows(recorder.events[-1], None, raw_inputs=False)
+        sink = SqlAuditSink(a.audit.engine)
+        await sink.write(rows)
+        await sink.write(rows)  # PostgreSQL: COPY fails on the key, then ON CONFLICT
+        await sink.write(rows[:1] + rows)
+        assert await _count(a.audit.engine) == 3
+
+
+async def test_invalid_rows_are_isolated_and_counted(audit_app: AppFactory) -> None:
+    async with audit_app(audit={"flush_interval_s": 3600, "batch_records": 1000}) as a:
+        alice = await a.caller("alice")
+        recorder = Recorder()
+        a.app.state.mlgate.dataplane.add_observer(recorder)
+        await a.predict(alice, "ids", [ROW] * 2)
+        log = a.audit.log
+        assert log is not None
+        good = recorder.events[-1]
+        # A bug: an event without a protocol (NOT NULL) - refused by the database.
+        key = good.prediction_key[:-1] + "0"
+        bad = dataclasses.replace(good, prediction_key=key, protocol=None)  # type: ignore[arg-type]
+        sink = SqlAuditSink(a.audit.engine)
+        try:
+            await sink.write(event_rows(bad, None, raw_inputs=False))
+        except InvalidRows:
+            pass
+        else:  # pragma: no cover - the test's premise
+            raise AssertionError("the database accepted a NULL protocol")
+        log.observe(bad)
+        assert await log.flush()
+        stats = log.stats()
+        assert (stats.written, stats.rejected, stats.depth) == (2, 2, 0)
+        assert await _count(a.audit.engine) == 2
