@@ -8,13 +8,9 @@ until then). Replace the stub test when the real route has landed.
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from tests.client.conftest import BASE_URL, FAST_RETRY, InProcessServer, Recorder
+from tests.client.conftest import BASE_URL, InProcessServer, Recorder
 
 from mlgate.client import (
     AsyncClient,
@@ -66,82 +62,25 @@ async def test_the_async_admin_does_the_same(aclient: AsyncClient) -> None:
 # -- feedback -------------------------------------------------------------------------
 
 
-def feedback_stub() -> tuple[FastAPI, dict[str, Any], list[str]]:
-    """STUB of ``POST /v1/predictions/{id}/feedback`` with the documented body
-    (``{"label": class name or index}`` or ``{"is_anomaly": bool}``), idempotent per
-    prediction; its first answer is a 503 to show the call is retried."""
-    app = FastAPI()
-    stored: dict[str, Any] = {}
-    calls: list[str] = []
-
-    @app.post("/v1/predictions/{prediction_id}/feedback")
-    async def feedback(prediction_id: str, request: Request) -> JSONResponse:
-        calls.append(prediction_id)
-        if len(calls) == 1:
-            return JSONResponse(
-                {
-                    "error": {
-                        "code": "not_ready",
-                        "message": "busy",
-                        "request_id": "r",
-                        "details": None,
-                    }
-                },
-                status_code=503,
-                headers={"Retry-After": "0"},
-            )
-        if not prediction_id.startswith("known-"):
-            return JSONResponse(
-                {
-                    "error": {
-                        "code": "not_found",
-                        "message": "no such prediction",
-                        "request_id": "r",
-                        "details": None,
-                    }
-                },
-                status_code=404,
-            )
-        body = await request.json()
-        if set(body) not in ({"label"}, {"is_anomaly"}):
-            return JSONResponse(
-                {
-                    "error": {
-                        "code": "validation_error",
-                        "message": "invalid",
-                        "request_id": "r",
-                        "details": [{"field": "body", "message": "?"}],
-                    }
-                },
-                status_code=422,
-            )
-        stored[prediction_id] = body
-        return JSONResponse({"prediction_id": prediction_id, **body})
-
-    return app, stored, calls
-
-
-async def test_feedback_against_a_stub_route() -> None:
-    app, stored, calls = feedback_stub()
-    transport = httpx.ASGITransport(app=app)
-    async with AsyncClient(BASE_URL, api_key="k", transport=transport, retry=FAST_RETRY) as c:
-        answer = await c.feedback("known-1-0", label="PortScan")
-        assert answer.prediction_id == "known-1-0" and answer.raw["label"] == "PortScan"
-        await c.feedback("known-1-0", label=3)  # a second label replaces the first
-        await c.feedback("known-2-0", is_anomaly=True)
-        with pytest.raises(NotFound):
-            await c.feedback("unknown-0", label="BENIGN")
-    assert stored == {"known-1-0": {"label": 3}, "known-2-0": {"is_anomaly": True}}
-    assert calls[:2] == ["known-1-0", "known-1-0"], "the 503 was retried"
-
-
 async def test_feedback_against_the_server(server: InProcessServer, recorder: Recorder) -> None:
-    route = "/v1/predictions/{prediction_id}/feedback"
-    if not any(getattr(r, "path", None) == route for r in server.app.routes):
-        pytest.skip("the feedback route is not served yet (another branch builds it)")
     async with AsyncClient(BASE_URL, api_key=server.admin_key, transport=recorder) as c:
         flow = await c.predict("ids", [0.0] * 77)
         answer = await c.feedback(flow.prediction_id, label="BENIGN")
         assert answer.prediction_id == flow.prediction_id
+        # A second label replaces the first (by class index this time).
+        await c.feedback(flow.prediction_id, label=3)
         reading = await c.predict("iot", [60.0, 0.2, 0.5, 125.0, 2.5])
         await c.feedback(reading.prediction_id, is_anomaly=False)
+        with pytest.raises(NotFound):
+            await c.feedback("01JD7X0000000000000000000A-0", label="BENIGN")
+        async with httpx.AsyncClient(transport=recorder, base_url=BASE_URL) as raw:
+            stored = await raw.get(
+                f"/v1/predictions/{flow.prediction_id}", headers={"X-API-Key": server.admin_key}
+            )
+    assert stored.status_code == 200, stored.text
+    classes = await _classes(server)
+    assert stored.json()["feedback"]["label"] == classes[3]
+
+
+async def _classes(server: InProcessServer) -> list[str]:
+    return list(server.app.state.mlgate.registry.resolve("ids").manifest.classes)
