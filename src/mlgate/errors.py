@@ -21,6 +21,7 @@
     │   ├── DatabaseUnavailable       503 database_unavailable
     │   ├── TooManyConnections        503 too_many_connections
     │   └── RateLimiterUnavailable    503 rate_limiter_unavailable (mlgate.ratelimit)
+    ├── NotAvailable                  501 not_available (a feature this server lacks)
     ├── PredictionTimeout             504 prediction_timeout
     ├── ClientGone                    499 client_closed_request (nobody reads the answer)
     └── ModelExecutionError           500 model_error
@@ -167,6 +168,13 @@ class Overloaded(ServiceUnavailable):
     ``Retry-After`` rather than queued until they time out (503)."""
 
     code = "overloaded"
+
+
+class NotAvailable(MlgateError):
+    """The request is valid but this server cannot do it as installed (501)."""
+
+    status_code = 501
+    code = "not_available"
 
 
 class PredictionTimeout(MlgateError):

@@ -77,6 +77,10 @@ def readme_curl_commands() -> list[str]:
 def _ids_port_scan(body: dict[str, Any]) -> None:
     # "this one is a port scan from the CICIDS2017 sample"
     assert body["predicted_class_name"] == "PortScan" and body["is_attack"] is True
+    if "explanation" in body:  # the `"explain": 3` example: why, in three features
+        explanation = body["explanation"]
+        assert explanation["explained_class"] == "PortScan"
+        assert explanation["method"] == "tree_shap" and len(explanation["top"]) == 3
 
 
 def _iot_normal_reading(body: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlgate.context import bind_inference
+from mlgate.dataplane.explaining import check_explainable, explanations
 from mlgate.dataplane.ids import new_key
 from mlgate.dataplane.outputs import anomaly_output, classification_output, confidence_of
 from mlgate.dataplane.runner import Runner
@@ -113,6 +114,8 @@ class DataPlane:
         mv = self.registry.resolve(model, version)
         bind_inference(mv.name, mv.version, context.protocol)
         inputs = codec.decode(payload, mv, self.max_batch_rows)
+        if inputs.explain is not None:
+            check_explainable(mv, inputs)
         owner = None
         if inputs.device_id is not None:
             owner = self._device_owner(mv, context)
@@ -124,9 +127,12 @@ class DataPlane:
             output = await self._score_device(mv, inputs, owner, context)
         else:
             output, cache_hit = await self._score(mv, inputs.matrix, context)
+        explained = None
+        if inputs.explain is not None:
+            explained = await explanations(mv, inputs)
         elapsed_ms = (time.perf_counter() - context.started) * 1000
         result = InferenceResult(
-            mv, inputs, output, elapsed_ms, context.request_id, new_key(), cache_hit
+            mv, inputs, output, elapsed_ms, context.request_id, new_key(), cache_hit, explained
         )
         if self._observers:
             self._emit(result, context)

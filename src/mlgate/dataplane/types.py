@@ -53,6 +53,8 @@ class InferenceInput:
     """Cells replaced by their feature's rule (the first 100; see ``substituted_total``)."""
     substituted_total: int = 0
     device_id: str | None = None
+    explain: int | None = None
+    """Asked for per-row explanations: how many top features each lists."""
 
     @property
     def rows(self) -> int:
@@ -125,6 +127,8 @@ class InferenceResult:
     prediction_key: str
     """Row ``i`` of this request is prediction ``<prediction_key>-<i>``."""
     cache_hit: bool = False
+    explanations: list[dict[str, Any]] | None = None
+    """Per-row feature contributions, when the request asked for them."""
 
     def prediction_id(self, row: int) -> str:
         return f"{self.prediction_key}-{row}"

@@ -103,6 +103,23 @@ def load_arrays(version_dir: Path, manifest: Manifest) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+_ARRAYS: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+_MAX_CACHED = 8
+
+
+def _loaded_arrays(version_dir: Path, manifest: Manifest) -> dict[str, np.ndarray]:
+    """:func:`load_arrays`, kept per explainer file (its SHA-256 is checked once)."""
+    assert manifest.explainer is not None
+    key = (str(version_dir), manifest.explainer.sha256)
+    arrays = _ARRAYS.get(key)
+    if arrays is None:
+        arrays = load_arrays(version_dir, manifest)
+        _ARRAYS[key] = arrays
+        while len(_ARRAYS) > _MAX_CACHED:
+            del _ARRAYS[next(iter(_ARRAYS))]
+    return arrays
+
+
 def explain(
     model: Any,
     matrix: np.ndarray,
@@ -121,7 +138,7 @@ def explain(
         raise ExplainerError("rows must hold finite numbers only")
     if top_k < 1:
         raise ExplainerError("top_k must be at least 1")
-    arrays = load_arrays(version_dir, manifest)
+    arrays = _loaded_arrays(version_dir, manifest)
     assert manifest.explainer is not None
     kind = manifest.explainer.kind
     if kind == TREE_SHAP:
@@ -129,7 +146,9 @@ def explain(
 
         outputs = raw_scores(arrays, x)
         classes = _classes(manifest, outputs, explained_class)
-        contributions, base, output = tree_shap(arrays, x, classes)
+        contributions, base, output = tree_shap(
+            arrays, x, classes, cache_key=manifest.explainer.sha256
+        )
     elif kind == INTEGRATED_GRADIENTS:
         from mlgate.explain.gradients import QEnsemble, integrated_gradients
 

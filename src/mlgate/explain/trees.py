@@ -118,11 +118,21 @@ def shap_model(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     }
 
 
+_EXPLAINERS: dict[str, Any] = {}
+_MAX_EXPLAINERS = 4
+
+
 def tree_shap(
-    arrays: dict[str, np.ndarray], x: np.ndarray, classes: np.ndarray
+    arrays: dict[str, np.ndarray],
+    x: np.ndarray,
+    classes: np.ndarray,
+    *,
+    cache_key: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: TreeSHAP values of every feature for ``classes[row]``, the base value and
-    the raw score; ``base + values.sum() == raw score`` up to rounding."""
+    the raw score; ``base + values.sum() == raw score`` up to rounding. ``cache_key``
+    (the explainer file's SHA-256) keeps shap's explainer, which takes seconds to build,
+    for the next call."""
     from mlgate.training.common import MissingDependencyError
 
     try:
@@ -131,9 +141,15 @@ def tree_shap(
         raise MissingDependencyError(
             "explaining tree models needs the shap package: pip install 'mlgate[train]'"
         ) from None
-    explainer = shap.TreeExplainer(
-        shap_model(arrays), feature_perturbation="tree_path_dependent", model_output="raw"
-    )
+    explainer = _EXPLAINERS.get(cache_key) if cache_key is not None else None
+    if explainer is None:
+        explainer = shap.TreeExplainer(
+            shap_model(arrays), feature_perturbation="tree_path_dependent", model_output="raw"
+        )
+        if cache_key is not None:
+            _EXPLAINERS[cache_key] = explainer
+            while len(_EXPLAINERS) > _MAX_EXPLAINERS:
+                del _EXPLAINERS[next(iter(_EXPLAINERS))]
     x = np.asarray(x, dtype=np.float64)
     values = np.asarray(explainer.shap_values(x, check_additivity=False))
     expected = np.asarray(explainer.expected_value, dtype=np.float64).reshape(-1)

@@ -69,3 +69,24 @@ def input_notes(result: InferenceResult) -> dict[str, Any]:
     if inputs.substituted_total > len(inputs.substituted):
         notes["substituted_total"] = inputs.substituted_total
     return notes
+
+
+#: Rows one request may ask explanations for (they cost far more than the prediction).
+MAX_EXPLAINED_ROWS = 100
+DEFAULT_EXPLAIN_TOP = 5
+
+
+def explain_option(value: Any, field: str = "explain") -> int | None:
+    """The ``explain`` request option: ``true`` (the top 5 features), a number of top
+    features (1-100), or ``false``/absent (None); 422 naming ``field`` otherwise."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return DEFAULT_EXPLAIN_TOP
+    if type(value) is int and 1 <= value <= 100:
+        return value
+    raise ValidationFailed(
+        f"{field} must be true, false or a number of features from 1 to 100, got "
+        f"{json_type(value)}",
+        details=[{"field": field, "message": "expected true, false or 1-100"}],
+    )

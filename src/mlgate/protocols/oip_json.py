@@ -20,10 +20,11 @@ response uses the binary tensor extension, framed by :mod:`.oip_binary`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import orjson
 
 from mlgate.dataplane.types import (
     AnomalyOutput,
@@ -33,6 +34,7 @@ from mlgate.dataplane.types import (
 )
 from mlgate.dataplane.validation import check_row_count, fail, finalize, json_type, quote
 from mlgate.devices.store import check_device_id
+from mlgate.protocols.common import explain_option
 from mlgate.protocols.oip_binary import frame
 from mlgate.protocols.oip_tensors import (
     check_shape,
@@ -87,6 +89,7 @@ class OipPayload:
     binary_output: bool
     device_id: str | None
     parameters: dict[str, Any] = field(default_factory=dict)
+    explain: int | None = None
 
 
 def _parameters(value: Any, where: str) -> dict[str, Any]:
@@ -133,7 +136,10 @@ def parse_request(document: Any, binary: memoryview | None = None) -> OipPayload
         )
     outputs = _outputs(document.get("outputs"))
     binary_output = bool(_flag(parameters, "binary_data_output", "parameters"))
-    return OipPayload(request_id, tuple(inputs), outputs, binary_output, device_id, parameters)
+    explain = explain_option(parameters.get("explain"), "parameters.explain")
+    return OipPayload(
+        request_id, tuple(inputs), outputs, binary_output, device_id, parameters, explain
+    )
 
 
 def _input(raw: Any, where: str, binary: memoryview | None, offset: int) -> tuple[InputTensor, int]:
@@ -338,9 +344,17 @@ def build_outputs(result: InferenceResult, payload: OipPayload) -> list[OutputTe
     mv, out = result.model, result.output
     device = isinstance(out, AnomalyOutput) and out.scored is not None
     specs = output_specs(mv, device)
+    defaults = default_outputs(mv, device)
+    if result.explanations is not None:
+        # Asked for with parameters.explain: one JSON document per row.
+        explained = np.asarray(
+            [orjson.dumps(e).decode() for e in result.explanations], dtype=object
+        )
+        specs = {**specs, "explanation": lambda mv, out: explained}
+        defaults = [*defaults, "explanation"]
     wanted: list[tuple[str, bool | None]]
     if payload.outputs is None:
-        wanted = [(name, None) for name in default_outputs(mv, device)]
+        wanted = [(name, None) for name in defaults]
     else:
         wanted = [(o.name, o.binary) for o in payload.outputs]
     tensors = []
@@ -418,15 +432,9 @@ class OipCodec:
             decoded = _decode_matrix(tensor, mv, max_rows)
         else:
             decoded = _decode_features(payload, mv, max_rows)
-        if payload.device_id is None:
+        if payload.device_id is None and payload.explain is None:
             return decoded
-        return InferenceInput(
-            decoded.matrix,
-            decoded.ignored,
-            decoded.substituted,
-            decoded.substituted_total,
-            payload.device_id,
-        )
+        return replace(decoded, device_id=payload.device_id, explain=payload.explain)
 
     def encode(self, result: InferenceResult, payload: OipPayload) -> Encoded:
         return encode_response(result, payload)

@@ -11,7 +11,7 @@ field.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
@@ -28,6 +28,7 @@ from mlgate.dataplane.types import (
 )
 from mlgate.dataplane.validation import check_row_count, finalize
 from mlgate.protocols.common import (
+    explain_option,
     input_notes,
     json_encoded,
     now_iso,
@@ -48,12 +49,14 @@ class _Single(msgspec.Struct):
     features: Row
     version: str | None = None
     device_id: str | None = None
+    explain: bool | int | None = None
 
 
 class _Batch(msgspec.Struct):
     instances: list[Row]
     version: str | None = None
     device_id: str | None = None
+    explain: bool | int | None = None
 
 
 _SINGLE = msgspec.json.Decoder(_Single)
@@ -74,28 +77,31 @@ class V1Payload:
     """Came through the typed decode: rows are lists/objects of plain finite numbers."""
     matrix: np.ndarray | None = None
     """Came through simdjson: the rows as one float matrix (``data`` is None then)."""
+    explain: int | None = None
+    """The ``explain`` option: how many top features each row's explanation lists."""
 
 
 def parse(body: bytes, *, batch: bool) -> V1Payload:
     """Parse a v1 request body (400 malformed JSON, 422 wrong shape)."""
     if batch:
-        fast = _simd_batch(body)
-        if fast is not None:
-            return fast
+        read = _simd_batch(body)
+        if read is not None:
+            return read
+    fast: _Single | _Batch
     try:
         if batch:
-            fast_batch = _BATCH.decode(body)
-            data: Any = fast_batch.instances
-            version, device_id = fast_batch.version, fast_batch.device_id
+            fast = _BATCH.decode(body)
+            data: Any = fast.instances
         else:
-            fast_single = _SINGLE.decode(body)
-            data = fast_single.features
-            version, device_id = fast_single.version, fast_single.device_id
+            fast = _SINGLE.decode(body)
+            data = fast.features
     except (msgspec.ValidationError, msgspec.DecodeError):
         return from_document(parse_json(body), batch=batch)
+    device_id = fast.device_id
     if device_id is not None:
         device_id = optional_device_id({"device_id": device_id})
-    return V1Payload(data, version, device_id, batch, plain=True)
+    explain = explain_option(fast.explain)
+    return V1Payload(data, fast.version, device_id, batch, plain=True, explain=explain)
 
 
 def _simd_batch(body: bytes) -> V1Payload | None:
@@ -115,6 +121,8 @@ def _simd_batch(body: bytes) -> V1Payload | None:
             return None
         instances = doc.get("instances")
         version, device_id = doc.get("version"), doc.get("device_id")
+        if doc.get("explain") is not None:
+            return None  # rare; the other paths read it
         if not isinstance(instances, simdjson.Array) or not (
             (version is None or isinstance(version, str))
             and (device_id is None or isinstance(device_id, str))
@@ -146,7 +154,13 @@ def from_document(document: Any, *, batch: bool) -> V1Payload:
     """A v1 payload from an already parsed JSON document."""
     body = require_object(document)
     data = require_field(body, "instances" if batch else "features")
-    return V1Payload(data, optional_str(body, "version"), optional_device_id(body), batch)
+    return V1Payload(
+        data,
+        optional_str(body, "version"),
+        optional_device_id(body),
+        batch,
+        explain=explain_option(body.get("explain")),
+    )
 
 
 def _plain_matrix(payload: V1Payload, mv: ModelVersion, max_rows: int) -> np.ndarray | None:
@@ -190,11 +204,15 @@ class V1Codec:
                 return f"{field}[{i}][{j}]" if payload.batch else f"{field}[{j}]"
 
             done = finalize(matrix, mv, name_cell)
-            return InferenceInput(done.matrix, device_id=payload.device_id)
-        if payload.batch:
+            decoded = InferenceInput(done.matrix, device_id=payload.device_id)
+        elif payload.batch:
             data = payload.data if payload.matrix is None else payload.matrix.tolist()
-            return decode_instances(data, mv, max_rows=max_rows, device_id=payload.device_id)
-        return decode_instance(payload.data, mv, device_id=payload.device_id)
+            decoded = decode_instances(data, mv, max_rows=max_rows, device_id=payload.device_id)
+        else:
+            decoded = decode_instance(payload.data, mv, device_id=payload.device_id)
+        if payload.explain is None:
+            return decoded
+        return replace(decoded, explain=payload.explain)
 
     def encode(self, result: InferenceResult, payload: V1Payload) -> Encoded:
         mv = result.model
@@ -217,6 +235,9 @@ class V1Codec:
         key = result.prediction_key
         for i, row in enumerate(rows):
             row["prediction_id"] = f"{key}-{i}"
+        if result.explanations is not None:
+            for row, explanation in zip(rows, result.explanations, strict=True):
+                row["explanation"] = explanation
         if payload.batch:
             content["predictions"] = rows
             content["summary"] = summarize(mv, output)
