@@ -31,6 +31,10 @@ def ids_columns() -> list[str]:
     return list(FEATURE_COLUMNS)
 
 
+# The version the bundled `stable` alias of ids names (trees; `latest` is the DQN).
+IDS_STABLE = "3"
+
+
 def local_classes(x: np.ndarray, version: str | None = None) -> np.ndarray:
     """The class names the data plane in this process gives the rows of ``x``."""
     dataplane = local_dataplane(bundled_repository())

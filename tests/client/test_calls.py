@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from tests.client.conftest import BASE_URL, InProcessServer, Recorder
-from tests.client.data import IOT_FEATURES, ids_sample, local_classes
+from tests.client.data import IDS_STABLE, IOT_FEATURES, ids_sample, local_classes
 
 from mlgate.client import (
     APIError,
@@ -80,7 +80,7 @@ async def test_service_calls_are_typed(api: Call) -> None:
 async def test_model_schema_of_the_default_version_and_of_a_version(api: Call) -> None:
     default = await api("model", "ids")
     assert isinstance(default, ModelInfo)
-    assert default.version == default.default_version == "1"  # stable
+    assert default.version == default.default_version == IDS_STABLE
     assert default.n_features == 77 and "PortScan" in default.classes
     assert default.features[0].name == "Flow Duration"
     assert default.features[0].aliases == ("flow_duration",)
@@ -95,7 +95,7 @@ async def test_predict_one_row_by_position_and_by_name(api: Call) -> None:
     by_position = await api("predict", "ids", row.tolist())
     assert isinstance(by_position, Prediction) and by_position.kind == "classification"
     assert by_position.predicted_class_name == local_classes(row[None, :])[0]
-    assert by_position.prediction_id and by_position.model_version == "1"
+    assert by_position.prediction_id and by_position.model_version == IDS_STABLE
     info = await api("model", "ids")
     # Aliases name features as well as names do.
     by_alias = await api(

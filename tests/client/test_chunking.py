@@ -21,7 +21,7 @@ from tests.client.conftest import (
     serve_in_thread,
     sqlite_url,
 )
-from tests.client.data import distinct_rows, local_classes
+from tests.client.data import IDS_STABLE, distinct_rows, local_classes
 from tests.conftest import make_settings
 
 from mlgate.client import AsyncClient, Client
@@ -42,8 +42,8 @@ def test_arrays_are_split_under_the_server_limit_in_order(
     assert max(e.rows or 0 for e in infers) <= 100
     # The first chunk takes the stable alias; the rest are pinned to the version it got.
     assert infers[0].path == "/v2/models/ids/infer"
-    assert {e.path for e in infers[1:]} == {"/v2/models/ids/versions/1/infer"}
-    assert result.model_version == "1"
+    assert {e.path for e in infers[1:]} == {f"/v2/models/ids/versions/{IDS_STABLE}/infer"}
+    assert result.model_version == IDS_STABLE
     assert result["predicted_class_name"].tolist() == _expected(rows).tolist()
     assert len(set(result.prediction_ids)) == 1_050
 
@@ -52,8 +52,9 @@ def test_json_batches_are_split_the_same_way(client: Client, recorder: Recorder)
     rows = distinct_rows(230)
     result = client.predict_batch("ids", rows.tolist(), chunk_rows=60)
     batches = recorder.to("/predict/batch")
-    assert [e.rows for e in batches] == [60, 60, 60, 50]
-    assert all("version=1" in e.query for e in batches[1:])
+    # The first batch goes alone (it learns the version); the rest go concurrently.
+    assert batches[0].rows == 60 and sorted(e.rows or 0 for e in batches[1:]) == [50, 60, 60]
+    assert all(f"version={IDS_STABLE}" in e.query for e in batches[1:])
     assert [p.predicted_class_name for p in result] == _expected(rows).tolist()
     assert len(result.request_ids) == 4
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from tests.client.conftest import Recorder
-from tests.client.data import distinct_rows, ids_columns, ids_sample, local_classes
+from tests.client.data import IDS_STABLE, distinct_rows, ids_columns, ids_sample, local_classes
 
 from mlgate.client import AsyncClient, Client, InputError, ValidationError
 
@@ -36,11 +36,13 @@ def test_names_in_any_order_with_extra_columns(client: Client, recorder: Recorde
         "prediction_id",
     ]
     assert scored["predicted_class_name"].tolist() == local_classes(rows).tolist()
-    assert scored.attrs == {"model": "ids", "model_version": "1"}
+    assert scored.attrs == {"model": "ids", "model_version": IDS_STABLE}
     assert scored["is_attack"].dtype == bool
     # The schema is read once; the rows go as binary tensors pinned to its version.
     assert recorder.paths("GET") == ["/v1/models/ids", "/info"]
-    assert {e.path for e in recorder.to("/infer")} == {"/v2/models/ids/versions/1/infer"}
+    assert {e.path for e in recorder.to("/infer")} == {
+        f"/v2/models/ids/versions/{IDS_STABLE}/infer"
+    }
 
 
 def test_aliases_and_a_version(client: Client) -> None:

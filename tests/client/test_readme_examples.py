@@ -66,7 +66,7 @@ def _first_lines(out: str) -> list[str]:
 def _basics(out: str) -> None:
     lines = _first_lines(out)
     assert lines[0] == "healthy"
-    assert lines[1] == "1 77 ['BENIGN', 'Bot', 'BruteForce']"
+    assert lines[1] == "3 77 ['BENIGN', 'Bot', 'BruteForce']"
     flag, prediction_id = lines[2].split()
     assert flag == "False" and re.fullmatch(r"\w+-0", prediction_id)
 
@@ -74,7 +74,8 @@ def _basics(out: str) -> None:
 def _frame(out: str) -> None:
     counts, accuracy = _first_lines(out)
     assert sum(ast.literal_eval(counts).values()) == 5_050
-    assert re.fullmatch(r"accuracy 0\.9\d\d", accuracy), accuracy
+    # The sample is the stable version's training data: near-perfect, not a held-out figure.
+    assert re.fullmatch(r"accuracy (0\.9[5-9]\d|1\.000)", accuracy), accuracy
 
 
 def _stream(out: str) -> None:

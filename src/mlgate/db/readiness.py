@@ -22,7 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger("mlgate.db")
 
-DatabaseStatus = Literal["ok", "missing", "read_only", "down"]
+DatabaseStatus = Literal["ok", "busy", "missing", "read_only", "down"]
+
+# Statuses a worker still serves under: ``busy`` is SQLite's lock held by another writer
+# (a backup, a long migration, a bulk audit flush); writes wait and are retried.
+SERVING: frozenset[DatabaseStatus] = frozenset({"ok", "busy"})
 
 PROBLEMS: dict[DatabaseStatus, str] = {
     "missing": "the database file is missing: nothing can be read or stored",
@@ -41,7 +45,8 @@ def _missing(path: Path) -> bool:
 async def database_status(
     engine: AsyncEngine, sqlite_file: Path | None, *, timeout_s: float = 2.0
 ) -> DatabaseStatus:
-    """``ok`` when a write would succeed; otherwise why not."""
+    """``ok`` when a write would succeed, ``busy`` when it would wait for SQLite's lock;
+    otherwise why not."""
     if sqlite_file is not None and _missing(sqlite_file):
         return "missing"
     try:
@@ -55,5 +60,7 @@ async def database_status(
         reason = str(getattr(exc, "orig", None) or exc) or type(exc).__name__
         log.warning("readiness: the database cannot be written", extra={"db_error": reason})
         lowered = reason.lower()
+        if "database is locked" in lowered or "database is busy" in lowered:
+            return "busy"
         return "read_only" if "readonly" in lowered or "read-only" in lowered else "down"
     return "ok"

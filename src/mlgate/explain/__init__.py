@@ -109,7 +109,8 @@ _MAX_CACHED = 8
 
 def _loaded_arrays(version_dir: Path, manifest: Manifest) -> dict[str, np.ndarray]:
     """:func:`load_arrays`, kept per explainer file (its SHA-256 is checked once)."""
-    assert manifest.explainer is not None
+    if manifest.explainer is None:
+        return load_arrays(version_dir, manifest)  # raises: the version has no explainer
     key = (str(version_dir), manifest.explainer.sha256)
     arrays = _ARRAYS.get(key)
     if arrays is None:

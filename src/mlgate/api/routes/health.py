@@ -14,6 +14,7 @@ from mlgate.api.responses import ORJSONResponse
 from mlgate.api.state import AppState
 from mlgate.db.engine import sqlite_path
 from mlgate.db.readiness import PROBLEMS as DATABASE_PROBLEMS
+from mlgate.db.readiness import SERVING as DATABASE_SERVING
 from mlgate.db.readiness import database_status
 from mlgate.registry.paths import hide_paths
 
@@ -76,7 +77,7 @@ async def readiness(state: AppState) -> tuple[dict[str, str], list[str]]:
     if not state.ready:
         # Readiness is open to anyone: the reason names no server path.
         problems.append(hide_paths(state.load_error or "models are still loading"))
-    if database != "ok":
+    if database not in DATABASE_SERVING:
         problems.append(DATABASE_PROBLEMS[database])
     if checks["rate_limiter"] == "down":
         problems.append("the rate limiter's Redis does not answer (fail-closed)")
