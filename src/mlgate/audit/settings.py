@@ -15,9 +15,11 @@ class AuditSettings(BaseModel):
     enabled: bool = True
     """Record every prediction row (off: no audit log, predictions API or quality; usage
     is still counted)."""
-    queue_max_records: int = Field(default=100_000, ge=1, le=100_000_000)
+    queue_max_records: int = Field(default=20_000, ge=1, le=100_000_000)
     """Prediction rows a worker holds in memory while they wait to be written; a request
-    whose rows do not fit is not recorded (counted as overflow and logged)."""
+    whose rows do not fit is not recorded (counted as overflow and logged). Each queued
+    request keeps its input and output arrays, so this bounds the worker's memory: a
+    worker that answers faster than its database takes rows fills it."""
     batch_records: int = Field(default=2000, ge=1, le=100_000)
     """Most rows written by one flush (one multi-row INSERT, or COPY on PostgreSQL)."""
     flush_interval_s: float = Field(default=0.5, gt=0, le=3600)

@@ -290,10 +290,15 @@ def shown_path(path: Path, levels: int) -> str:
     return "/".join(path.parts[-levels:])
 
 
+_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _read_yaml(path: Path, shown: str) -> Any:
     try:
         with path.open("r", encoding="utf-8") as fh:
-            return yaml.safe_load(fh.read())  # a string: errors name no file path
+            # A string: errors name no file path. libyaml's loader parses the manifests
+            # (with their reference profiles) about 10x faster than the pure-Python one.
+            return yaml.load(fh.read(), Loader=_SAFE_LOADER)
     except FileNotFoundError:
         raise ManifestError(f"{shown} does not exist") from None
     except OSError as exc:
