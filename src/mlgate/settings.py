@@ -19,6 +19,7 @@ from mlgate.auth.entropy import estimated_entropy_bits
 from mlgate.auth.scopes import ADMIN, SCOPES
 from mlgate.cache.settings import CacheSettings
 from mlgate.drift.settings import DriftSettings
+from mlgate.observability.settings import MetricsSettings
 from mlgate.ratelimit.settings import RateLimitSettings
 from mlgate.shadow.settings import ShadowSettings
 from mlgate.sinks.settings import SinkSettings
@@ -301,7 +302,7 @@ def normalize_database_url(url: str) -> str:
 
 
 class ObservabilitySettings(BaseModel):
-    """Logging."""
+    """Logging (metrics: ``MLGATE_METRICS__*``)."""
 
     model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
 
@@ -310,7 +311,8 @@ class ObservabilitySettings(BaseModel):
     json_logs: bool = True
     """One JSON object per log line (False: human-readable lines)."""
     access_log: bool = False
-    """Log every request line (uvicorn access log)."""
+    """One access line per request (logger `mlgate.access`): request id, principal id,
+    route template, status, latency, model, version, rows, cache, client IP."""
 
 
 class DeviceSettings(BaseModel):
@@ -360,6 +362,8 @@ class Settings(BaseSettings):
     """Rate limits per principal and per client IP."""
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     """Logs."""
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    """Prometheus metrics."""
     devices: DeviceSettings = Field(default_factory=DeviceSettings)
     """Per-device baselines."""
     cache: CacheSettings = Field(default_factory=CacheSettings)

@@ -29,6 +29,7 @@ from mlgate.db.migrate import upgrade
 from mlgate.devices.scoring import DeviceScorer
 from mlgate.devices.store import BaselineStore
 from mlgate.devices.windows import ReadingWindows
+from mlgate.observability.instrument import Instrumentation
 from mlgate.ratelimit import build_rate_limiter
 from mlgate.registry.registry import ModelRegistry
 from mlgate.settings import Settings
@@ -152,6 +153,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.dispose()
         raise
     app.state.mlgate = state
+    metrics = getattr(app.state, "metrics", None)
+    if metrics is not None:  # before the models load: their failures are counted
+        state.instrumentation = Instrumentation(metrics, state)
     state.dataplane.runner.attach(asyncio.get_running_loop())
     # Aliases moved through the admin API, before the models load: a restart keeps them.
     await state.signals.alias_sync.apply()
@@ -167,6 +171,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks.append(asyncio.create_task(watch_repository(state, settings.models.watch_interval_s)))
     if state.audit is not None:
         state.audit.start()
+    if state.instrumentation is not None:
+        state.instrumentation.start()
     try:
         yield
     finally:
@@ -181,4 +187,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.audit is not None:
             await state.audit.close()  # after the last request: writes what is queued
         await state.limiter.close()
+        if state.instrumentation is not None:
+            await state.instrumentation.close()
         await engine.dispose()

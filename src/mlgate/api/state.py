@@ -15,6 +15,7 @@ from mlgate.auth.principal_cache import AccountChanges
 from mlgate.auth.service import AuthService
 from mlgate.dataplane import DataPlane
 from mlgate.devices.scoring import DeviceScorer
+from mlgate.observability.instrument import Instrumentation
 from mlgate.ratelimit import RateLimiter
 from mlgate.registry.registry import ModelRegistry
 from mlgate.settings import Settings
@@ -39,6 +40,8 @@ class AppState:
     load_error: str | None = None
     audit: AuditService | None = None
     """Audit log, feedback, retention and usage (issue 10)."""
+    instrumentation: Instrumentation | None = None
+    """The metrics hooked onto the parts above (None: metrics off)."""
 
     @property
     def uptime_seconds(self) -> float:

@@ -81,6 +81,8 @@ class AuditLog:
         self._last_failure_log = -LOG_EVERY_S
         self._overflow_logged = 0
         self._failing_since: float | None = None
+        self.on_flush: Callable[[float], None] | None = None
+        """Told how long each written batch took (s): the metrics' hook."""
 
     # -- hot path ------------------------------------------------------------------------
 
@@ -188,6 +190,7 @@ class AuditLog:
 
     async def _write(self, rows: list[Row]) -> bool:
         """Write one batch; False (rows kept in ``_pending``) when the database failed."""
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.settings.write_timeout_s):
                 await self.sink.write(rows)
@@ -199,6 +202,8 @@ class AuditLog:
             return False
         else:
             self.written += len(rows)
+        if self.on_flush is not None:
+            self.on_flush(time.perf_counter() - started)
         if self._failing_since is not None:
             log.warning(
                 "audit log writes again",

@@ -25,6 +25,8 @@ log = logging.getLogger("mlgate.batching")
 
 #: Runs the model on a matrix (already in the right dtype); may run in a thread.
 ModelCall = Callable[[np.ndarray], Awaitable[np.ndarray]]
+#: Told of every model call: its rows, and how long each of its requests waited (s).
+BatchObserver = Callable[[int, list[float]], None]
 
 
 class BatcherClosed(RuntimeError):
@@ -35,13 +37,21 @@ class BatcherClosed(RuntimeError):
 class _Pending:
     rows: np.ndarray
     future: asyncio.Future[np.ndarray]
+    queued_at: float
     done: bool = field(default=False)
 
 
 class AdaptiveBatcher:
     """Groups concurrent requests' rows into model calls (see the module docstring)."""
 
-    def __init__(self, call: ModelCall, *, max_batch_size: int, max_delay_s: float) -> None:
+    def __init__(
+        self,
+        call: ModelCall,
+        *,
+        max_batch_size: int,
+        max_delay_s: float,
+        observer: BatchObserver | None = None,
+    ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self._call = call
@@ -51,6 +61,7 @@ class AdaptiveBatcher:
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._observer = observer
         self.batches = 0
         """Model calls made (for tests and metrics)."""
 
@@ -67,7 +78,7 @@ class AdaptiveBatcher:
             # Created lazily, inside the loop that serves the requests.
             self._arrived = asyncio.Event()
             self._task = loop.create_task(self._serve(), name="mlgate-batcher")
-        pending = _Pending(rows, loop.create_future())
+        pending = _Pending(rows, loop.create_future(), loop.time())
         self._queue.append(pending)
         assert self._arrived is not None
         self._arrived.set()
@@ -124,6 +135,9 @@ class AdaptiveBatcher:
 
     async def _run(self, batch: list[_Pending]) -> None:
         self.batches += 1
+        if self._observer is not None:
+            now = asyncio.get_running_loop().time()
+            self._observer(sum(len(p.rows) for p in batch), [now - p.queued_at for p in batch])
         if len(batch) == 1:
             await self._answer(batch[0])
             return

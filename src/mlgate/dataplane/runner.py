@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import anyio.to_thread
 import numpy as np
 
-from mlgate.dataplane.batching import AdaptiveBatcher, BatcherClosed
+from mlgate.dataplane.batching import AdaptiveBatcher, BatcherClosed, BatchObserver
 from mlgate.errors import ClientGone, ModelExecutionError, Overloaded, PredictionTimeout
 from mlgate.registry.registry import ModelVersion
 
@@ -36,6 +36,8 @@ log = logging.getLogger("mlgate.inference")
 
 #: Completes when the client of a request goes away (None: cannot tell).
 DisconnectWatch = Callable[[], Awaitable[object]]
+#: The batch observer of a model version, given (model, version); None: not observed.
+BatchObservers = Callable[[str, str], BatchObserver]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +59,9 @@ def _call(mv: ModelVersion, x: np.ndarray) -> np.ndarray:
 class VersionRunner:
     """Admission, execution and timeout for one model version."""
 
-    def __init__(self, mv: ModelVersion, policy: RunnerPolicy) -> None:
+    def __init__(
+        self, mv: ModelVersion, policy: RunnerPolicy, observers: BatchObservers | None = None
+    ) -> None:
         self.mv = mv
         self.policy = policy
         self.in_flight = 0
@@ -74,6 +78,7 @@ class VersionRunner:
                     if spec is not None and spec.max_delay_ms is not None
                     else policy.max_delay_s
                 ),
+                observer=observers(mv.name, mv.version) if observers is not None else None,
             )
 
     @property
@@ -173,8 +178,11 @@ class Runner:
     """The data plane's runner step: one :class:`VersionRunner` per model version,
     created on first use and drained when the registry unloads the version."""
 
-    def __init__(self, policy: RunnerPolicy | None = None) -> None:
+    def __init__(
+        self, policy: RunnerPolicy | None = None, batch_observers: BatchObservers | None = None
+    ) -> None:
         self.policy = policy or RunnerPolicy()
+        self.batch_observers = batch_observers
         self._versions: dict[int, VersionRunner] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing: set[asyncio.Task[None]] = set()
@@ -182,7 +190,7 @@ class Runner:
     def for_version(self, mv: ModelVersion) -> VersionRunner:
         runner = self._versions.get(id(mv))
         if runner is None or runner.mv is not mv:
-            runner = self._versions[id(mv)] = VersionRunner(mv, self.policy)
+            runner = self._versions[id(mv)] = VersionRunner(mv, self.policy, self.batch_observers)
         return runner
 
     async def run(

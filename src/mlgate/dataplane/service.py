@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlgate.context import bind_inference
+from mlgate.context import bind_inference, cache_var, rows_var
 from mlgate.dataplane.explaining import check_explainable, explanations
 from mlgate.dataplane.ids import new_key
 from mlgate.dataplane.outputs import anomaly_output, classification_output, confidence_of
@@ -114,6 +114,7 @@ class DataPlane:
         mv = self.registry.resolve(model, version)
         bind_inference(mv.name, mv.version, context.protocol)
         inputs = codec.decode(payload, mv, self.max_batch_rows)
+        rows_var.set(inputs.rows)
         if inputs.explain is not None:
             check_explainable(mv, inputs)
         owner = None
@@ -160,6 +161,8 @@ class DataPlane:
         lookup = self.cache.lookup(mv, x, context) if self.cache is not None else None
         raw = await lookup.get() if lookup is not None else None
         hit = raw is not None
+        if lookup is not None:
+            cache_var.set("hit" if hit else "miss")
         if raw is None:
             raw = await self.runner.run(mv, x, context.disconnected)
             if lookup is not None:
