@@ -308,8 +308,9 @@ class ObservabilitySettings(BaseModel):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of mlgate and uvicorn."""
-    json_logs: bool = True
-    """One JSON object per log line (False: human-readable lines)."""
+    json_logs: bool | None = None
+    """One JSON object per log line (False: human-readable lines); unset: JSON unless
+    the server's stderr is a terminal."""
     access_log: bool = False
     """One access line per request (logger `mlgate.access`): request id, principal id,
     route template, status, latency, model, version, rows, cache, client IP."""

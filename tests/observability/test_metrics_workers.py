@@ -3,6 +3,7 @@ whichever worker answers the scrape, and a worker that dies keeps its counts."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -97,6 +98,10 @@ def test_two_workers_count_each_prediction_exactly_once(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert not any(f"gauge_livesum_{pids[0]}.db" == n for n in os.listdir(directory))
     assert not directory.exists()  # removed when the server stopped
+    # JSON logs (stderr is no terminal here): every line an object; requests carry ids.
+    records = [json.loads(line) for line in server.log.read_text().splitlines()]
+    access = [r for r in records if r["logger"] == "mlgate.access"]
+    assert len(access) >= expected and all(r["request_id"] for r in access)
 
 
 def _metrics_dir(pid: int) -> Path | None:
