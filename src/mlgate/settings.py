@@ -19,7 +19,7 @@ from mlgate.auth.entropy import estimated_entropy_bits
 from mlgate.auth.scopes import ADMIN, SCOPES
 from mlgate.cache.settings import CacheSettings
 from mlgate.drift.settings import DriftSettings
-from mlgate.observability.settings import MetricsSettings
+from mlgate.observability.settings import MetricsSettings, TracingSettings
 from mlgate.ratelimit.settings import RateLimitSettings
 from mlgate.shadow.settings import ShadowSettings
 from mlgate.sinks.settings import SinkSettings
@@ -365,6 +365,8 @@ class Settings(BaseSettings):
     """Logs."""
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     """Prometheus metrics."""
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    """OpenTelemetry traces."""
     devices: DeviceSettings = Field(default_factory=DeviceSettings)
     """Per-device baselines."""
     cache: CacheSettings = Field(default_factory=CacheSettings)

@@ -33,6 +33,7 @@ from mlgate.api.routes import (
 from mlgate.api.routes.metrics import metrics_router
 from mlgate.observability.http import ObservabilityMiddleware
 from mlgate.observability.metrics import Metrics, multiprocess_dir
+from mlgate.observability.tracing import build_tracing
 from mlgate.settings import Settings
 
 
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the directory up); hooked onto the data plane and the rest by the lifespan.
     metrics = Metrics(multiprocess=multiprocess_dir()) if settings.metrics.enabled else None
     app.state.metrics = metrics
+    app.state.tracing = build_tracing(settings.tracing)  # None unless configured
     install_error_handlers(app)
     for router in (
         health.router,
@@ -105,6 +107,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.server.max_body_bytes)
     # Added last = outermost: measures and logs every answer, those above included.
     app.add_middleware(
-        ObservabilityMiddleware, metrics=metrics, access=settings.observability.access_log
+        ObservabilityMiddleware,
+        metrics=metrics,
+        access=settings.observability.access_log,
+        tracing=app.state.tracing,
     )
     return app

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -33,6 +34,9 @@ from mlgate.observability.instrument import Instrumentation
 from mlgate.ratelimit import build_rate_limiter
 from mlgate.registry.registry import ModelRegistry
 from mlgate.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("mlgate.lifespan")
 
@@ -104,6 +108,16 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
     )
 
 
+def trace_steps(state: AppState, tracer: Tracer) -> None:
+    """Hand the tracer to every part that opens a span for a step of a request."""
+    state.tracer = tracer
+    state.limits.tracer = tracer
+    state.dataplane.tracer = tracer
+    state.dataplane.runner.tracer = tracer
+    if state.audit is not None and state.audit.log is not None:
+        state.audit.log.tracer = tracer
+
+
 async def prepare_database(state: AppState) -> None:
     """Migrate (unless disabled) and, on a first embedded start, create the admin."""
     settings = state.settings
@@ -156,6 +170,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics = getattr(app.state, "metrics", None)
     if metrics is not None:  # before the models load: their failures are counted
         state.instrumentation = Instrumentation(metrics, state)
+    tracing = getattr(app.state, "tracing", None)
+    if tracing is not None:
+        trace_steps(state, tracing.tracer)
     state.dataplane.runner.attach(asyncio.get_running_loop())
     # Aliases moved through the admin API, before the models load: a restart keeps them.
     await state.signals.alias_sync.apply()
@@ -189,4 +206,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.limiter.close()
         if state.instrumentation is not None:
             await state.instrumentation.close()
+        if tracing is not None:
+            await anyio.to_thread.run_sync(tracing.flush)
         await engine.dispose()

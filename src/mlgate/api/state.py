@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,6 +20,9 @@ from mlgate.observability.instrument import Instrumentation
 from mlgate.ratelimit import RateLimiter
 from mlgate.registry.registry import ModelRegistry
 from mlgate.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 
 @dataclass
@@ -42,6 +46,8 @@ class AppState:
     """Audit log, feedback, retention and usage (issue 10)."""
     instrumentation: Instrumentation | None = None
     """The metrics hooked onto the parts above (None: metrics off)."""
+    tracer: Tracer | None = None
+    """Opens the spans of request steps (None: tracing off)."""
 
     @property
     def uptime_seconds(self) -> float:

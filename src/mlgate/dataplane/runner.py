@@ -24,13 +24,18 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 import numpy as np
 
 from mlgate.dataplane.batching import AdaptiveBatcher, BatcherClosed, BatchObserver
 from mlgate.errors import ClientGone, ModelExecutionError, Overloaded, PredictionTimeout
+from mlgate.observability.tracing import MODEL, VERSION
 from mlgate.registry.registry import ModelVersion
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("mlgate.inference")
 
@@ -60,7 +65,11 @@ class VersionRunner:
     """Admission, execution and timeout for one model version."""
 
     def __init__(
-        self, mv: ModelVersion, policy: RunnerPolicy, observers: BatchObservers | None = None
+        self,
+        mv: ModelVersion,
+        policy: RunnerPolicy,
+        observers: BatchObservers | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.mv = mv
         self.policy = policy
@@ -79,6 +88,8 @@ class VersionRunner:
                     else policy.max_delay_s
                 ),
                 observer=observers(mv.name, mv.version) if observers is not None else None,
+                tracer=tracer,
+                span_attributes={MODEL: mv.name, VERSION: mv.version},
             )
 
     @property
@@ -183,6 +194,8 @@ class Runner:
     ) -> None:
         self.policy = policy or RunnerPolicy()
         self.batch_observers = batch_observers
+        self.tracer: Tracer | None = None
+        """Given to batchers: queue waits become spans (None: tracing off)."""
         self._versions: dict[int, VersionRunner] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing: set[asyncio.Task[None]] = set()
@@ -190,7 +203,9 @@ class Runner:
     def for_version(self, mv: ModelVersion) -> VersionRunner:
         runner = self._versions.get(id(mv))
         if runner is None or runner.mv is not mv:
-            runner = self._versions[id(mv)] = VersionRunner(mv, self.policy, self.batch_observers)
+            runner = self._versions[id(mv)] = VersionRunner(
+                mv, self.policy, self.batch_observers, self.tracer
+            )
         return runner
 
     async def run(

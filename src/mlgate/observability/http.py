@@ -27,6 +27,7 @@ from mlgate.logs import redact_target
 
 if TYPE_CHECKING:
     from mlgate.observability.metrics import Metrics
+    from mlgate.observability.tracing import Tracing
 
 access_log = logging.getLogger("mlgate.access")
 
@@ -46,25 +47,42 @@ def route_template(scope: Scope) -> str:
 
 
 class ObservabilityMiddleware:
-    """HTTP metrics (requests, latency, in flight) and the access log."""
+    """HTTP metrics (requests, latency, in flight), the request's server span and the
+    access log."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics | None, access: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics | None,
+        access: bool,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.access = access
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         metrics = self.metrics
-        if scope["type"] != "http" or (metrics is None and not self.access):
+        tracing = self.tracing
+        if scope["type"] != "http" or (metrics is None and not self.access and tracing is None):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         status = 500  # what the client gets when nothing was sent (the server answers 500)
+        span: Any = None
+        if tracing is not None:
+            span, token = tracing.start_request(scope)
+            scope.setdefault("state", {})["trace_id"] = tracing.trace_id(span)
 
         async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if span is not None and tracing is not None:
+                    traceparent = (b"traceparent", tracing.traceparent(span))
+                    message["headers"] = [*message.get("headers", []), traceparent]
             await send(message)
 
         if metrics is not None:
@@ -77,6 +95,8 @@ class ObservabilityMiddleware:
             if metrics is not None:
                 metrics.http_in_flight.dec()
                 metrics.http_request(scope["method"], route, status, elapsed)
+            if span is not None and tracing is not None:
+                tracing.end_request(span, token, route, status)
             if self.access and access_log.isEnabledFor(logging.INFO):
                 _log_access(scope, route, status, elapsed)
 

@@ -1,6 +1,8 @@
-"""Metrics configuration (``MLGATE_METRICS__*``)."""
+"""Metrics and tracing configuration (``MLGATE_METRICS__*``, ``MLGATE_TRACING__*``)."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,3 +25,23 @@ class MetricsSettings(BaseModel):
     sample_interval_s: float = Field(default=5.0, gt=0, le=600)
     """With several workers, how often each worker publishes its own state (audit queue
     depth and drops, principal-cache hits); a scrape is exact for the worker it reaches."""
+
+
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces (install the `tracing` extra); off unless enabled."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    enabled: bool = False
+    """Trace requests: a span per request (honouring an incoming `traceparent`) and per
+    step (authentication, rate limit, decode, cache, batch queue, inference, encode,
+    audit enqueue and flush)."""
+    exporter: Literal["otlp", "console", "none"] = "otlp"
+    """Where spans go: OTLP over HTTP, the console (debugging), or nowhere."""
+    endpoint: str = Field(default="http://127.0.0.1:4318/v1/traces", pattern=r"^https?://")
+    """The OTLP/HTTP traces endpoint (an OpenTelemetry Collector, Jaeger, Tempo...)."""
+    service_name: str = Field(default="mlgate", min_length=1, max_length=200)
+    """The `service.name` resource attribute of every span."""
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    """Share of new traces recorded; a request with a `traceparent` follows its caller's
+    sampling decision."""
