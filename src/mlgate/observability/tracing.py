@@ -35,6 +35,9 @@ ROWS = "mlgate.rows"
 class _NoSpan(AbstractContextManager[None]):
     __slots__ = ()
 
+    def __enter__(self) -> None:  # no span to hand out (the base returns self)
+        return None
+
     def __exit__(self, *exc: object) -> None:
         return None
 
