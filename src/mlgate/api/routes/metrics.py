@@ -19,7 +19,9 @@ from mlgate.observability.settings import MetricsSettings
 
 def metrics_router(settings: MetricsSettings) -> APIRouter:
     """The metrics route at ``settings.path``, guarded unless the metrics are public."""
-    dependencies = [] if settings.public else [Security(require_scope(METRICS_READ))]
+    dependencies = (
+        [] if settings.public else [Security(require_scope(METRICS_READ), scopes=[METRICS_READ])]
+    )
     router = APIRouter(
         tags=["health"],
         dependencies=dependencies,
