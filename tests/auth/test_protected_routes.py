@@ -41,6 +41,7 @@ PROTECTED: dict[tuple[str, str], str | None] = {
     ("POST", "/predict/batch"): "predict",
     ("GET", "/v1/models"): "models:read",
     ("GET", "/metrics"): "metrics:read",
+    ("GET", "/health/detailed"): "admin",
     ("GET", "/v1/models/{model}"): "models:read",
     ("GET", "/v1/models/{model}/versions/{version}"): "models:read",
     ("GET", "/model/info"): "models:read",

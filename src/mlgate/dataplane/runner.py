@@ -24,7 +24,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import numpy as np
@@ -207,6 +207,24 @@ class Runner:
                 mv, self.policy, self.batch_observers, self.tracer
             )
         return runner
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per model version in use: requests in flight, its queue bound, batching."""
+        out = []
+        for runner in list(self._versions.values()):
+            batcher = runner.batcher
+            out.append(
+                {
+                    "model": runner.mv.name,
+                    "version": runner.mv.version,
+                    "in_flight": runner.in_flight,
+                    "max_queue": runner.policy.max_queue,
+                    "batching": batcher is not None,
+                    "queued_rows": batcher.queued_rows if batcher is not None else 0,
+                    "batches": batcher.batches if batcher is not None else 0,
+                }
+            )
+        return sorted(out, key=lambda r: (r["model"], r["version"]))
 
     async def run(
         self, mv: ModelVersion, x: np.ndarray, disconnected: DisconnectWatch | None = None
