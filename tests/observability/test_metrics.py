@@ -44,6 +44,7 @@ async def test_predictions_and_routes_are_counted_with_templates() -> None:
         assert (await client.get("/v1/models/ids")).status_code == 200
         assert (await client.get("/v1/models/nope")).status_code == 404
         assert (await client.get("/no/such/path")).status_code == 404
+        assert (await client.request("BREW", "/v1/models")).status_code == 405
         samples = parse(await scrape(client))
 
     # Rows by outcome, per protocol: 3 single + 4 batched rows on v1, 2 on /v2.
@@ -76,6 +77,7 @@ async def test_predictions_and_routes_are_counted_with_templates() -> None:
     assert requests[("GET", "/v1/models/{model}", "200")] == 1
     assert requests[("GET", "/v1/models/{model}", "404")] == 1
     assert requests[("GET", "unmatched", "404")] == 1
+    assert requests[("other", "/v1/models", "405")] == 1  # methods are bounded too
     routes = {s.labels["route"] for s in samples if "route" in s.labels}
     assert not any("ids" in r or "nope" in r or "no/such" in r for r in routes), routes
     assert (

@@ -186,13 +186,14 @@ class Metrics:
 
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """One answered HTTP request."""
+        if method not in _METHODS:
+            method = "other"  # any token is a method: never a label (nor a cache key)
         key = (method, route, status)
         children = self._http.get(key)
         if children is None:
-            label = method if method in _METHODS else "other"
             children = self._http[key] = (
-                self.http_requests.labels(label, route, str(status)),
-                self.http_duration.labels(label, route),
+                self.http_requests.labels(method, route, str(status)),
+                self.http_duration.labels(method, route),
             )
         children[0].inc()
         children[1].observe(seconds)
