@@ -11,11 +11,12 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mlgate.settings import bundled_repository
 from tests.observability.scrape import parse, total
-from tests.servers import Worker, clean_env, connections_to_workers, mlgate_serve
+from tests.servers import Worker, clean_env, connections_to_workers, free_port, mlgate_serve
 
 ROW = {"features": [0.5] * 77}
 PER_WORKER = (4, 7)  # a known, uneven number of predictions on each worker
@@ -45,6 +46,7 @@ def test_two_workers_count_each_prediction_exactly_once(tmp_path: Path) -> None:
         MLGATE_RATE_LIMIT__ENABLED="false",
         MLGATE_METRICS__PUBLIC="true",
         MLGATE_OBSERVABILITY__ACCESS_LOG="true",
+        MLGATE_METRICS__PORT=str(metrics_port := free_port()),
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     repository = tmp_path / "models"  # one model: workers start fast
@@ -77,6 +79,13 @@ def test_two_workers_count_each_prediction_exactly_once(tmp_path: Path) -> None:
             )
             # Only the scrape itself is in flight, over both workers.
             assert total(samples, "mlgate_http_requests_in_flight") == 1
+
+        # The same totals, without credentials, on the metrics port of the serve process.
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert scraped.status_code == 200
+        samples = parse(scraped.text)
+        assert total(samples, "mlgate_predictions_total", model="ids") == expected
+        assert total(samples, "mlgate_http_requests_in_flight") == 0
 
         # The metrics directory is this run's own, private one.
         directory = _metrics_dir(pids[0])

@@ -81,11 +81,14 @@ def serve(
     server = settings.server
     workers = server.workers if not auto_reload else 1
     with contextlib.ExitStack() as stack:
-        if workers > 1 and settings.metrics.enabled:
+        metrics = settings.metrics
+        if metrics.enabled and (workers > 1 or metrics.port is not None):
             # Every worker counts into this run's own directory; a scrape adds them up.
-            from mlgate.observability.multiprocess import metrics_directory
+            from mlgate.observability.multiprocess import metrics_directory, metrics_port
 
-            stack.enter_context(metrics_directory())
+            directory = stack.enter_context(metrics_directory())
+            if metrics.port is not None:
+                stack.enter_context(metrics_port(directory, metrics.port_host, metrics.port))
         uvicorn.run(
             FACTORY,
             factory=True,

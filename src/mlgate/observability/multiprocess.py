@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from mlgate.observability.metrics import MULTIPROC_ENV
 
@@ -37,6 +38,36 @@ def metrics_directory() -> Iterator[Path]:
         else:
             os.environ[MULTIPROC_ENV] = previous
         shutil.rmtree(path, ignore_errors=True)
+
+
+class _LiveWorkers:
+    """Every worker's metric files, once the live gauges of dead workers are forgotten."""
+
+    def __init__(self, path: str) -> None:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self.path = path
+        self._files = MultiProcessCollector(None, path=path)
+
+    def collect(self) -> Iterator[Any]:
+        forget_dead_workers(self.path)
+        return iter(self._files.collect())
+
+
+@contextlib.contextmanager
+def metrics_port(path: Path, host: str, port: int) -> Iterator[None]:
+    """``/metrics`` of every worker on ``host:port``, from this (the supervising)
+    process, without authentication, until the block ends."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(_LiveWorkers(str(path)))
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
 
 
 def _alive(pid: int) -> bool:

@@ -19,6 +19,12 @@ class MetricsSettings(BaseModel):
     public: bool = False
     """Serve the metrics without authentication (only where the port is not reachable
     from outside); otherwise the caller needs the `metrics:read` (or `admin`) scope."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Also serve the metrics, without authentication, on this port of the `mlgate serve`
+    process (every worker's counts; the gauges read from the database and the registry -
+    drift, accuracy, feedback, load times - only on the main port's `/metrics`)."""
+    port_host: str = "127.0.0.1"
+    """The interface of that port (`0.0.0.0` in a container scraped from outside)."""
     refresh_interval_s: float = Field(default=30.0, ge=0, le=3600)
     """Database-backed gauges (drift scores, live accuracy, feedback counts) are
     recomputed at most this often, on a scrape (0: on every scrape)."""
