@@ -121,3 +121,26 @@ def _metrics_dir(pid: int) -> Path | None:
         if match:
             return Path(match.group(1).decode())
     return None
+
+
+@pytest.mark.slow
+def test_one_worker_serves_the_metrics_port_too(tmp_path: Path) -> None:
+    """With one worker the app runs in the serve process itself: it must count into the
+    directory (prometheus_client picks its mode once, when first imported)."""
+    port = free_port()
+    env = clean_env(
+        MLGATE_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'mlgate.db'}",
+        MLGATE_AUTH__BOOTSTRAP_ADMIN="false",
+        MLGATE_AUTH__ANONYMOUS_ENABLED="true",
+        MLGATE_RATE_LIMIT__ENABLED="false",
+        MLGATE_METRICS__PORT=str(port),
+    )
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    repository = tmp_path / "models"
+    shutil.copytree(bundled_repository() / "ids", repository / "ids")
+    with mlgate_serve(tmp_path, env, "--repository", str(repository)) as server:
+        for _ in range(3):
+            answer = httpx.post(f"{server.url}/v1/models/ids/predict", json=ROW, timeout=10)
+            assert answer.status_code == 200, answer.text
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    assert total(parse(scraped.text), "mlgate_predictions_total", model="ids") == 3

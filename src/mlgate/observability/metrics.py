@@ -26,9 +26,7 @@ from prometheus_client.registry import Collector
 
 from mlgate.context import model_var
 from mlgate.errors import MlgateError, Overloaded, PredictionTimeout, RateLimited
-
-#: The environment variable prometheus_client reads (at import) for multiprocess mode.
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from mlgate.observability.multiprocess import MULTIPROC_ENV
 
 _LATENCY_BUCKETS = (
     0.0005,

@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mlgate.observability.metrics import MULTIPROC_ENV
+#: What prometheus_client reads, once, when it is first imported: this module must not
+#: import it before the directory is set up (a single worker runs in this process).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 
