@@ -3,10 +3,12 @@ trace, one per step, parented correctly; off by default and lazily imported."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -69,8 +71,12 @@ def _check_trace(spans: dict[str, ReadableSpan], route: str, version: str) -> No
         assert server.start_time <= span.start_time <= span.end_time <= server.end_time
 
 
-async def test_v1_and_v2_predictions_are_traced_step_by_step() -> None:
+async def test_v1_and_v2_predictions_are_traced_step_by_step(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="mlgate.access")
     settings = make_settings(
+        observability={"access_log": True},
         auth={"anonymous_enabled": False},
         rate_limit={"enabled": True},
         cache={"models": ["ids"]},
@@ -105,6 +111,9 @@ async def test_v1_and_v2_predictions_are_traced_step_by_step() -> None:
         _in_trace(spans, v1_trace), "/v1/models/{model}/predict", v1.json()["model_version"]
     )
     _check_trace(_in_trace(spans, v2_trace), "/v2/models/{model}/infer", v2.json()["model_version"])
+    # The access line names the trace.
+    traced = {getattr(r, "trace_id", None) for r in caplog.records if r.name == "mlgate.access"}
+    assert {v1_trace, v2_trace, new_trace} <= traced
     # The audit rows were written in a background batch: a trace of its own.
     (flush,) = [s for s in spans if s.name == "mlgate.audit.flush"]
     assert flush.parent is None
