@@ -43,8 +43,8 @@ class Instrumentation:
     async def scrape(self, accept: str | None) -> tuple[bytes, str]:
         """The exposition: this worker sampled, database gauges fresh, dead workers'
         live gauges forgotten."""
+        await self.state_metrics.refresh()  # flushes the audit queue first, then:
         self.state_metrics.sample()
-        await self.state_metrics.refresh()
         if self.metrics.multiprocess:
             forget_dead_workers(self.metrics.multiprocess)
         return self.metrics.render(accept)
