@@ -104,7 +104,7 @@ class AccessLine:
     pid: int
     request_id: str | None
     line: str
-    """The request line and status, e.g. ``"POST /predict HTTP/1.1" 200``."""
+    """Method, route template and status, e.g. ``POST /predict 200``."""
 
 
 def access_log(log: Path) -> list[AccessLine]:
@@ -115,7 +115,7 @@ def access_log(log: Path) -> list[AccessLine]:
         if not text.startswith("{"):
             continue
         record = json.loads(text)
-        if record.get("logger") == "uvicorn.access":
+        if record.get("logger") == "mlgate.access":
             lines.append(AccessLine(record["pid"], record.get("request_id"), record["message"]))
     return lines
 

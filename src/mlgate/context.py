@@ -19,6 +19,9 @@ principal_var: ContextVar[Principal | None] = ContextVar("mlgate_principal", def
 model_var: ContextVar[str | None] = ContextVar("mlgate_model", default=None)
 version_var: ContextVar[str | None] = ContextVar("mlgate_model_version", default=None)
 protocol_var: ContextVar[str | None] = ContextVar("mlgate_protocol", default=None)
+rows_var: ContextVar[int | None] = ContextVar("mlgate_rows", default=None)
+cache_var: ContextVar[str | None] = ContextVar("mlgate_cache", default=None)
+"""``hit`` or ``miss`` when the prediction cache was consulted."""
 
 
 def current_request_id() -> str | None:

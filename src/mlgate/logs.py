@@ -1,5 +1,6 @@
 """Structured logging: one JSON object per line, carrying the request context
-(request id, principal, model, version, protocol).
+(request id, principal, model, version, protocol) - or, on a terminal, readable lines
+with the same fields as ``key=value``.
 
 The access log writes each request's target; credentials a client put in its query
 string (refused by the API, which reads them only from headers) are redacted first.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
@@ -25,6 +27,30 @@ _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
 }
 
 
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The request context, then the fields the call passed with ``extra=``."""
+    fields = log_context()
+    for key, value in record.__dict__.items():
+        if key not in _STANDARD_ATTRS and not key.startswith("_"):
+            fields[key] = value
+    return fields
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Readable lines for a terminal: time, level, logger, message, then the request
+    context and extras as ``key=value``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = {k: v for k, v in _extras(record).items() if v is not None}
+        if fields:
+            line += "  " + " ".join(f"{key}={value}" for key, value in fields.items())
+        return line
+
+
 class JSONFormatter(logging.Formatter):
     """Formats a record as JSON: time, level, logger, process id, message, request id and
     extras (the process id tells apart the workers of ``mlgate serve --workers N``)."""
@@ -37,10 +63,7 @@ class JSONFormatter(logging.Formatter):
             "pid": record.process,
             "message": record.getMessage(),
         }
-        payload.update(log_context())
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                payload[key] = value
+        payload.update(_extras(record))
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(payload, default=str).decode()
@@ -113,13 +136,21 @@ class RedactCredentials(logging.Filter):
         return True
 
 
-def logging_config(level: str = "info", json_logs: bool = True) -> dict[str, Any]:
-    """A ``logging.config.dictConfig`` mapping for mlgate and uvicorn."""
-    formatter = (
-        {"()": "mlgate.logs.JSONFormatter"}
-        if json_logs
-        else {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"}
-    )
+def wants_json(json_logs: bool | None) -> bool:
+    """JSON unless said otherwise; by default, JSON unless stderr is a terminal."""
+    if json_logs is not None:
+        return json_logs
+    return not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+
+
+def logging_config(level: str = "info", json_logs: bool | None = None) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` mapping for mlgate and uvicorn (``json_logs``
+    None: JSON unless stderr is a terminal)."""
+    formatter = {
+        "()": "mlgate.logs.JSONFormatter"
+        if wants_json(json_logs)
+        else "mlgate.logs.ConsoleFormatter"
+    }
     handler = {
         "class": "logging.StreamHandler",
         "formatter": "default",

@@ -19,6 +19,7 @@ from mlgate.auth.entropy import estimated_entropy_bits
 from mlgate.auth.scopes import ADMIN, SCOPES
 from mlgate.cache.settings import CacheSettings
 from mlgate.drift.settings import DriftSettings
+from mlgate.observability.settings import MetricsSettings, TracingSettings
 from mlgate.ratelimit.settings import RateLimitSettings
 from mlgate.shadow.settings import ShadowSettings
 from mlgate.sinks.settings import SinkSettings
@@ -301,16 +302,18 @@ def normalize_database_url(url: str) -> str:
 
 
 class ObservabilitySettings(BaseModel):
-    """Logging."""
+    """Logging (metrics: ``MLGATE_METRICS__*``)."""
 
     model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of mlgate and uvicorn."""
-    json_logs: bool = True
-    """One JSON object per log line (False: human-readable lines)."""
+    json_logs: bool | None = None
+    """One JSON object per log line (False: human-readable lines); unset: JSON unless
+    the server's stderr is a terminal."""
     access_log: bool = False
-    """Log every request line (uvicorn access log)."""
+    """One access line per request (logger `mlgate.access`): request id, principal id,
+    route template, status, latency, model, version, rows, cache, client IP."""
 
 
 class DeviceSettings(BaseModel):
@@ -360,6 +363,10 @@ class Settings(BaseSettings):
     """Rate limits per principal and per client IP."""
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     """Logs."""
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    """Prometheus metrics."""
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    """OpenTelemetry traces."""
     devices: DeviceSettings = Field(default_factory=DeviceSettings)
     """Per-device baselines."""
     cache: CacheSettings = Field(default_factory=CacheSettings)

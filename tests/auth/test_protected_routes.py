@@ -40,6 +40,8 @@ PROTECTED: dict[tuple[str, str], str | None] = {
     ("POST", "/predict"): "predict",
     ("POST", "/predict/batch"): "predict",
     ("GET", "/v1/models"): "models:read",
+    ("GET", "/metrics"): "metrics:read",
+    ("GET", "/health/detailed"): "admin",
     ("GET", "/v1/models/{model}"): "models:read",
     ("GET", "/v1/models/{model}/versions/{version}"): "models:read",
     ("GET", "/model/info"): "models:read",
@@ -367,6 +369,7 @@ async def test_openapi_offers_both_schemes_for_the_authorize_button(harness: Har
         "predict",
         "models:read",
         "feedback",
+        "metrics:read",
         "admin",
     }
     assert schemes["APIKeyHeader"] == {

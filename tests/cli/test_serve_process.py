@@ -127,6 +127,21 @@ def _alias_moved(body: dict[str, Any]) -> None:
     assert body["moved_at"]
 
 
+def _metrics(samples: dict[str, Any]) -> None:
+    # "GET /metrics answers in the Prometheus text format"
+    assert "mlgate_http_requests_total" in samples
+    assert "mlgate_predictions_total" in samples
+
+
+def _prometheus_text(body: str) -> dict[str, Any]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {s.name: s for f in text_string_to_metric_families(body) for s in f.samples}
+
+
+#: Answers that are not JSON: how to read them.
+NOT_JSON: dict[str, Callable[[str], dict[str, Any]]] = {"/metrics": _prometheus_text}
+
 #: What the README says each curl example answers, by path (each example needs one).
 DOCUMENTED: dict[str, Callable[[dict[str, Any]], None]] = {
     "/v1/models/ids/predict": _ids_port_scan,
@@ -138,6 +153,7 @@ DOCUMENTED: dict[str, Callable[[dict[str, Any]], None]] = {
     "/health": _seed_health,
     "/model/info": _seed_model_info,
     "/v1/admin/models/ids/aliases": _alias_moved,
+    "/metrics": _metrics,
 }
 
 
@@ -164,7 +180,7 @@ def test_readme_curl_examples_work_as_written(server: Server) -> None:
         path = urlsplit(url).path
         assert path in DOCUMENTED, f"no documented result to check for {command}"
         try:
-            DOCUMENTED[path](json.loads(body))
+            DOCUMENTED[path](NOT_JSON.get(path, json.loads)(body))
         except (AssertionError, KeyError) as exc:
             raise AssertionError(f"{command}\n-> {body[:1000]}") from exc
         checked.add(path)

@@ -30,6 +30,10 @@ from mlgate.api.routes import (
     quality,
     usage,
 )
+from mlgate.api.routes.metrics import metrics_router
+from mlgate.observability.http import ObservabilityMiddleware
+from mlgate.observability.metrics import Metrics, multiprocess_dir
+from mlgate.observability.tracing import build_tracing
 from mlgate.settings import Settings
 
 
@@ -50,6 +54,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.settings = settings
+    # The app's own metrics registry (multiprocess when `mlgate serve --workers N` set
+    # the directory up); hooked onto the data plane and the rest by the lifespan.
+    metrics = Metrics(multiprocess=multiprocess_dir()) if settings.metrics.enabled else None
+    app.state.metrics = metrics
+    app.state.tracing = build_tracing(settings.tracing)  # None unless configured
     install_error_handlers(app)
     for router in (
         health.router,
@@ -72,16 +81,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         usage.router,
     ):
         app.include_router(router)
+    if metrics is not None:
+        app.include_router(metrics_router(settings.metrics))
     # Innermost of the middleware: CORS and the request context apply to it too.
     app.add_middleware(
         HotRoutes,
         routes=[
-            (r"/v1/models/(?P<model>[^/]+)/predict", predict.hot_predict),
-            (r"/v1/models/(?P<model>[^/]+)/predict/batch", predict.hot_predict_batch),
-            (r"/predict", legacy.hot_predict),
-            (r"/predict/batch", legacy.hot_predict_batch),
-            (r"/v2/models/(?P<model>[^/]+)/infer", oip.hot_infer),
-            (r"/v2/models/(?P<model>[^/]+)/versions/(?P<version>[^/]+)/infer", oip.hot_infer),
+            ("/v1/models/{model}/predict", predict.hot_predict),
+            ("/v1/models/{model}/predict/batch", predict.hot_predict_batch),
+            ("/predict", legacy.hot_predict),
+            ("/predict/batch", legacy.hot_predict_batch),
+            ("/v2/models/{model}/infer", oip.hot_infer),
+            ("/v2/models/{model}/versions/{version}/infer", oip.hot_infer),
         ],
     )
     if settings.server.cors_origins:
@@ -92,6 +103,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
-    # Added last = outermost: every response, even a crash, gets the request id.
+    # Every response, even a crash, gets the request id.
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.server.max_body_bytes)
+    # Added last = outermost: measures and logs every answer, those above included.
+    app.add_middleware(
+        ObservabilityMiddleware,
+        metrics=metrics,
+        access=settings.observability.access_log,
+        tracing=app.state.tracing,
+    )
     return app

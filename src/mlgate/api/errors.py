@@ -120,6 +120,9 @@ def error_response(
 
 async def _mlgate_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, MlgateError)
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None and exc.status_code in (429, 503, 504):
+        metrics.error(exc)
     if exc.status_code >= 500 and exc.status_code != 503:
         log.error("request failed: %s", exc.message, extra={"error_code": exc.code})
     return error_response(request, exc.status_code, exc.code, exc.message, exc.details, exc.headers)

@@ -20,22 +20,41 @@ from starlette.responses import Response
 from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from mlgate.observability.http import ROUTE_KEY
+
 Handler = Callable[..., Awaitable[Response]]
+
+_PARAMETER = re.compile(r"\{(\w+)\}")
+
+
+def compile_template(template: str) -> re.Pattern[str]:
+    """``/v1/models/{model}/predict`` as a regex whose groups are the parameters (each
+    one path segment)."""
+    parts = _PARAMETER.split(template)
+    pattern = "".join(
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts)
+    )
+    return re.compile(f"^{pattern}$")
 
 
 class HotRoutes:
     """Dispatches ``POST`` requests on the inference paths to their handlers."""
 
     def __init__(self, app: ASGIApp, routes: list[tuple[str, Handler]]) -> None:
+        """``routes``: (path template such as ``/v1/models/{model}/predict``, handler)."""
         self.app = app
-        self.routes = [(re.compile(f"^{pattern}$"), handler) for pattern, handler in routes]
+        self.routes = [
+            (compile_template(template), template, handler) for template, handler in routes
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             path = get_route_path(scope)
-            for pattern, handler in self.routes:
+            for pattern, template, handler in self.routes:
                 match = pattern.match(path)
                 if match is not None:
+                    # Metrics and logs label the request with its template, cheaply.
+                    scope[ROUTE_KEY] = template
                     await self._serve(scope, receive, send, handler, match.groupdict())
                     return
         await self.app(scope, receive, send)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -29,9 +30,13 @@ from mlgate.db.migrate import upgrade
 from mlgate.devices.scoring import DeviceScorer
 from mlgate.devices.store import BaselineStore
 from mlgate.devices.windows import ReadingWindows
+from mlgate.observability.instrument import Instrumentation
 from mlgate.ratelimit import build_rate_limiter
 from mlgate.registry.registry import ModelRegistry
 from mlgate.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("mlgate.lifespan")
 
@@ -103,6 +108,16 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
     )
 
 
+def trace_steps(state: AppState, tracer: Tracer) -> None:
+    """Hand the tracer to every part that opens a span for a step of a request."""
+    state.tracer = tracer
+    state.limits.tracer = tracer
+    state.dataplane.tracer = tracer
+    state.dataplane.runner.tracer = tracer
+    if state.audit is not None and state.audit.log is not None:
+        state.audit.log.tracer = tracer
+
+
 async def prepare_database(state: AppState) -> None:
     """Migrate (unless disabled) and, on a first embedded start, create the admin."""
     settings = state.settings
@@ -152,6 +167,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await engine.dispose()
         raise
     app.state.mlgate = state
+    metrics = getattr(app.state, "metrics", None)
+    if metrics is not None:  # before the models load: their failures are counted
+        state.instrumentation = Instrumentation(metrics, state)
+    tracing = getattr(app.state, "tracing", None)
+    if tracing is not None:
+        trace_steps(state, tracing.tracer)
     state.dataplane.runner.attach(asyncio.get_running_loop())
     # Aliases moved through the admin API, before the models load: a restart keeps them.
     await state.signals.alias_sync.apply()
@@ -167,6 +188,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks.append(asyncio.create_task(watch_repository(state, settings.models.watch_interval_s)))
     if state.audit is not None:
         state.audit.start()
+    if state.instrumentation is not None:
+        state.instrumentation.start()
     try:
         yield
     finally:
@@ -181,4 +204,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.audit is not None:
             await state.audit.close()  # after the last request: writes what is queued
         await state.limiter.close()
+        if state.instrumentation is not None:
+            await state.instrumentation.close()
+        if tracing is not None:
+            await anyio.to_thread.run_sync(tracing.flush)
         await engine.dispose()

@@ -28,12 +28,14 @@ import hashlib
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
 from mlgate.auth.accounts import normalize_username
 from mlgate.auth.principal import Principal
 from mlgate.errors import PayloadTooLarge, RateLimited
+from mlgate.observability.tracing import step
 from mlgate.ratelimit import (
     Decision,
     Hit,
@@ -46,6 +48,9 @@ from mlgate.ratelimit import (
     client_network,
     strictest,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 HEADERS_STATE = "rate_limit_headers"
 
@@ -101,6 +106,8 @@ class EdgeLimits:
         self.enabled = settings.enabled
         self.fallback = fallback or MemoryRateLimiter(max_keys=settings.memory_max_keys)
         self._plans: OrderedDict[int, tuple[Principal, list[_Bucket]]] = OrderedDict()
+        self.tracer: Tracer | None = None
+        """Opens the rate-limit span of a request (None: tracing off)."""
 
     def _buckets(self, principal: Principal) -> list[_Bucket]:
         """The buckets a principal's requests and rows are charged to, worked out once
@@ -150,7 +157,8 @@ class EdgeLimits:
             if rows > 0:
                 charges.append(("rows", b.limits, b.whose))
                 hits.append(Hit(f"rows:{b.key}", b.rows, rows))
-        decisions = await self.limiter.hit_many(hits)
+        with step(self.tracer, "mlgate.rate_limit", rows=rows):
+            decisions = await self.limiter.hit_many(hits)
         for decision in decisions:
             self._record(request, decision)
         for (kind, _, whose), decision in zip(charges, decisions, strict=True):

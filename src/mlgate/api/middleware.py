@@ -17,12 +17,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mlgate.api.errors import error_content, is_oip_path
 from mlgate.api.limits import HEADERS_STATE as RATE_LIMIT_HEADERS
 from mlgate.api.responses import dumps
-from mlgate.context import model_var, principal_var, protocol_var, request_id_var, version_var
+from mlgate.context import (
+    cache_var,
+    model_var,
+    principal_var,
+    protocol_var,
+    request_id_var,
+    rows_var,
+    version_var,
+)
 from mlgate.errors import PayloadTooLarge
 
 log = logging.getLogger("mlgate.request")
 
-_INFERENCE_VARS = (principal_var, model_var, version_var, protocol_var)
+_INFERENCE_VARS = (principal_var, model_var, version_var, protocol_var, rows_var, cache_var)
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 _REQUEST_ID_HEADER = b"x-request-id"
 

@@ -21,6 +21,7 @@ from mlgate.auth.scopes import SCOPES
 from mlgate.auth.service import AuthService
 from mlgate.context import principal_var
 from mlgate.errors import Forbidden, Unauthorized
+from mlgate.observability.tracing import step
 
 oauth2_scheme = OAuth2PasswordBearer(
     tokenUrl="/v1/token",
@@ -84,9 +85,10 @@ async def authenticate(request: Request) -> Principal:
     auth: AuthService = state.auth
     limits: EdgeLimits = state.limits
     try:
-        principal = await auth.authenticate(
-            api_key=api_key, bearer=bearer, client_ip=request_client_key(request)
-        )
+        with step(state.tracer, "mlgate.authenticate"):
+            principal = await auth.authenticate(
+                api_key=api_key, bearer=bearer, client_ip=request_client_key(request)
+            )
     except Unauthorized:
         # 429 instead of this 401 once the address has failed too often; a valid
         # credential never gets here, whatever its address did (see EdgeLimits).

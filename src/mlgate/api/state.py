@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,9 +16,13 @@ from mlgate.auth.principal_cache import AccountChanges
 from mlgate.auth.service import AuthService
 from mlgate.dataplane import DataPlane
 from mlgate.devices.scoring import DeviceScorer
+from mlgate.observability.instrument import Instrumentation
 from mlgate.ratelimit import RateLimiter
 from mlgate.registry.registry import ModelRegistry
 from mlgate.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 
 @dataclass
@@ -39,6 +44,10 @@ class AppState:
     load_error: str | None = None
     audit: AuditService | None = None
     """Audit log, feedback, retention and usage (issue 10)."""
+    instrumentation: Instrumentation | None = None
+    """The metrics hooked onto the parts above (None: metrics off)."""
+    tracer: Tracer | None = None
+    """Opens the spans of request steps (None: tracing off)."""
 
     @property
     def uptime_seconds(self) -> float:

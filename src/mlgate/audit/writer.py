@@ -27,11 +27,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mlgate.audit.records import Row, batch_rows, event_rows
 from mlgate.audit.settings import AuditSettings
 from mlgate.audit.sink import AuditSink, InvalidRows
 from mlgate.dataplane.types import InferenceEvent
+from mlgate.observability.tracing import step
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("mlgate.audit")
 
@@ -81,6 +86,10 @@ class AuditLog:
         self._last_failure_log = -LOG_EVERY_S
         self._overflow_logged = 0
         self._failing_since: float | None = None
+        self.on_flush: Callable[[float], None] | None = None
+        """Told how long each written batch took (s): the metrics' hook."""
+        self.tracer: Tracer | None = None
+        """Opens a span per written batch (None: tracing off)."""
 
     # -- hot path ------------------------------------------------------------------------
 
@@ -188,9 +197,11 @@ class AuditLog:
 
     async def _write(self, rows: list[Row]) -> bool:
         """Write one batch; False (rows kept in ``_pending``) when the database failed."""
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.settings.write_timeout_s):
-                await self.sink.write(rows)
+                with step(self.tracer, "mlgate.audit.flush", rows=len(rows)):
+                    await self.sink.write(rows)
         except InvalidRows:
             if not await self._write_valid(rows):
                 return False
@@ -199,6 +210,8 @@ class AuditLog:
             return False
         else:
             self.written += len(rows)
+        if self.on_flush is not None:
+            self.on_flush(time.perf_counter() - started)
         if self._failing_since is not None:
             log.warning(
                 "audit log writes again",

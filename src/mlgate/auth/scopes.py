@@ -7,12 +7,14 @@ from collections.abc import Iterable
 PREDICT = "predict"
 MODELS_READ = "models:read"
 FEEDBACK = "feedback"
+METRICS_READ = "metrics:read"
 ADMIN = "admin"
 
 SCOPES: dict[str, str] = {
     PREDICT: "Score instances with a model",
     MODELS_READ: "List models and read their information",
     FEEDBACK: "Send ground-truth feedback on predictions",
+    METRICS_READ: "Scrape the Prometheus metrics",
     ADMIN: "Manage users, API keys and models (implies every other scope)",
 }
 

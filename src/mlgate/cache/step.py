@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,16 +70,13 @@ class CacheLookup:
     read: bool
     write: bool
     context: InferenceContext
+    model: str
 
     async def get(self) -> np.ndarray | None:
         """The stored answer (``X-Cache: HIT``), or None (``MISS``)."""
         value = await self.cache.backend.get(self.namespace, self.digest) if self.read else None
-        if value is None:
-            self.cache.misses += 1
-            self.context.headers[HEADER] = "MISS"
-        else:
-            self.cache.hits += 1
-            self.context.headers[HEADER] = "HIT"
+        self.cache.counted(self.model, value is not None)
+        self.context.headers[HEADER] = "MISS" if value is None else "HIT"
         return value
 
     async def put(self, raw: np.ndarray) -> None:
@@ -102,6 +100,17 @@ class PredictionCache:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.hits = 0
         self.misses = 0
+        self.on_lookup: Callable[[str, bool], None] | None = None
+        """Told of every lookup: (model, hit) - the metrics' hook."""
+
+    def counted(self, model: str, hit: bool) -> None:
+        """Count one lookup of ``model``'s answers."""
+        if hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+        if self.on_lookup is not None:
+            self.on_lookup(model, hit)
 
     def _ttl(self, model: str) -> float | None:
         """The model's TTL when its cache is on, else None (a change of model.yaml is
@@ -127,7 +136,7 @@ class PredictionCache:
         if ttl is None:
             return None
         if len(x) > self.settings.max_rows:
-            self.misses += 1
+            self.counted(mv.name, False)
             context.headers[HEADER] = "MISS"
             return None
         namespace = self._namespaces.get(mv)
@@ -141,6 +150,7 @@ class PredictionCache:
             read=not (context.no_cache or context.no_store),
             write=not context.no_store,
             context=context,
+            model=mv.name,
         )
 
     # -- registry listener ----------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -78,22 +79,33 @@ def serve(
         raise
     obs = settings.observability
     server = settings.server
-    uvicorn.run(
-        FACTORY,
-        factory=True,
-        host=server.host,
-        port=server.port,
-        workers=server.workers if not auto_reload else None,
-        reload=auto_reload,
-        http=guarded_protocol(ConnectionLimits.from_settings(server)),
-        timeout_keep_alive=server.keep_alive_timeout_s,  # type: ignore[arg-type]
-        timeout_graceful_shutdown=server.shutdown_timeout_s,  # type: ignore[arg-type]
-        log_config=logging_config(obs.log_level, obs.json_logs),
-        log_level=obs.log_level,
-        access_log=obs.access_log,
-        proxy_headers=False,
-        server_header=False,
-    )
+    workers = server.workers if not auto_reload else 1
+    with contextlib.ExitStack() as stack:
+        metrics = settings.metrics
+        if metrics.enabled and (workers > 1 or metrics.port is not None):
+            # Every worker counts into this run's own directory; a scrape adds them up.
+            from mlgate.observability.multiprocess import metrics_directory, metrics_port
+
+            directory = stack.enter_context(metrics_directory())
+            if metrics.port is not None:
+                stack.enter_context(metrics_port(directory, metrics.port_host, metrics.port))
+        uvicorn.run(
+            FACTORY,
+            factory=True,
+            host=server.host,
+            port=server.port,
+            workers=workers if not auto_reload else None,
+            reload=auto_reload,
+            http=guarded_protocol(ConnectionLimits.from_settings(server)),
+            timeout_keep_alive=server.keep_alive_timeout_s,  # type: ignore[arg-type]
+            timeout_graceful_shutdown=server.shutdown_timeout_s,  # type: ignore[arg-type]
+            log_config=logging_config(obs.log_level, obs.json_logs),
+            log_level=obs.log_level,
+            # mlgate writes its own access line (mlgate.access), one per request.
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+        )
 
 
 def _checked_serve_settings(auto_reload: bool) -> Settings:

@@ -15,16 +15,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("mlgate.batching")
 
 #: Runs the model on a matrix (already in the right dtype); may run in a thread.
 ModelCall = Callable[[np.ndarray], Awaitable[np.ndarray]]
+#: Told of every model call: its rows, and how long each of its requests waited (s).
+BatchObserver = Callable[[int, list[float]], None]
 
 
 class BatcherClosed(RuntimeError):
@@ -35,13 +42,26 @@ class BatcherClosed(RuntimeError):
 class _Pending:
     rows: np.ndarray
     future: asyncio.Future[np.ndarray]
+    queued_at: float
+    dispatched_at: float = 0.0
     done: bool = field(default=False)
 
 
 class AdaptiveBatcher:
     """Groups concurrent requests' rows into model calls (see the module docstring)."""
 
-    def __init__(self, call: ModelCall, *, max_batch_size: int, max_delay_s: float) -> None:
+    def __init__(
+        self,
+        call: ModelCall,
+        *,
+        max_batch_size: int,
+        max_delay_s: float,
+        observer: BatchObserver | None = None,
+        tracer: Tracer | None = None,
+        span_attributes: dict[str, Any] | None = None,
+    ) -> None:
+        """``observer`` hears of every model call; with a ``tracer``, each request's wait
+        in the queue becomes a span (``span_attributes`` on it)."""
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self._call = call
@@ -51,6 +71,9 @@ class AdaptiveBatcher:
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._observer = observer
+        self._tracer = tracer
+        self._span_attributes = span_attributes or {}
         self.batches = 0
         """Model calls made (for tests and metrics)."""
 
@@ -67,15 +90,29 @@ class AdaptiveBatcher:
             # Created lazily, inside the loop that serves the requests.
             self._arrived = asyncio.Event()
             self._task = loop.create_task(self._serve(), name="mlgate-batcher")
-        pending = _Pending(rows, loop.create_future())
+        pending = _Pending(rows, loop.create_future(), loop.time())
         self._queue.append(pending)
         assert self._arrived is not None
         self._arrived.set()
         try:
-            return await pending.future
+            result = await pending.future
         finally:
             # Cancelled (timeout, disconnect) before its batch ran: skipped by _take().
             pending.done = True
+        if self._tracer is not None:
+            self._trace_wait(pending, loop)
+        return result
+
+    def _trace_wait(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> None:
+        """A span for the time ``pending`` waited in the queue (loop times as epoch ns)."""
+        assert self._tracer is not None
+        now_ns, now = time.time_ns(), loop.time()
+        span = self._tracer.start_span(
+            "mlgate.batch.queue_wait",
+            start_time=now_ns - int((now - pending.queued_at) * 1e9),
+            attributes={**self._span_attributes, "mlgate.rows": len(pending.rows)},
+        )
+        span.end(end_time=now_ns - int((now - pending.dispatched_at) * 1e9))
 
     async def _serve(self) -> None:
         assert self._arrived is not None
@@ -124,6 +161,12 @@ class AdaptiveBatcher:
 
     async def _run(self, batch: list[_Pending]) -> None:
         self.batches += 1
+        if self._observer is not None or self._tracer is not None:
+            now = asyncio.get_running_loop().time()
+            for p in batch:
+                p.dispatched_at = now
+            if self._observer is not None:
+                self._observer(sum(len(p.rows) for p in batch), [now - p.queued_at for p in batch])
         if len(batch) == 1:
             await self._answer(batch[0])
             return

@@ -24,18 +24,25 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import numpy as np
 
-from mlgate.dataplane.batching import AdaptiveBatcher, BatcherClosed
+from mlgate.dataplane.batching import AdaptiveBatcher, BatcherClosed, BatchObserver
 from mlgate.errors import ClientGone, ModelExecutionError, Overloaded, PredictionTimeout
+from mlgate.observability.tracing import MODEL, VERSION
 from mlgate.registry.registry import ModelVersion
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("mlgate.inference")
 
 #: Completes when the client of a request goes away (None: cannot tell).
 DisconnectWatch = Callable[[], Awaitable[object]]
+#: The batch observer of a model version, given (model, version); None: not observed.
+BatchObservers = Callable[[str, str], BatchObserver]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +64,13 @@ def _call(mv: ModelVersion, x: np.ndarray) -> np.ndarray:
 class VersionRunner:
     """Admission, execution and timeout for one model version."""
 
-    def __init__(self, mv: ModelVersion, policy: RunnerPolicy) -> None:
+    def __init__(
+        self,
+        mv: ModelVersion,
+        policy: RunnerPolicy,
+        observers: BatchObservers | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
         self.mv = mv
         self.policy = policy
         self.in_flight = 0
@@ -74,6 +87,9 @@ class VersionRunner:
                     if spec is not None and spec.max_delay_ms is not None
                     else policy.max_delay_s
                 ),
+                observer=observers(mv.name, mv.version) if observers is not None else None,
+                tracer=tracer,
+                span_attributes={MODEL: mv.name, VERSION: mv.version},
             )
 
     @property
@@ -173,8 +189,13 @@ class Runner:
     """The data plane's runner step: one :class:`VersionRunner` per model version,
     created on first use and drained when the registry unloads the version."""
 
-    def __init__(self, policy: RunnerPolicy | None = None) -> None:
+    def __init__(
+        self, policy: RunnerPolicy | None = None, batch_observers: BatchObservers | None = None
+    ) -> None:
         self.policy = policy or RunnerPolicy()
+        self.batch_observers = batch_observers
+        self.tracer: Tracer | None = None
+        """Given to batchers: queue waits become spans (None: tracing off)."""
         self._versions: dict[int, VersionRunner] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing: set[asyncio.Task[None]] = set()
@@ -182,8 +203,28 @@ class Runner:
     def for_version(self, mv: ModelVersion) -> VersionRunner:
         runner = self._versions.get(id(mv))
         if runner is None or runner.mv is not mv:
-            runner = self._versions[id(mv)] = VersionRunner(mv, self.policy)
+            runner = self._versions[id(mv)] = VersionRunner(
+                mv, self.policy, self.batch_observers, self.tracer
+            )
         return runner
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per model version in use: requests in flight, its queue bound, batching."""
+        out = []
+        for runner in list(self._versions.values()):
+            batcher = runner.batcher
+            out.append(
+                {
+                    "model": runner.mv.name,
+                    "version": runner.mv.version,
+                    "in_flight": runner.in_flight,
+                    "max_queue": runner.policy.max_queue,
+                    "batching": batcher is not None,
+                    "queued_rows": batcher.queued_rows if batcher is not None else 0,
+                    "batches": batcher.batches if batcher is not None else 0,
+                }
+            )
+        return sorted(out, key=lambda r: (r["model"], r["version"]))
 
     async def run(
         self, mv: ModelVersion, x: np.ndarray, disconnected: DisconnectWatch | None = None

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlgate.context import bind_inference
+from mlgate.context import bind_inference, cache_var, rows_var
 from mlgate.dataplane.explaining import check_explainable, explanations
 from mlgate.dataplane.ids import new_key
 from mlgate.dataplane.outputs import anomaly_output, classification_output, confidence_of
@@ -46,9 +46,12 @@ from mlgate.dataplane.types import (
 from mlgate.devices.owners import device_owner
 from mlgate.devices.scoring import DeviceScorer, device_spec
 from mlgate.errors import ValidationFailed
+from mlgate.observability.tracing import step
 from mlgate.registry.registry import ModelRegistry, ModelVersion
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
     from mlgate.cache.step import PredictionCache
     from mlgate.shadow.scorer import ShadowScorer
 
@@ -75,6 +78,8 @@ class DataPlane:
         self.cache = cache
         self.shadow = shadow
         self._observers: list[InferenceObserver] = []
+        self.tracer: Tracer | None = None
+        """Opens a span per step (None: tracing off, one test per step)."""
 
     def add_observer(self, observer: InferenceObserver) -> None:
         """Receive an event for every answered inference request."""
@@ -97,7 +102,8 @@ class DataPlane:
     ) -> Encoded:
         """Score ``payload`` with ``model`` (version or alias) and encode the answer."""
         result = await self.score(model, version, payload, codec, context)
-        encoded = codec.encode(result, payload)
+        with step(self.tracer, "mlgate.encode", result.model):
+            encoded = codec.encode(result, payload)
         if context.headers:
             encoded = replace(encoded, headers={**encoded.headers, **context.headers})
         return encoded
@@ -113,7 +119,10 @@ class DataPlane:
         """Steps 1-5 of :meth:`infer`: the typed result, before encoding."""
         mv = self.registry.resolve(model, version)
         bind_inference(mv.name, mv.version, context.protocol)
-        inputs = codec.decode(payload, mv, self.max_batch_rows)
+        tracer = self.tracer
+        with step(tracer, "mlgate.decode", mv):
+            inputs = codec.decode(payload, mv, self.max_batch_rows)
+        rows_var.set(inputs.rows)
         if inputs.explain is not None:
             check_explainable(mv, inputs)
         owner = None
@@ -135,7 +144,8 @@ class DataPlane:
             mv, inputs, output, elapsed_ms, context.request_id, new_key(), cache_hit, explained
         )
         if self._observers:
-            self._emit(result, context)
+            with step(tracer, "mlgate.audit.enqueue", mv, inputs.rows):
+                self._emit(result, context)
         if self.shadow is not None and inputs.device_id is None:
             # Shadow hand-off: queued for the challenger, scored off the request path.
             self.shadow.submit(result, context)
@@ -158,10 +168,18 @@ class DataPlane:
         """The output for ``x`` and whether it came from the prediction cache."""
         # Cache step: the raw output of an identical earlier request to this version.
         lookup = self.cache.lookup(mv, x, context) if self.cache is not None else None
-        raw = await lookup.get() if lookup is not None else None
+        raw = None
+        if lookup is not None:
+            with step(self.tracer, "mlgate.cache", mv, len(x)) as span:
+                raw = await lookup.get()
+                if span is not None:
+                    span.set_attribute("mlgate.cache", "miss" if raw is None else "hit")
         hit = raw is not None
+        if lookup is not None:
+            cache_var.set("hit" if hit else "miss")
         if raw is None:
-            raw = await self.runner.run(mv, x, context.disconnected)
+            with step(self.tracer, "mlgate.inference", mv, len(x)):
+                raw = await self.runner.run(mv, x, context.disconnected)
             if lookup is not None:
                 await lookup.put(raw)
         return model_output(mv, raw, x), hit
@@ -178,9 +196,10 @@ class DataPlane:
         spec, baseline = batch.spec, batch.baseline
         scores = np.full(n, np.nan)
         if len(batch.model_input):
-            scores[calibrating:] = await self.runner.run(
-                mv, batch.model_input, context.disconnected
-            )
+            with step(self.tracer, "mlgate.inference", mv, len(batch.model_input)):
+                scores[calibrating:] = await self.runner.run(
+                    mv, batch.model_input, context.disconnected
+                )
         scored = np.arange(n) >= calibrating
         seen = np.zeros(n, dtype=np.int64)
         seen[:calibrating] = batch.progress

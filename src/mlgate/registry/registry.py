@@ -67,6 +67,8 @@ class ModelVersion:
     attack_mask: np.ndarray | None
     batching: BatchingSpec | None = None
     """The version's batching (manifest, else model.yaml); None: the server's default."""
+    load_seconds: float = 0.0
+    """How long loading and warming it up took."""
 
     @property
     def name(self) -> str:
@@ -146,6 +148,12 @@ class RegistryListener(Protocol):
     def on_load(self, mv: ModelVersion) -> None: ...
 
     def on_unload(self, mv: ModelVersion) -> None: ...
+
+
+class LoadFailureListener(Protocol):
+    """Hears of each model version that fails to load (an optional listener method)."""
+
+    def on_load_failure(self, model: str, version: str) -> None: ...
 
 
 class ModelRegistry:
@@ -385,6 +393,10 @@ class ModelRegistry:
                     "model version failed to load",
                     extra={"model": name, "version": version, "reason": message},
                 )
+                for listener in self._listeners:
+                    on_failure = getattr(listener, "on_load_failure", None)
+                    if on_failure is not None:
+                        on_failure(name, version)
                 if old is not None:
                     # Keep serving what worked before rather than dropping the version.
                     versions[version] = old
@@ -434,6 +446,7 @@ class ModelRegistry:
         fingerprint: tuple[Any, ...],
         model_batching: BatchingSpec | None = None,
     ) -> ModelVersion:
+        started = time.perf_counter()
         # Only files inside the repository, and only a verified artifact (paths.py).
         if not self.follow_symlinks:
             refuse_links(self.repository, version_dir / MANIFEST_FILE)
@@ -461,6 +474,7 @@ class ModelRegistry:
             reference_std=np.asarray(reference.std) if reference else None,
             attack_mask=attack_mask,
             batching=manifest.batching or model_batching,
+            load_seconds=time.perf_counter() - started,
         )
 
 

@@ -1,4 +1,4 @@
-"""Health, liveness and readiness probes (always open)."""
+"""Health, liveness and readiness probes (always open); the detailed health (admin)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 import mlgate
-from mlgate.api.deps import StateDep
+from mlgate.api.deps import RequireAdmin, StateDep
 from mlgate.api.errors import error_response
 from mlgate.api.responses import ORJSONResponse
+from mlgate.api.schemas import ERROR_RESPONSES
+from mlgate.api.security import AUTH_ERROR_RESPONSES
 from mlgate.api.state import AppState
 from mlgate.db.engine import sqlite_path
 from mlgate.db.readiness import PROBLEMS as DATABASE_PROBLEMS
 from mlgate.db.readiness import SERVING as DATABASE_SERVING
 from mlgate.db.readiness import database_status
+from mlgate.observability.health import detailed_health
 from mlgate.registry.paths import hide_paths
 
 router = APIRouter(tags=["health"])
@@ -41,6 +44,18 @@ async def health(state: StateDep) -> Response:
 @router.get("/health/live", summary="Liveness: the process answers")
 async def live() -> Response:
     return ORJSONResponse({"status": "alive"})
+
+
+@router.get(
+    "/health/detailed",
+    summary="Every dependency and resource of this worker, with status and latency (admin)",
+    dependencies=[RequireAdmin],
+    responses={**ERROR_RESPONSES, **AUTH_ERROR_RESPONSES},
+)
+async def detailed(state: StateDep) -> Response:
+    """Database, Redis, models, audit queue, batchers and resources (RSS, open files,
+    event-loop lag) of the worker that answers; each with a status and its latency."""
+    return ORJSONResponse(await detailed_health(state))
 
 
 @router.get("/health/ready", summary="Readiness: models loaded, database writable, rate limiter up")
