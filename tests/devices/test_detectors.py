@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import shutil
+from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -58,8 +61,17 @@ def offline() -> tuple[detectors.DeviceModel, detectors.Scored]:
     return model, detectors.score(model, x[n:], detectors.initial_state(model, x[:n]))
 
 
-def config(database: dict[str, Any]) -> Any:
-    return make_settings(**database)
+@pytest.fixture
+def config(database: dict[str, Any], tmp_path: Path) -> Callable[[], Any]:
+    """Settings on ``database`` serving only the ``iot`` model (a copy: quick to load)."""
+    return lambda: make_settings(**database, models=iot_only(tmp_path))
+
+
+def iot_only(tmp_path: Path) -> dict[str, Any]:
+    target = tmp_path / "models"
+    if not target.exists():
+        shutil.copytree(bundled_repository() / MODEL, target / MODEL)
+    return {"repository": str(target), "default_model": MODEL}
 
 
 async def send(
@@ -95,8 +107,8 @@ def check_against_the_library(predictions: list[dict[str, Any]]) -> None:
     assert 0 < scored.alarms.sum() < len(rest)
 
 
-async def test_one_request_gives_the_librarys_verdicts(database: dict[str, Any]) -> None:
-    async with running_app(config(database), as_admin=True) as (_, client):
+async def test_one_request_gives_the_librarys_verdicts(config: Callable[[], Any]) -> None:
+    async with running_app(config(), as_admin=True) as (_, client):
         check_against_the_library(await send(client, "run-1", run()))
         view = (await client.get(DETECTOR.format("run-1"))).json()
         model, scored = offline()
@@ -113,24 +125,24 @@ async def test_one_request_gives_the_librarys_verdicts(database: dict[str, Any])
         }
 
 
-async def test_many_requests_continue_one_stream(database: dict[str, Any]) -> None:
+async def test_many_requests_continue_one_stream(config: Callable[[], Any]) -> None:
     """Uneven chunks, one crossing the end of calibration, single readings too."""
     x = run()
     edges = [0, 1, 2, 150, 399, 401, 402, 403, 430, 700, 701, len(x)]
-    async with running_app(config(database), as_admin=True) as (_, client):
+    async with running_app(config(), as_admin=True) as (_, client):
         predictions: list[dict[str, Any]] = []
         for lo, hi in itertools.pairwise(edges):
             predictions += await send(client, "run-1", x[lo:hi])
         check_against_the_library(predictions)
 
 
-async def test_two_apps_on_one_database_share_the_stream(database: dict[str, Any]) -> None:
+async def test_two_apps_on_one_database_share_the_stream(config: Callable[[], Any]) -> None:
     """Two workers: readings alternate between them and still make the library's stream;
     sent at the same time, every calibration reading is counted once."""
     x = run()
     async with (
-        running_app(config(database), as_admin=True) as (_, a),
-        running_app(config(database)) as (_, b),
+        running_app(config(), as_admin=True) as (_, a),
+        running_app(config()) as (_, b),
     ):
         b.headers["X-API-Key"] = a.headers["X-API-Key"]  # one account, two workers
         chunks = np.array_split(x, 23)
@@ -151,8 +163,8 @@ async def test_two_apps_on_one_database_share_the_stream(database: dict[str, Any
         assert view["stream"]["scored"] == 80
 
 
-async def test_calibration_progress_and_views(database: dict[str, Any]) -> None:
-    async with running_app(config(database), as_admin=True) as (_, client):
+async def test_calibration_progress_and_views(config: Callable[[], Any]) -> None:
+    async with running_app(config(), as_admin=True) as (_, client):
         assert (await client.get(DETECTOR.format("pump-1"))).status_code == 404
         first = await send(client, "pump-1", run()[:3])
         assert [p["status"] for p in first] == ["calibrating"] * 3
@@ -187,8 +199,8 @@ async def test_calibration_progress_and_views(database: dict[str, Any]) -> None:
         assert baseline.status_code == 404
 
 
-async def test_versions_without_a_detector_are_unchanged(database: dict[str, Any]) -> None:
-    async with running_app(config(database), as_admin=True) as (_, client):
+async def test_versions_without_a_detector_are_unchanged(config: Callable[[], Any]) -> None:
+    async with running_app(config(), as_admin=True) as (_, client):
         # The default version (2) calibrates a baseline, as before.
         old = await client.post(
             PREDICT, json={"instances": run()[:2].tolist(), "device_id": "pump-2"}
@@ -207,8 +219,8 @@ async def test_versions_without_a_detector_are_unchanged(database: dict[str, Any
         assert no.status_code == 422
 
 
-async def test_another_owner_cannot_see_or_feed_a_device(database: dict[str, Any]) -> None:
-    async with running_app(config(database)) as (app, client):
+async def test_another_owner_cannot_see_or_feed_a_device(config: Callable[[], Any]) -> None:
+    async with running_app(config()) as (app, client):
         alice, mallory = await caller(app, "alice"), await caller(app, "mallory")
         admin = await caller(app, "root", admin=True)
         await send(client, "pump-3", run()[:10], headers=alice.headers)
@@ -242,8 +254,8 @@ async def test_another_owner_cannot_see_or_feed_a_device(database: dict[str, Any
         assert seen["calibration"]["seen"] == 12
 
 
-async def test_reset_starts_calibration_again(database: dict[str, Any]) -> None:
-    async with running_app(config(database)) as (app, client):
+async def test_reset_starts_calibration_again(config: Callable[[], Any]) -> None:
+    async with running_app(config()) as (app, client):
         user, admin = await caller(app, "user"), await caller(app, "root", admin=True)
         await send(client, "pump-4", run()[:401], headers=user.headers)
         url = DETECTOR.format("pump-4")
@@ -256,22 +268,28 @@ async def test_reset_starts_calibration_again(database: dict[str, Any]) -> None:
         assert (await client.delete(url, headers=admin.headers)).status_code == 404
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        '{"instances": [[1.0, 2.0, 3.0, 4.0]], "device_id": "d", "version": "3"}',
-        '{"instances": [[1.0, 2.0, NaN, 4.0, 5.0]], "device_id": "d", "version": "3"}',
-        '{"instances": [[1.0, 2.0, "x", 4.0, 5.0]], "device_id": "d", "version": "3"}',
-        '{"instances": [{"temperature": 1.0}], "device_id": "d", "version": "3"}',
-        '{"instances": [[1.0, 2.0, 3.0, 4.0, 1e400]], "device_id": "d", "version": "3"}',
-        '{"instances": [[1.0, 2.0, 3.0, 4.0, 5.0]], "device_id": "a b", "version": "3"}',
-    ],
-)
-async def test_bad_input_is_422(body: str) -> None:
-    async with running_app(make_settings(), as_admin=True) as (_, client):
-        response = await client.post(
-            PREDICT, content=body, headers={"Content-Type": "application/json"}
-        )
-        assert response.status_code == 422, response.text
-        # Nothing was stored for the device.
+BAD_BODIES = [
+    '{"instances": [[1.0, 2.0, 3.0, 4.0]], "device_id": "d", "version": "3"}',
+    '{"instances": [[1.0, 2.0, NaN, 4.0, 5.0]], "device_id": "d", "version": "3"}',
+    '{"instances": [[1.0, 2.0, "x", 4.0, 5.0]], "device_id": "d", "version": "3"}',
+    '{"instances": [{"temperature": 1.0}], "device_id": "d", "version": "3"}',
+    '{"instances": [[1.0, 2.0, 3.0, 4.0, 1e400]], "device_id": "d", "version": "3"}',
+    '{"instances": [[1.0, 2.0, 3.0, 4.0, 5.0]], "device_id": "a b", "version": "3"}',
+    '{"features": [1.0, 2.0, 3.0, 4.0, Infinity], "device_id": "d", "version": "3"}',
+]
+
+
+async def test_bad_input_is_422(tmp_path: Path) -> None:
+    """Wrong feature count, NaN, ±Infinity, non-numbers, bad device ids: 422, and nothing
+    stored for the device."""
+    async with running_app(make_settings(models=iot_only(tmp_path)), as_admin=True) as (
+        _,
+        client,
+    ):
+        for body in BAD_BODIES:
+            route = PREDICT if "instances" in body else f"/v1/models/{MODEL}/predict"
+            response = await client.post(
+                route, content=body, headers={"Content-Type": "application/json"}
+            )
+            assert response.status_code == 422, (body, response.text)
         assert (await client.get(DETECTOR.format("d"))).status_code == 404
