@@ -24,6 +24,7 @@ from mlgate.devices import detectors
 from mlgate.registry.manifest import DeviceDetectorSpec, load_manifest
 from mlgate.settings import bundled_repository
 from mlgate.training.iot import SKAB_COLUMNS, load_skab_file
+from tests.api.test_oip import parse_binary_response
 from tests.conftest import DATA_DIR, make_settings, running_app
 from tests.devices.test_owners import caller
 
@@ -161,6 +162,41 @@ async def test_two_apps_on_one_database_share_the_stream(config: Callable[[], An
         assert sum(p["status"] == "scored" for p in flat) == 80
         view = (await b.get(DETECTOR.format("run-2"))).json()
         assert view["stream"]["scored"] == 80
+
+
+async def test_open_inference_protocol_gives_the_same_verdicts(
+    config: Callable[[], Any],
+) -> None:
+    """The v2 (OIP) route with ``parameters.device_id``: calibration flags, then the
+    library's alarms and scores."""
+    x, n = run(), spec().calibration_readings
+    async with running_app(config(), as_admin=True) as (_, client):
+        outputs: dict[str, list[Any]] = {}
+        for part in (x[:250], x[250:600], x[600:]):
+            response = await client.post(
+                f"/v2/models/{MODEL}/versions/{VERSION}/infer",
+                json={
+                    "inputs": [
+                        {
+                            "name": "x",
+                            "shape": list(part.shape),
+                            "datatype": "FP64",
+                            "data": part.tolist(),
+                        }
+                    ],
+                    "parameters": {"device_id": "run-1"},
+                },
+            )
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["parameters"]["device_id"] == "run-1"
+            for name, values in parse_binary_response(response).items():
+                outputs.setdefault(name, []).extend(values.tolist())
+    scored = offline()[1]
+    assert outputs["calibrating"] == [True] * n + [False] * (len(x) - n)
+    assert outputs["calibration_seen"][:n] == list(range(1, n + 1))
+    assert outputs["is_anomaly"][n:] == scored.alarms.tolist()
+    np.testing.assert_allclose(outputs["anomaly_score"][n:], scored.scores, rtol=1e-9, atol=0)
 
 
 async def test_calibration_progress_and_views(config: Callable[[], Any]) -> None:
