@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import yaml
 
 from mlgate.devices import detectors
 from mlgate.registry.manifest import DeviceDetectorSpec, load_manifest
@@ -302,6 +303,32 @@ async def test_reset_starts_calibration_again(config: Callable[[], Any]) -> None
         again = await send(client, "pump-4", run()[401:403], headers=user.headers)
         assert [p["calibration"]["seen"] for p in again] == [1, 2]
         assert (await client.delete(url, headers=admin.headers)).status_code == 404
+
+
+async def test_a_changed_recipe_is_a_conflict_until_reset(
+    config: Callable[[], Any], tmp_path: Path
+) -> None:
+    """A detector made with another recipe than the version now declares is not used:
+    409 naming the reset, which starts calibration with the new recipe."""
+    async with running_app(config(), as_admin=True) as (_, client):
+        await send(client, "pump-5", run()[:5])
+        path = Path(iot_only(tmp_path)["repository"]) / MODEL / VERSION / "manifest.yaml"
+        manifest = yaml.safe_load(path.read_text())
+        manifest["device_detector"]["params"]["margin"] = 2.0
+        path.write_text(yaml.safe_dump(manifest))
+        reload = await client.post("/v1/admin/models/reload")
+        assert reload.status_code == 200, reload.text
+        response = await client.post(
+            PREDICT,
+            json={"instances": run()[5:6].tolist(), "device_id": "pump-5", "version": VERSION},
+        )
+        assert response.status_code == 409, response.text
+        assert "/v1/models/iot/devices/pump-5/detector" in response.json()["error"]["message"]
+        assert (await client.delete(DETECTOR.format("pump-5"))).status_code == 204
+        again = await send(client, "pump-5", run()[5:6])
+        assert again[0]["calibration"]["seen"] == 1
+        view = (await client.get(DETECTOR.format("pump-5"))).json()
+        assert view["params"]["margin"] == 2.0
 
 
 BAD_BODIES = [
