@@ -234,6 +234,17 @@ async def test_calibration_progress_and_views(config: Callable[[], Any]) -> None
         # The device's baseline (the version 2 path) is another thing: it has none.
         baseline = await client.get(f"/v1/models/{MODEL}/devices/pump-1/baseline")
         assert baseline.status_code == 404
+        # The audit log records the detector's answers (calibration, then the verdict).
+        log = await client.get("/v1/predictions", params={"model": MODEL, "limit": 500})
+        assert log.status_code == 200, log.text
+        records = [r for r in log.json()["predictions"] if r["device_id"] == "pump-1"]
+        assert len(records) == 401
+        last = records[0]  # newest first
+        assert "calibration_seen" not in last
+        assert last["is_anomaly"] == body["is_anomaly"]
+        assert last["anomaly_score"] == body["anomaly_score"]
+        assert last["threshold"] == body["threshold"]
+        assert sorted(r["calibration_seen"] for r in records[1:]) == list(range(1, 401))
 
 
 async def test_versions_without_a_detector_are_unchanged(config: Callable[[], Any]) -> None:
@@ -356,3 +367,10 @@ async def test_bad_input_is_422(tmp_path: Path) -> None:
             )
             assert response.status_code == 422, (body, response.text)
         assert (await client.get(DETECTOR.format("d"))).status_code == 404
+        # Anonymous callers have no devices (as with baselines): 401.
+        del client.headers["X-API-Key"]
+        anonymous = await client.post(
+            PREDICT,
+            json={"instances": run()[:1].tolist(), "device_id": "d", "version": VERSION},
+        )
+        assert anonymous.status_code == 401

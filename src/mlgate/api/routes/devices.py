@@ -48,14 +48,21 @@ def _not_found(model: str, device_id: str) -> NotFound:
     )
 
 
-def _owner(principal: Principal, named: str | None, model: str, device_id: str) -> str:
+def _owner(
+    principal: Principal,
+    named: str | None,
+    model: str,
+    device_id: str,
+    missing: NotFound | None = None,
+) -> str:
     """The owner whose device the request means: the caller's, or (admins) the named one.
-    A non-admin naming another owner gets the 404 of a device that does not exist."""
+    A non-admin naming another owner gets the 404 of a device that does not exist
+    (``missing``; default: the baseline's)."""
     own = device_owner(principal)
     if named is None or named == own:
         return own
     if not principal.has(ADMIN):
-        raise _not_found(model, device_id)
+        raise missing or _not_found(model, device_id)
     return check_owner(named)
 
 
@@ -159,7 +166,7 @@ async def get_detector(
     check_device_id(device_id)
     mv = dataplane.resolve(model, version)
     devices.recipe(mv)
-    who = _owner(principal, owner, mv.name, device_id)
+    who = _owner(principal, owner, mv.name, device_id, _no_detector(mv.name, mv.version, device_id))
     detector = await devices.detectors.get(mv.name, mv.version, device_id, owner=who)
     if detector is None:
         raise _no_detector(mv.name, mv.version, device_id)
@@ -184,7 +191,7 @@ async def delete_detector(
     check_device_id(device_id)
     mv = dataplane.resolve(model, version)
     devices.recipe(mv)
-    who = _owner(principal, owner, mv.name, device_id)
+    who = _owner(principal, owner, mv.name, device_id, _no_detector(mv.name, mv.version, device_id))
     if not await devices.detectors.delete(mv.name, mv.version, device_id, owner=who):
         raise _no_detector(mv.name, mv.version, device_id)
     return Response(status_code=204)
