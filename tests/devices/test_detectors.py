@@ -8,6 +8,7 @@ SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import itertools
 import math
 import shutil
@@ -20,7 +21,9 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from mlgate.cli.main import cli
 from mlgate.devices import detectors
 from mlgate.registry.manifest import DeviceDetectorSpec, load_manifest
 from mlgate.settings import bundled_repository
@@ -340,6 +343,45 @@ async def test_a_changed_recipe_is_a_conflict_until_reset(
         assert again[0]["calibration"]["seen"] == 1
         view = (await client.get(DETECTOR.format("pump-5"))).json()
         assert view["params"]["margin"] == 2.0
+
+
+def test_mlgate_predict_streams_devices_through_their_detectors(tmp_path: Path) -> None:
+    """``mlgate predict --device-column`` locally: the same verdicts as the library."""
+    source = tmp_path / "run.csv"
+    with (DATA_DIR / "skab" / RUN).open(newline="") as fh:
+        rows = list(csv.reader(fh, delimiter=";"))
+    with source.open("w", newline="") as fh:
+        writer = csv.writer(fh, delimiter=";")
+        writer.writerow([*rows[0], "pump"])
+        writer.writerows([*row, "run-1"] for row in rows[1:])
+    out = tmp_path / "out.csv"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "predict",
+            "--model",
+            MODEL,
+            "--version",
+            VERSION,
+            "--input",
+            str(source),
+            "--delimiter",
+            ";",
+            "--device-column",
+            "pump",
+            "--output",
+            str(out),
+            "--no-progress",
+        ],
+        env={"MLGATE_MODELS__REPOSITORY": iot_only(tmp_path)["repository"]},
+    )
+    assert result.exit_code == 0, result.output
+    with out.open(newline="") as fh:
+        scored = list(csv.DictReader(fh))
+    n = spec().calibration_readings
+    assert [r["calibrating"] for r in scored] == ["true"] * n + ["false"] * (len(scored) - n)
+    alarms = offline()[1].alarms.tolist()
+    assert [r["is_anomaly"] == "true" for r in scored[n:]] == alarms
 
 
 BAD_BODIES = [
