@@ -22,6 +22,12 @@ BASE: dict[str, Any] = {
 }
 
 
+def _detector(params: dict[str, Any]) -> dict[str, Any]:
+    """An anomaly model whose per-device detector recipe has ``params``."""
+    recipe = {"features": ["a"], "calibration_readings": 400, "params": params}
+    return {"task": "anomaly", "classes": [], "threshold": 1.0, "device_detector": recipe}
+
+
 def write(tmp_path: Path, data: Any, name: str = "m", version: str = "1") -> Path:
     version_dir = tmp_path / name / version
     version_dir.mkdir(parents=True, exist_ok=True)
@@ -48,6 +54,9 @@ def test_valid_manifest(tmp_path: Path) -> None:
         ({"surprise": 1}, "surprise"),
         ({"name": "Bad Name"}, "name"),
         ({"reference": {"mean": [0.0], "std": [1.0]}}, "one value per feature"),
+        (_detector({"method": "magic"}), "unknown method 'magic'"),
+        (_detector({"debounce_k": 4, "debounce_n": 2}), "debounce_k"),
+        (_detector({"speed": 1}), "device_detector params"),
     ],
 )
 def test_invalid_manifests_say_why(tmp_path: Path, change: dict, message: str) -> None:

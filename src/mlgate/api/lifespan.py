@@ -27,6 +27,7 @@ from mlgate.dataplane import DataPlane
 from mlgate.dataplane.runner import Runner, RunnerPolicy
 from mlgate.db.engine import build_engine, session_factory
 from mlgate.db.migrate import upgrade
+from mlgate.devices.detector_store import DetectorStore
 from mlgate.devices.scoring import DeviceScorer
 from mlgate.devices.store import BaselineStore
 from mlgate.devices.windows import ReadingWindows
@@ -56,6 +57,7 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
             cache_ttl_s=settings.devices.cache_ttl_s,
         ),
         ReadingWindows(settings.devices.max_windows),
+        DetectorStore(engine),
     )
     models = settings.models
     runner = Runner(

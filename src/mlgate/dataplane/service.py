@@ -6,8 +6,9 @@
 2. ``codec.decode``: the payload as a typed input (matrix, ignored fields, device id);
 3. charge the rows to the caller - the one place rows are charged, after decoding, so
    malformed input costs no row allowance;
-4. score: per-device baselines when the input names a device, else the prediction
-   cache (when the model opts in) and the runner;
+4. score: when the input names a device, the device's own detector (a version with
+   ``device_detector``) or its baseline; else the prediction cache (when the model opts
+   in) and the runner;
 5. emit one :class:`~mlgate.dataplane.types.InferenceEvent` to every observer, and hand
    the request to the shadow (challenger) version, if the model has one;
 6. ``codec.encode`` the typed result (with the response headers steps left in the
@@ -44,7 +45,7 @@ from mlgate.dataplane.types import (
     Output,
 )
 from mlgate.devices.owners import device_owner
-from mlgate.devices.scoring import DeviceScorer, device_spec
+from mlgate.devices.scoring import DeviceScorer, serves_devices
 from mlgate.errors import ValidationFailed
 from mlgate.observability.tracing import step
 from mlgate.registry.registry import ModelRegistry, ModelVersion
@@ -159,7 +160,7 @@ class DataPlane:
                 "device baselines are not kept here",
                 details=[{"field": "device_id", "message": "not supported"}],
             )
-        device_spec(mv)
+        serves_devices(mv)
         return device_owner(context.principal)
 
     async def _score(
@@ -187,9 +188,11 @@ class DataPlane:
     async def _score_device(
         self, mv: ModelVersion, inputs: InferenceInput, owner: str, context: InferenceContext
     ) -> AnomalyOutput:
-        """Calibrate ``owner``'s device with its first readings, score the rest against
-        its baseline."""
+        """Calibrate ``owner``'s device with its first readings, score the rest by its
+        own detector or against its baseline."""
         assert self.devices is not None and inputs.device_id is not None
+        if mv.manifest.device_detector is not None:
+            return await self._detect_device(mv, inputs, owner)
         batch = await self.devices.prepare(mv, inputs.device_id, inputs.matrix, owner=owner)
         n = inputs.rows
         calibrating = len(batch.progress)
@@ -220,6 +223,47 @@ class DataPlane:
             scored=scored,
             calibration_seen=seen,
             calibration_required=baseline.required,
+        )
+
+    async def _detect_device(
+        self, mv: ModelVersion, inputs: InferenceInput, owner: str
+    ) -> AnomalyOutput:
+        """The device's own detector: its first readings calibrate it, the rest get its
+        debounced alarms. Explanations compare the (smoothed) readings of the detector's
+        sensors with the device's calibration mean and spread."""
+        assert self.devices is not None and inputs.device_id is not None
+        recipe, feed = await self.devices.detect(mv, inputs.device_id, inputs.matrix, owner=owner)
+        n, calibrating = inputs.rows, len(feed.progress)
+        scores = np.full(n, np.nan)
+        is_anomaly = np.zeros(n, dtype=bool)
+        readings = np.asarray(inputs.matrix, dtype=np.float64).copy()
+        width = readings.shape[1]
+        center = spread = None
+        threshold = float("nan")
+        model = feed.detector.model
+        if model is not None:
+            threshold = float(model.threshold)
+            center, spread = np.full(width, np.nan), np.full(width, np.nan)
+            center[recipe.columns], spread[recipe.columns] = model.mean, model.std
+        if feed.scored is not None:
+            scores[calibrating:] = feed.scored.scores
+            is_anomaly[calibrating:] = feed.scored.alarms
+            readings[calibrating:, recipe.columns] = feed.smoothed
+        seen = np.zeros(n, dtype=np.int64)
+        seen[:calibrating] = feed.progress
+        return AnomalyOutput(
+            scores=scores,
+            is_anomaly=is_anomaly,
+            confidence=confidence_of(scores, threshold, max(threshold, 1e-12)),
+            threshold=threshold,
+            readings=readings,
+            center=center,
+            spread=spread,
+            relative_to_device=True,
+            scored=np.arange(n) >= calibrating,
+            calibration_seen=seen,
+            calibration_required=feed.detector.required,
+            device_detector=True,
         )
 
     def _emit(self, result: InferenceResult, context: InferenceContext) -> None:

@@ -103,6 +103,9 @@ class AnomalyOutput:
     """(rows,) bool on the device path; None when every row was scored."""
     calibration_seen: np.ndarray | None = None
     calibration_required: int | None = None
+    device_detector: bool = False
+    """Verdicts of the device's own detector (debounced alarms), not of the model's
+    detector against a baseline; ``center``/``spread`` are NaN for unused sensors."""
 
     @property
     def rows(self) -> int:

@@ -1,5 +1,5 @@
-"""Tables of users, API keys, device baselines and shares, drift histograms, alias moves
-and the prediction audit log.
+"""Tables of users, API keys, device baselines, detectors and shares, drift histograms,
+alias moves and the prediction audit log.
 
 Users and keys are never deleted: users are disabled and keys revoked, so that the audit
 log can reference ``users.id`` and ``api_keys.id`` for good.
@@ -143,6 +143,37 @@ class DeviceBaselineRow(Base):
     source: Mapped[str] = mapped_column(String(16))
     revision: Mapped[int] = mapped_column(Integer, default=1)
     # Unused by the server; kept for operators (when the baseline was ready).
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class DeviceDetectorRow(Base):
+    """A device's own detector for one model version (``mlgate.devices.detectors``).
+
+    While calibrating, ``calibration`` holds the readings so far (rows of ``features``);
+    after ``required`` of them, ``detector`` is the fitted ``DeviceModel`` and ``stream``
+    the ``StreamState`` after the last scored reading (smoothing and debouncing history),
+    which every worker updates under the row's lock. ``params`` is the recipe it was made
+    with. Owners and shares work as for :class:`DeviceBaselineRow`.
+    """
+
+    __tablename__ = "device_detectors"
+
+    owner: Mapped[str] = mapped_column(String(80), primary_key=True)
+    model: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    features: Mapped[list[str]] = mapped_column(JSON)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    required: Mapped[int] = mapped_column(Integer)
+    seen: Mapped[int] = mapped_column(Integer, default=0)
+    calibration: Mapped[list[list[float]] | None] = mapped_column(JSON)
+    detector: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    stream: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    scored: Mapped[int] = mapped_column(Integer, default=0)
+    alarms: Mapped[int] = mapped_column(Integer, default=0)
+    revision: Mapped[int] = mapped_column(Integer, default=1)
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

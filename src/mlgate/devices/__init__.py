@@ -1,9 +1,11 @@
-"""Per-device baselines: a DB-backed store, per-worker reading windows, and scoring."""
+"""Per-device baselines and detectors: DB-backed stores, per-worker reading windows, and
+scoring."""
 
 from __future__ import annotations
 
+from mlgate.devices.detector_store import DetectorFeed, DetectorStore, DeviceDetector, Recipe
 from mlgate.devices.owners import UNOWNED, check_owner, device_owner
-from mlgate.devices.scoring import DeviceBatch, DeviceScorer, device_spec
+from mlgate.devices.scoring import DeviceBatch, DeviceScorer, device_spec, serves_devices
 from mlgate.devices.store import (
     DEVICE_ID_PATTERN,
     Baseline,
@@ -19,13 +21,18 @@ __all__ = [
     "UNOWNED",
     "Baseline",
     "BaselineStore",
+    "DetectorFeed",
+    "DetectorStore",
     "DeviceBatch",
+    "DeviceDetector",
     "DeviceScorer",
     "DeviceShare",
     "Observation",
     "ReadingWindows",
+    "Recipe",
     "check_device_id",
     "check_owner",
     "device_owner",
     "device_spec",
+    "serves_devices",
 ]

@@ -1,4 +1,5 @@
-"""Per-device baselines in the database, shared by every worker.
+"""Per-device baselines in the database, shared by every worker (and the row helpers the
+per-device detectors share: :func:`owner_of`, :func:`lock_row`).
 
 Consistency across workers:
 
@@ -23,7 +24,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import delete, or_, select
@@ -39,6 +40,7 @@ _DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
 #: its mean (absolute for means near 0), so that later readings stay finite when mapped.
 STD_FLOOR_REL = 1e-6
 STD_FLOOR_ABS = 1e-9
+_Row = TypeVar("_Row")
 
 
 def check_device_id(value: Any, field: str = "device_id") -> str:
@@ -57,6 +59,37 @@ def check_device_id(value: Any, field: str = "device_id") -> str:
 
 def std_floor(mean: np.ndarray) -> np.ndarray:
     return np.maximum(STD_FLOOR_ABS, STD_FLOOR_REL * np.abs(mean))
+
+
+async def owner_of(session: AsyncSession, owner: str, device_id: str) -> str:
+    """Whose device ``owner``'s ``device_id`` is: a share's owner, or ``owner``."""
+    shared = await session.scalar(
+        select(DeviceShareRow.owner).where(
+            DeviceShareRow.grantee == owner, DeviceShareRow.device_id == device_id
+        )
+    )
+    return shared or owner
+
+
+async def lock_row(
+    session: AsyncSession, table: type[_Row], values: dict[str, Any], keys: tuple[str, ...]
+) -> _Row:
+    """The row of ``table`` whose ``keys`` columns equal ``values``' (inserted from
+    ``values`` if missing), locked until the transaction ends.
+
+    PostgreSQL: ``INSERT ... ON CONFLICT DO NOTHING`` then ``SELECT ... FOR UPDATE``;
+    SQLite: the insert, the transaction's first statement, takes the write lock.
+    """
+    dialect = session.get_bind().dialect.name
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    await session.execute(dialect_insert(table).values(**values).on_conflict_do_nothing())
+    statement = (
+        select(table)
+        .filter_by(**{key: values[key] for key in keys})
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(statement)).scalar_one()
 
 
 @dataclass(frozen=True)
@@ -130,7 +163,6 @@ class BaselineStore:
 
     def __init__(self, engine: AsyncEngine, *, required: int, cache_ttl_s: float) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self._dialect = engine.dialect.name
         self.required = required
         self.cache_ttl_s = cache_ttl_s
         # Keyed by the owner asking (a grantee's entry holds the shared device).
@@ -151,20 +183,10 @@ class BaselineStore:
         else:
             self._cache.pop(key, None)
 
-    @staticmethod
-    async def _owner_of(session: AsyncSession, owner: str, device_id: str) -> str:
-        """Whose device ``owner``'s ``device_id`` is: a share's owner, or ``owner``."""
-        shared = await session.scalar(
-            select(DeviceShareRow.owner).where(
-                DeviceShareRow.grantee == owner, DeviceShareRow.device_id == device_id
-            )
-        )
-        return shared or owner
-
     async def get(self, model: str, device_id: str, *, owner: str) -> Baseline | None:
         """The stored baseline (read from the database, not the cache)."""
         async with self._sessions() as session:
-            real = await self._owner_of(session, owner, device_id)
+            real = await owner_of(session, owner, device_id)
             row = await session.get(DeviceBaselineRow, (real, model, device_id))
             return None if row is None else _from_row(row)
 
@@ -186,22 +208,7 @@ class BaselineStore:
             "created_at": now,
             "updated_at": now,
         }
-        dialect_insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        # Also the write lock on SQLite: the first statement of the transaction writes.
-        await session.execute(
-            dialect_insert(DeviceBaselineRow).values(**values).on_conflict_do_nothing()
-        )
-        statement = (
-            select(DeviceBaselineRow)
-            .where(
-                DeviceBaselineRow.owner == owner,
-                DeviceBaselineRow.model == model,
-                DeviceBaselineRow.device_id == device_id,
-            )
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        return (await session.execute(statement)).scalar_one()
+        return await lock_row(session, DeviceBaselineRow, values, ("owner", "model", "device_id"))
 
     async def observe(
         self, model: str, device_id: str, features: list[str], x: np.ndarray, *, owner: str
@@ -215,7 +222,7 @@ class BaselineStore:
         if cached is not None:
             return Observation(cached, [])
         async with self._sessions() as session, session.begin():
-            real = await self._owner_of(session, owner, device_id)
+            real = await owner_of(session, owner, device_id)
             row = await self._locked_row(session, real, model, device_id, features)
             if list(row.features) != features:
                 raise Conflict(
@@ -262,7 +269,7 @@ class BaselineStore:
             if not all(math.isfinite(v) for v in values.tolist()):
                 raise ValidationFailed("baseline values must be finite")
         async with self._sessions() as session, session.begin():
-            real = await self._owner_of(session, owner, device_id)
+            real = await owner_of(session, owner, device_id)
             row = await self._locked_row(session, real, model, device_id, features)
             row.features = features
             row.seen = seen
@@ -285,7 +292,7 @@ class BaselineStore:
         None if there was none."""
         self._cache.clear()
         async with self._sessions() as session, session.begin():
-            real = await self._owner_of(session, owner, device_id)
+            real = await owner_of(session, owner, device_id)
             result = await session.execute(
                 delete(DeviceBaselineRow).where(
                     DeviceBaselineRow.owner == real,

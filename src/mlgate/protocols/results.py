@@ -42,9 +42,13 @@ def _explain(
     if z is None or out.center is None:
         text = "anomaly score above the threshold" if is_anomaly else "within normal parameters"
         return text, []
-    normal = "the device's baseline" if out.relative_to_device else "normal"
+    normal = "normal"
+    if out.relative_to_device:
+        normal = "the device's calibration" if out.device_detector else "the device's baseline"
     row, center = out.readings[i], out.center
     names = mv.manifest.feature_names
+    # Sensors a device's detector does not use have no z-score (NaN): left out.
+    order = [j for j in np.argsort(-np.abs(z)) if np.isfinite(z[j])]
     deviations = [
         {
             "feature": names[j],
@@ -52,7 +56,7 @@ def _explain(
             "expected": float(center[j]),
             "z_score": round(float(z[j]), 2),
         }
-        for j in np.argsort(-np.abs(z))[:EXPLAIN_TOP]
+        for j in order[:EXPLAIN_TOP]
     ]
     notable = [d for d in deviations if abs(d["z_score"]) >= DEVIATION_Z]
     if notable:
@@ -63,7 +67,7 @@ def _explain(
         ]
         lead = "Sensors deviating most: " if is_anomaly else "Normal overall, but "
         return lead + "; ".join(parts), deviations
-    if is_anomaly:
+    if is_anomaly and deviations:
         top = deviations[0]
         return (
             "Unusual combination of readings, no single sensor far from normal "
@@ -74,7 +78,7 @@ def _explain(
     return "Operating within normal parameters", deviations
 
 
-def _calibrating(seen: int, required: int) -> dict[str, Any]:
+def _calibrating(seen: int, required: int, what: str) -> dict[str, Any]:
     return {
         "status": "calibrating",
         "calibration": {"seen": seen, "required": required},
@@ -82,7 +86,7 @@ def _calibrating(seen: int, required: int) -> dict[str, Any]:
         "anomaly_score": None,
         "threshold": None,
         "confidence": None,
-        "explanation": f"Calibrating the device baseline ({seen} of {required} readings)",
+        "explanation": f"Calibrating the device {what} ({seen} of {required} readings)",
         "deviations": [],
     }
 
@@ -100,7 +104,9 @@ def anomaly_rows(mv: ModelVersion, out: AnomalyOutput) -> list[dict[str, Any]]:
     for i in range(out.rows):
         if not out.is_scored(i):
             assert out.calibration_seen is not None and out.calibration_required is not None
-            results.append(_calibrating(int(out.calibration_seen[i]), out.calibration_required))
+            what = "detector" if out.device_detector else "baseline"
+            seen, required = int(out.calibration_seen[i]), out.calibration_required
+            results.append(_calibrating(seen, required, what))
             continue
         text, deviations = _explain(mv, out, i, z[i] if z is not None else None, flags[i])
         row: dict[str, Any] = {} if out.scored is None else {"status": "scored"}

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MANIFEST_FILE = "manifest.yaml"
 MODEL_FILE = "model.yaml"
@@ -111,6 +111,17 @@ class DeviceDetectorSpec(BaseModel):
     calibration_readings: int = Field(ge=8)
     params: dict[str, Any]
     metrics: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _valid_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        from mlgate.devices.detectors import DetectorParams  # the package imports this one
+
+        try:
+            DetectorParams.from_dict(dict(params))
+        except TypeError as exc:
+            raise ValueError(f"device_detector params: {exc}") from None
+        return params
 
 
 class ExplainerSpec(BaseModel):

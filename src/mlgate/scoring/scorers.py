@@ -105,6 +105,7 @@ class LocalScorer:
     def _attach_devices(self, baseline_readings: int) -> None:
         from mlgate.db.engine import build_engine
         from mlgate.db.migrate import upgrade
+        from mlgate.devices.detector_store import DetectorStore
         from mlgate.devices.scoring import DeviceScorer
         from mlgate.devices.store import BaselineStore
         from mlgate.devices.windows import ReadingWindows
@@ -115,7 +116,9 @@ class LocalScorer:
         self._engine = build_engine(Settings(database_url=url))
         self._loop.run(upgrade(self._engine))
         store = BaselineStore(self._engine, required=baseline_readings, cache_ttl_s=60.0)
-        self.dataplane.devices = DeviceScorer(store, ReadingWindows(1_000_000))
+        self.dataplane.devices = DeviceScorer(
+            store, ReadingWindows(1_000_000), DetectorStore(self._engine)
+        )
 
     def score(self, matrix: np.ndarray, device_id: str | None = None) -> dict[str, np.ndarray]:
         mv = self.mv

@@ -2,8 +2,10 @@
 
 A device id names a device of the caller's owner (the user, or the user's tenant; see
 :mod:`mlgate.devices.owners`). A share makes ``device_id`` mean, for ``grantee``, the
-device of that id that belongs to ``owner``: the grantee reads its baseline, streams
-readings that calibrate or are scored against it, as the owner does.
+device of that id that belongs to ``owner``: the grantee reads its baseline and its
+per-device detectors, streams readings that calibrate them or are scored by them (one
+stream with the owner's), and an admin's reset through the share resets the owner's
+device, as the owner does.
 """
 
 from __future__ import annotations

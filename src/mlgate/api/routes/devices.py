@@ -1,7 +1,9 @@
-"""Per-device baselines of anomaly models: read, upload, reset.
+"""Per-device baselines and detectors of anomaly models: read, upload, reset.
 
-Reading a baseline needs ``predict`` (the scope of the clients that stream a device's
-readings and want to see its calibration); uploading and resetting need ``admin``.
+Reading a baseline or a detector needs ``predict`` (the scope of the clients that stream
+a device's readings and want to see its calibration); uploading and resetting need
+``admin``. A detector belongs to one model version (``?version=``, default: the version
+requests without one get).
 A device id names a device of the caller's owner (see :mod:`mlgate.devices.owners`);
 ``?owner=`` lets an admin work on any owner's devices. Another owner's device is a 404,
 exactly like one that does not exist.
@@ -46,14 +48,21 @@ def _not_found(model: str, device_id: str) -> NotFound:
     )
 
 
-def _owner(principal: Principal, named: str | None, model: str, device_id: str) -> str:
+def _owner(
+    principal: Principal,
+    named: str | None,
+    model: str,
+    device_id: str,
+    missing: NotFound | None = None,
+) -> str:
     """The owner whose device the request means: the caller's, or (admins) the named one.
-    A non-admin naming another owner gets the 404 of a device that does not exist."""
+    A non-admin naming another owner gets the 404 of a device that does not exist
+    (``missing``; default: the baseline's)."""
     own = device_owner(principal)
     if named is None or named == own:
         return own
     if not principal.has(ADMIN):
-        raise _not_found(model, device_id)
+        raise missing or _not_found(model, device_id)
     return check_owner(named)
 
 
@@ -122,4 +131,67 @@ async def delete_baseline(
     if deleted_from is None:
         raise _not_found(mv.name, device_id)
     devices.windows.forget((deleted_from, mv.name, device_id))
+    return Response(status_code=204)
+
+
+VersionQuery = Query(
+    default=None,
+    description="The model version or alias whose detector (one with `device_detector`); "
+    "default: the version requests without one get.",
+)
+
+
+def _no_detector(model: str, version: str, device_id: str) -> NotFound:
+    return NotFound(
+        f"device {device_id!r} has no detector for model {model!r} version {version!r}: "
+        "it gets one from its first readings",
+        details={"model": model, "version": version, "device_id": device_id},
+    )
+
+
+@router.get(
+    "/detector",
+    summary="A device's own detector and stream, or its calibration progress",
+    dependencies=[RequirePredict],
+)
+async def get_detector(
+    model: str,
+    device_id: str,
+    dataplane: DataPlaneDep,
+    devices: DevicesDep,
+    principal: PrincipalDep,
+    owner: str | None = OwnerQuery,
+    version: str | None = VersionQuery,
+) -> Response:
+    check_device_id(device_id)
+    mv = dataplane.resolve(model, version)
+    devices.recipe(mv)
+    who = _owner(principal, owner, mv.name, device_id, _no_detector(mv.name, mv.version, device_id))
+    detector = await devices.detectors.get(mv.name, mv.version, device_id, owner=who)
+    if detector is None:
+        raise _no_detector(mv.name, mv.version, device_id)
+    return ORJSONResponse(detector.view())
+
+
+@router.delete(
+    "/detector",
+    summary="Reset a device's detector (it calibrates again)",
+    status_code=204,
+    dependencies=[RequireAdmin],
+)
+async def delete_detector(
+    model: str,
+    device_id: str,
+    dataplane: DataPlaneDep,
+    devices: DevicesDep,
+    principal: PrincipalDep,
+    owner: str | None = OwnerQuery,
+    version: str | None = VersionQuery,
+) -> Response:
+    check_device_id(device_id)
+    mv = dataplane.resolve(model, version)
+    devices.recipe(mv)
+    who = _owner(principal, owner, mv.name, device_id, _no_detector(mv.name, mv.version, device_id))
+    if not await devices.detectors.delete(mv.name, mv.version, device_id, owner=who):
+        raise _no_detector(mv.name, mv.version, device_id)
     return Response(status_code=204)
