@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import secrets
 import shutil
 import time
@@ -22,7 +21,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
-from tests.servers import RunningServer, clean_env, mlgate_serve
+from tests.servers import LiveServer, RunningServer
 
 pytestmark = pytest.mark.slow
 
@@ -56,36 +55,23 @@ def _chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, str, str]]:
-    """A server, its admin's key (the first start's banner) and a predict-only key."""
+def server(live_server: LiveServer) -> tuple[RunningServer, str, str]:
+    """The shared server, its admin's key and a predict-only key."""
     _chromium()
-    workdir = tmp_path_factory.mktemp("dashboard")
-    env = clean_env(
-        MLGATE_DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'mlgate.db'}",
-        MLGATE_AUTH__JWT_SECRET=secrets.token_urlsafe(48),
-        MLGATE_AUTH__BOOTSTRAP_ADMIN="true",
-        MLGATE_AUTH__ARGON2_TIME_COST="1",
-        MLGATE_AUTH__ARGON2_MEMORY_COST_KIB="8",
-        MLGATE_AUTH__ARGON2_PARALLELISM="1",
-        # Usage counters reach the database within half a second (default 5 s).
-        MLGATE_AUDIT__USAGE_FLUSH_INTERVAL_S="0.5",
+    admin = {"X-API-Key": live_server.admin_key}
+    user = httpx.post(
+        f"{live_server.url}/v1/admin/users",
+        json={"username": "sensor-app", "scopes": ["predict"], "tier": "enterprise"},
+        headers=admin,
     )
-    with mlgate_serve(workdir, env) as running:
-        (admin_key,) = set(re.findall(r"mlg_[A-Za-z0-9_-]+", running.log.read_text()))
-        admin = {"X-API-Key": admin_key}
-        user = httpx.post(
-            f"{running.url}/v1/admin/users",
-            json={"username": "sensor-app", "scopes": ["predict"], "tier": "enterprise"},
-            headers=admin,
-        )
-        assert user.status_code == 201, user.text
-        key = httpx.post(
-            f"{running.url}/v1/admin/api-keys",
-            json={"user_id": user.json()["id"], "name": "pumps"},
-            headers=admin,
-        )
-        assert key.status_code == 201, key.text
-        yield running, admin_key, key.json()["key"]
+    assert user.status_code == 201, user.text
+    key = httpx.post(
+        f"{live_server.url}/v1/admin/api-keys",
+        json={"user_id": user.json()["id"], "name": "pumps"},
+        headers=admin,
+    )
+    assert key.status_code == 201, key.text
+    return live_server.server, live_server.admin_key, key.json()["key"]
 
 
 class Browser:
@@ -250,3 +236,44 @@ def test_the_page_is_static_and_locked_down(server: tuple[RunningServer, str, st
     assert script.headers["content-type"].startswith("text/javascript")
     for name in ("..%2Fsettings.py", "__init__.py", "missing.js", ".hidden.js"):
         assert httpx.get(f"{url}/dashboard/{name}").status_code == 404, name
+
+
+def test_password_sign_in_within_a_small_rate_budget(
+    server: tuple[RunningServer, str, str], browser: Any
+) -> None:
+    """Username and password: the token lives in the tab's session storage only, and a
+    free-tier account (10 requests a minute) is polled slower instead of being refused."""
+    running, admin_key, _ = server
+    url = running.url
+    password = secrets.token_urlsafe(16)
+    user = httpx.post(
+        f"{url}/v1/admin/users",
+        json={"username": "viewer", "password": password, "scopes": ["predict"], "tier": "free"},
+        headers={"X-API-Key": admin_key},
+    )
+    assert user.status_code == 201, user.text
+    tab = browser()
+    tab.page.goto(f"{url}/dashboard")
+    tab.page.fill("#username", "viewer")
+    tab.page.fill("#password", password)
+    tab.page.click("#password-form button")
+    tab.page.wait_for_selector("#panels:not([hidden])", timeout=5000)
+    assert tab.page.input_value("#password") == ""
+    stored = tab.page.evaluate("() => [localStorage.length, Object.keys(sessionStorage)]")
+    assert stored == [0, ["mlgate.dashboard.credentials"]]
+    assert "Bearer " in tab.page.evaluate(
+        "() => sessionStorage.getItem(Object.keys(sessionStorage)[0])"
+    )
+    # Three requests at sign-in, two per poll: the budget runs low within seconds and the
+    # page slows down rather than being answered 429 (a console error would show it).
+    _until(lambda: "slowed to every" in tab.page.inner_text("#status"), timeout_s=10)
+    time.sleep(1)
+    assert "slowed to every" in tab.page.inner_text("#status")
+    # A reload keeps the session; signing out forgets it.
+    tab.page.reload()
+    tab.page.wait_for_selector("#panels:not([hidden])", timeout=5000)
+    tab.page.click("#sign-out")
+    assert tab.page.evaluate("() => sessionStorage.length") == 0
+    tab.page.reload()
+    tab.page.wait_for_selector("#sign-in:not([hidden])", timeout=5000)
+    assert tab.errors == []

@@ -18,7 +18,7 @@ from mlgate.cli.main import cli
 from mlgate.settings import bundled_repository
 from tests.deploy.dockerfile import Stage, parse
 from tests.deploy.support import ROOT, known_variables
-from tests.servers import clean_env, free_port, mlgate_serve
+from tests.servers import LiveServer, free_port
 
 DOCKERFILE = ROOT / "Dockerfile"
 BUILD_TOOLS = ("build-essential", "gcc", "g++", "make", "git", "curl", "wget")
@@ -134,16 +134,14 @@ def _healthcheck() -> list[str]:
     return [sys.executable, *command[1:]]
 
 
-def test_healthcheck_passes_against_a_live_server(tmp_path: Path) -> None:
+def test_healthcheck_passes_against_a_live_server(live_server: LiveServer) -> None:
     """The HEALTHCHECK command, run as Docker would (the image's MLGATE_SERVER__PORT),
     succeeds against `mlgate serve` and fails when nothing answers."""
     assert "/health/live" in _healthcheck()[-1]
-    env = clean_env(MLGATE_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'mlgate.db'}")
-    with mlgate_serve(tmp_path, env, ready_path="/health/live") as server:
-        probe = {**env, "MLGATE_SERVER__PORT": str(server.port)}
-        done = subprocess.run(_healthcheck(), env=probe, capture_output=True, timeout=10)
-        assert done.returncode == 0, done.stderr
-        assert httpx.get(f"{server.url}/health/live").json() == {"status": "alive"}
+    probe = {**os.environ, "MLGATE_SERVER__PORT": str(live_server.server.port)}
+    done = subprocess.run(_healthcheck(), env=probe, capture_output=True, timeout=10)
+    assert done.returncode == 0, done.stderr
+    assert httpx.get(f"{live_server.url}/health/live").json() == {"status": "alive"}
     nothing = {**os.environ, "MLGATE_SERVER__PORT": str(free_port())}
     done = subprocess.run(_healthcheck(), env=nothing, capture_output=True, timeout=10)
     assert done.returncode != 0

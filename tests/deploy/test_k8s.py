@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from mlgate.cli.main import cli
+from mlgate.settings import bundled_repository
 from tests.deploy.support import (
     K8S,
     exported_metrics,
@@ -53,7 +55,17 @@ def test_kustomization_lists_every_manifest() -> None:
     assert sorted(resources) == sorted(p.name for p in MANIFESTS)
 
 
-async def test_probes_use_real_routes(client: httpx.AsyncClient) -> None:
+async def test_probes_use_real_routes(app_factory: Any, tmp_path: Path) -> None:
+    # One small model is enough for the probes to answer as in production.
+    shutil.copytree(bundled_repository() / "iot", tmp_path / "models" / "iot")
+    async with app_factory(models={"repository": tmp_path / "models", "default_model": "iot"}) as (
+        _,
+        client,
+    ):
+        await _check_probes(client)
+
+
+async def _check_probes(client: httpx.AsyncClient) -> None:
     container = _container()
     port = container["ports"][0]
     assert port == {"name": "http", "containerPort": 8000}
