@@ -113,7 +113,9 @@ def _sign_in(tab: Browser, url: str, key: str) -> None:
     tab.page.wait_for_selector("#panels:not([hidden])", timeout=5000)
 
 
-def _traffic(url: str, key: str, device: str | None = None) -> None:
+def _traffic(url: str, key: str, device: str | None = None) -> dict[str, Any]:
+    """A port scan and a benign flow (ids), a normal and a faulty pump reading (iot);
+    returns the ids answer."""
     headers = {"X-API-Key": key}
     ids = httpx.post(
         f"{url}/v1/models/ids/predict/batch",
@@ -126,6 +128,12 @@ def _traffic(url: str, key: str, device: str | None = None) -> None:
         body["device_id"] = device
     iot = httpx.post(f"{url}/v1/models/iot/predict/batch", json=body, headers=headers)
     assert iot.status_code == 200, iot.text
+    return dict(ids.json())
+
+
+def _table(tab: Browser, selector: str) -> list[list[str]]:
+    rows = tab.page.locator(f"{selector} tr").all()
+    return [[cell.inner_text() for cell in row.locator("td").all()] for row in rows]
 
 
 def _drawn_pixels(tab: Browser, selector: str) -> int:
@@ -192,15 +200,25 @@ def test_an_admin_sees_everything_and_the_model_panels(
 ) -> None:
     running, admin_key, predict_key = server
     url = running.url
-    # Traffic of the last minutes is there at sign-in (the slow panels poll every 10 s).
-    _traffic(url, admin_key)
+    admin = {"X-API-Key": admin_key}
+    # Traffic of the last minutes is there at sign-in (the slow panels poll every 10 s):
+    # a labelled port scan, and a prediction of ids 2 (calibrated: accuracy is estimated).
+    port_scan = _traffic(url, admin_key)["predictions"][0]
+    feedback = httpx.post(
+        f"{url}/v1/predictions/{port_scan['prediction_id']}/feedback",
+        json={"label": "PortScan"},
+        headers=admin,
+    )
+    assert feedback.status_code == 200, feedback.text
+    v2 = httpx.post(
+        f"{url}/v1/models/ids/predict", json={"features": PORT_SCAN, "version": "2"}, headers=admin
+    )
+    assert v2.status_code == 200, v2.text
     _traffic(url, predict_key, device="pump-7")
     tab = browser()
     _sign_in(tab, url, admin_key)
     # An error answer (a row of the wrong length) is counted in the usage errors.
-    bad = httpx.post(
-        f"{url}/v1/models/ids/predict", json={"features": [1, 2]}, headers={"X-API-Key": admin_key}
-    )
+    bad = httpx.post(f"{url}/v1/models/ids/predict", json={"features": [1, 2]}, headers=admin)
     assert bad.status_code == 422
     _until(lambda: len({row[5] for row in _feed(tab)}) >= 2)
     # Slow panels (every 10 s) were drawn on sign-in.
@@ -208,7 +226,10 @@ def test_an_admin_sees_everything_and_the_model_panels(
     models = tab.page.inner_text("#models")
     assert "ids" in models and "stable→" in models
     tab.page.wait_for_selector("#quality tr", timeout=8000)
-    assert "ids" in tab.page.inner_text("#quality")
+    quality = {(row[0], row[1]): row[2:] for row in _table(tab, "#quality")}
+    _predictions, labelled, measured, _estimated = quality[("ids", "3")]
+    assert int(labelled) >= 1 and measured.endswith("%")
+    assert quality[("ids", "2")][3].endswith("%")  # estimated without labels
     assert "iot 2" in tab.page.inner_text("#drift")
     # Errors and refusals come from the usage counters (rates over 10 s).
     _until(lambda: _drawn_pixels(tab, "#chart-errors") > 20, timeout_s=12)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -99,21 +100,25 @@ def test_copied_paths_exist_and_reach_the_build_context() -> None:
     assert copied >= 3  # pyproject.toml, README.md, src
 
 
-def test_the_package_carries_the_bundled_models() -> None:
-    """The image installs the package, whose wheel is src/mlgate with everything in it:
-    the bundled models are inside, and neither ignore file keeps them out."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["src/mlgate"]
-    models = bundled_repository()
-    assert models.is_relative_to(ROOT / "src" / "mlgate")
-    manifests = list(models.glob("*/model.yaml"))
-    assert manifests
-    for manifest in manifests:
-        assert not _ignored(str(manifest.relative_to(ROOT)))
-    done = subprocess.run(
-        ["git", "check-ignore", *map(str, manifests)], cwd=ROOT, capture_output=True, text=True
-    )
-    assert done.stdout == ""  # none is git-ignored (hatchling honours .gitignore)
+def test_the_installed_package_carries_models_and_dashboard(tmp_path: Path) -> None:
+    """The image runs `pip install .`: the wheel it builds holds every file of the
+    package the repository tracks (the bundled models, the dashboard's page), so the
+    runtime stage needs nothing else from the source tree."""
+    from hatchling.builders.wheel import WheelBuilder
+
+    (wheel,) = WheelBuilder(str(ROOT)).build(directory=str(tmp_path), versions=["standard"])
+    with zipfile.ZipFile(wheel) as archive:
+        packaged = {name for name in archive.namelist() if name.startswith("mlgate/")}
+    tracked = subprocess.run(
+        ["git", "ls-files", "src/mlgate"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    expected = {path.removeprefix("src/") for path in tracked}
+    assert expected - packaged == set()
+    assert "mlgate/bundled_models/ids/model.yaml" in packaged
+    assert {"mlgate/dashboard/index.html", "mlgate/dashboard/dashboard.js"} <= packaged
+    assert str(bundled_repository()).startswith(str(ROOT / "src" / "mlgate"))
+    for source in ("src/mlgate/bundled_models/ids/model.yaml", "src/mlgate/dashboard/index.html"):
+        assert not _ignored(source)
 
 
 def test_entrypoint_is_mlgate_serve() -> None:

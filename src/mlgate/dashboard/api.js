@@ -1,6 +1,9 @@
 // The JSON APIs, called with the signed-in credentials (kept in this tab's session
 // storage only: closing the tab forgets them).
 const STORE = "mlgate.dashboard.credentials";
+// The API's base path: "" normally, the prefix when a proxy serves mlgate under a path
+// (MLGATE_SERVER__ROOT_PATH); the page is at <base>/dashboard.
+const BASE = location.pathname.replace(/\/dashboard\/?$/, "");
 
 export class ApiError extends Error {
   constructor(status, body) {
@@ -29,7 +32,7 @@ export function keyCredentials(key) {
 
 export async function passwordCredentials(username, password) {
   const body = new URLSearchParams({ username, password });
-  const response = await fetch("/v1/token", { method: "POST", body });
+  const response = await fetch(`${BASE}/v1/token`, { method: "POST", body });
   const json = await response.json().catch(() => null);
   if (!response.ok) throw new ApiError(response.status, json);
   return { header: "Authorization", value: `Bearer ${json.access_token}` };
@@ -52,7 +55,7 @@ export async function getJson(credentials, path, params = {}) {
   const query = new URLSearchParams(
     Object.entries(params).filter(([, v]) => v !== undefined && v !== null),
   ).toString();
-  const response = await fetch(query ? `${path}?${query}` : path, {
+  const response = await fetch(`${BASE}${path}${query ? `?${query}` : ""}`, {
     headers: { [credentials.header]: credentials.value, Accept: "application/json" },
     cache: "no-store",
   });
