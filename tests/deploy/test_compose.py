@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from mlgate.cli.main import cli
-from tests.deploy.support import DEPLOY, known_variables, settings_from
+from tests.deploy.support import DEPLOY, known_variables, required_tool, settings_from
 
 COMPOSE = DEPLOY / "compose.yaml"
 SECRETS = {
@@ -136,3 +136,31 @@ def _seconds(duration: str) -> float:
     match = re.fullmatch(r"(\d+)s", duration)
     assert match, duration
     return float(match[1])
+
+
+def test_nginx_accepts_its_configuration(tmp_path: Path) -> None:
+    """`nginx -t` on the file as the container mounts it; the replicas' service name,
+    which only resolves inside the compose network, stands for a local address."""
+    nginx = required_tool("nginx", "apt-get install nginx-light")
+    config = (DEPLOY / "nginx.conf").read_text()
+    assert "server mlgate:8000 " in config
+    (tmp_path / "nginx.conf").write_text(
+        config.replace("server mlgate:8000 ", "server 127.0.0.1:8000 ")
+    )
+    done = subprocess.run(
+        [
+            nginx,
+            "-t",
+            "-c",
+            str(tmp_path / "nginx.conf"),
+            "-p",
+            f"{tmp_path}/",
+            "-e",
+            "/dev/stderr",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "test is successful" in done.stderr
