@@ -7,9 +7,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
+import pytest
 import yaml
 
 from tests.deploy.support import DEPLOY, exported_metrics, metrics_in, required_tool
+from tests.servers import LiveServer
 
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
@@ -87,3 +90,24 @@ def test_alerts_name_only_exported_metrics() -> None:
     for rule in _rules():
         unknown = metrics_in(rule["expr"]) - exported
         assert not unknown, f"{rule['alert']} reads metrics mlgate does not export: {unknown}"
+
+
+def test_metric_names_match_a_live_metrics_endpoint(live_server: LiveServer) -> None:
+    """Once the server exports /metrics (the observability work), every name the alerts
+    and the dashboard may use is one of its metric families."""
+    families: set[str] = set()
+    for headers in ({}, {"X-API-Key": live_server.admin_key}):
+        answer = httpx.get(f"{live_server.url}/metrics", headers=headers)
+        if answer.status_code == 200:
+            for line in answer.text.splitlines():
+                if line.startswith(("# TYPE ", "# HELP ")):
+                    families.add(line.split()[2])
+            break
+    if not families:
+        pytest.skip("this server has no /metrics yet: names checked against metric_names.txt")
+    missing = {
+        name
+        for name in exported_metrics()
+        if name not in families and name.removesuffix("_total") not in families
+    }
+    assert not missing, f"metric_names.txt names metrics the server does not export: {missing}"
