@@ -38,6 +38,14 @@ def test_promtool_accepts_the_config(tmp_path: Path) -> None:
     config = yaml.safe_load(CONFIG.read_text())
     assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
     config["rule_files"] = ["alerts.yml"]
+    # The scrape key is the compose secret of that name.
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "mlgate"]
+    assert job["authorization"]["credentials_file"] == "/run/secrets/mlgate_metrics_key"
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    assert compose["services"]["prometheus"]["secrets"] == ["mlgate_metrics_key"]
+    assert "mlgate_metrics_key" in compose["secrets"]
+    (tmp_path / "key").write_text("mlg_stand-in")
+    job["authorization"]["credentials_file"] = str(tmp_path / "key")
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     shutil.copy(ALERTS, tmp_path / "alerts.yml")
     done = subprocess.run(
