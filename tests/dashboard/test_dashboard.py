@@ -201,7 +201,7 @@ def test_an_admin_sees_everything_and_the_model_panels(
     running, admin_key, predict_key = server
     url = running.url
     admin = {"X-API-Key": admin_key}
-    # Traffic of the last minutes is there at sign-in (the slow panels poll every 10 s):
+    # Traffic of the last minutes is there at sign-in (the slow panels poll every 15 s):
     # a labelled port scan, and a prediction of ids 2 (calibrated: accuracy is estimated).
     port_scan = _traffic(url, admin_key)["predictions"][0]
     feedback = httpx.post(
@@ -221,7 +221,7 @@ def test_an_admin_sees_everything_and_the_model_panels(
     bad = httpx.post(f"{url}/v1/models/ids/predict", json={"features": [1, 2]}, headers=admin)
     assert bad.status_code == 422
     _until(lambda: len({row[5] for row in _feed(tab)}) >= 2)
-    # Slow panels (every 10 s) were drawn on sign-in.
+    # The slow panels (every 15 s) were drawn right after the first traffic poll.
     tab.page.wait_for_selector("#models tr", timeout=8000)
     models = tab.page.inner_text("#models")
     assert "ids" in models and "stable→" in models
@@ -297,4 +297,31 @@ def test_password_sign_in_within_a_small_rate_budget(
     assert tab.page.evaluate("() => sessionStorage.length") == 0
     tab.page.reload()
     tab.page.wait_for_selector("#sign-in:not([hidden])", timeout=5000)
+    assert tab.errors == []
+
+
+def test_a_models_read_key_sees_only_the_model_panels(
+    server: tuple[RunningServer, str, str], browser: Any
+) -> None:
+    """Without `predict` the traffic panels are hidden and their APIs never called (a
+    403 would be a console error); the model panels are filled."""
+    running, admin_key, _ = server
+    admin = {"X-API-Key": admin_key}
+    user = httpx.post(
+        f"{running.url}/v1/admin/users",
+        json={"username": "model-owner", "scopes": ["models:read"], "tier": "enterprise"},
+        headers=admin,
+    )
+    assert user.status_code == 201, user.text
+    key = httpx.post(
+        f"{running.url}/v1/admin/api-keys",
+        json={"user_id": user.json()["id"], "name": "models"},
+        headers=admin,
+    ).json()["key"]
+    tab = browser()
+    _sign_in(tab, running.url, key)
+    tab.page.wait_for_selector("#models tr", timeout=8000)
+    assert {row[0] for row in _table(tab, "#models")} == {"ids", "iot"}
+    for panel in ("#panel-rate", "#panel-feed", "#panel-classes"):
+        assert tab.page.locator(panel).is_hidden()
     assert tab.errors == []

@@ -7,7 +7,7 @@ import * as api from "./api.js";
 import { drawLines } from "./charts.js";
 
 const FAST_MS = 2000;
-const SLOW_MS = 10000;
+const SLOW_MS = 15000;
 const SPAN_MS = 5 * 60 * 1000;
 const BUCKET_MS = 10000;
 const FEED_ROWS = 25;
@@ -17,6 +17,9 @@ const $ = (id) => document.getElementById(id);
 const pct = (v) => (v === null || v === undefined ? "–" : `${(100 * v).toFixed(1)} %`);
 const percentAxis = (v) => `${Math.round(100 * v)} %`;
 const fixed = (digits) => (v) => (Number.isFinite(v) ? v.toFixed(digits) : "–");
+
+const TRAFFIC_PANELS = ["panel-rate", "panel-latency", "panel-errors", "panel-classes", "panel-attacks", "panel-feed"];
+const MODEL_PANELS = ["panel-quality", "panel-drift", "panel-models"];
 
 let session = 0; // bumped on sign-in and sign-out: stale loops stop
 let credentials = null;
@@ -56,10 +59,14 @@ async function signIn(creds) {
   $("panels").hidden = false;
   $("sign-out").hidden = false;
   $("who").textContent = `${me.subject} · ${me.scopes.join(", ")}`;
+  // Panels the credentials cannot fill are hidden and their APIs never called.
+  const readsTraffic = can("predict");
   const readsModels = can("models:read");
-  for (const id of ["panel-quality", "panel-drift", "panel-models"]) $(id).hidden = !readsModels;
-  loop(mine, pollFast, FAST_MS);
-  if (readsModels) loop(mine, pollSlow, SLOW_MS);
+  for (const id of TRAFFIC_PANELS) $(id).hidden = !readsTraffic;
+  for (const id of MODEL_PANELS) $(id).hidden = !readsModels;
+  // The slow panels follow the models with traffic: the first traffic poll comes first.
+  const first = readsTraffic ? loop(mine, pollFast, FAST_MS) : Promise.resolve();
+  if (readsModels) first.then(() => loop(mine, pollSlow, SLOW_MS));
 }
 
 function signOut(message = "") {
@@ -84,7 +91,14 @@ function pacedInterval(everyMs, calls) {
   return Math.max(everyMs, Math.ceil((calls * 60000) / api.budget.limit));
 }
 
-async function loop(mine, poll, everyMs) {
+function loop(mine, poll, everyMs) {
+  // Resolves after the first round; then goes on until the session changes.
+  return new Promise((firstRound) => {
+    rounds(mine, poll, everyMs, firstRound);
+  });
+}
+
+async function rounds(mine, poll, everyMs, firstRound) {
   while (mine === session) {
     const started = Date.now();
     let calls = 1;
@@ -100,6 +114,7 @@ async function loop(mine, poll, everyMs) {
       }
       $("status").textContent = `update failed: ${error.message}`;
     }
+    firstRound();
     const wait = pacedInterval(everyMs, calls) - (Date.now() - started);
     await new Promise((r) => setTimeout(r, Math.max(0, wait)));
   }
@@ -276,8 +291,12 @@ function drawFeed() {
 // -- every 10 s: models, quality, drift -----------------------------------------------
 
 async function pollSlow() {
+  // Quality and drift of the models with traffic on screen (all of them before any),
+  // and the default model: two calls per model, every 15 s.
   const listing = await api.getJson(credentials, "/v1/models");
-  const names = listing.models.map((m) => m.name);
+  const active = new Set([...records.values()].map((r) => r.model));
+  active.add(listing.default_model);
+  const names = listing.models.map((m) => m.name).filter((n) => records.size === 0 || active.has(n));
   const [qualities, drifts] = await Promise.all([
     Promise.all(names.map((n) => api.getJson(credentials, `/v1/models/${encodeURIComponent(n)}/quality`, { window: "24h" }).catch(() => null))),
     Promise.all(names.map((n) => api.getJson(credentials, `/v1/models/${encodeURIComponent(n)}/drift`, { window: "24h" }).catch(() => null))),
