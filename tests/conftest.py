@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from mlgate.api.app import create_app
 from mlgate.settings import Settings, bundled_repository
+from tests.servers import LiveServer, live_server_with_admin
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_ROOT / "data"
@@ -213,3 +214,12 @@ def database_env(database: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> d
     if schema:
         monkeypatch.setenv("MLGATE_DATABASE__SCHEMA_NAME", schema)
     return database
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One real `mlgate serve` (the ids and iot models, SQLite, an admin key) shared by
+    the tests that need a server process but no settings of their own: the dashboard in
+    Chromium, the Dockerfile's health check."""
+    with live_server_with_admin(tmp_path_factory.mktemp("live"), ["ids", "iot"]) as server:
+        yield server

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -220,3 +222,39 @@ def connections_to_workers(
     finally:
         for client in opened:
             client.close()
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    """A running server and the key of its admin (printed by its first start)."""
+
+    server: RunningServer
+    admin_key: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@contextmanager
+def live_server_with_admin(workdir: Path, models: Iterable[str]) -> Iterator[LiveServer]:
+    """``mlgate serve`` on SQLite with only ``models`` of the bundled repository (quicker
+    to load) and the admin the first start creates; usage counted every 0.5 s."""
+    from mlgate.settings import bundled_repository
+
+    repository = workdir / "models"
+    for model in models:
+        shutil.copytree(bundled_repository() / model, repository / model)
+    env = clean_env(
+        MLGATE_MODELS__REPOSITORY=str(repository),
+        MLGATE_DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'mlgate.db'}",
+        MLGATE_AUTH__JWT_SECRET=secrets.token_urlsafe(48),
+        MLGATE_AUTH__BOOTSTRAP_ADMIN="true",
+        MLGATE_AUTH__ARGON2_TIME_COST="1",
+        MLGATE_AUTH__ARGON2_MEMORY_COST_KIB="8",
+        MLGATE_AUTH__ARGON2_PARALLELISM="1",
+        MLGATE_AUDIT__USAGE_FLUSH_INTERVAL_S="0.5",
+    )
+    with mlgate_serve(workdir, env) as running:
+        (admin_key,) = set(re.findall(r"mlg_[A-Za-z0-9_-]+", running.log.read_text()))
+        yield LiveServer(running, admin_key)

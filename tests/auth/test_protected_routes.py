@@ -32,6 +32,10 @@ OPEN = {
     # The Open Inference Protocol's probes, like /health/*.
     ("GET", "/v2/health/live"),
     ("GET", "/v2/health/ready"),
+    # The dashboard's static page and files: its data comes from the APIs, with the
+    # signed-in key.
+    ("GET", "/dashboard"),
+    ("GET", "/dashboard/{name}"),
 }
 ANY_PRINCIPAL = None
 PROTECTED: dict[tuple[str, str], str | None] = {

@@ -18,6 +18,7 @@ from mlgate.api.routes import (
     admin_keys,
     admin_users,
     auth,
+    dashboard,
     devices,
     drift,
     health,
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         predictions.router,
         quality.router,
         usage.router,
+        dashboard.router,
     ):
         app.include_router(router)
     if metrics is not None:
