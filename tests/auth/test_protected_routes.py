@@ -61,6 +61,8 @@ PROTECTED: dict[tuple[str, str], str | None] = {
     ("GET", "/v1/models/{model}/devices/{device_id}/baseline"): "predict",
     ("PUT", "/v1/models/{model}/devices/{device_id}/baseline"): "admin",
     ("DELETE", "/v1/models/{model}/devices/{device_id}/baseline"): "admin",
+    ("GET", "/v1/models/{model}/devices/{device_id}/detector"): "predict",
+    ("DELETE", "/v1/models/{model}/devices/{device_id}/detector"): "admin",
     ("GET", "/v1/predictions"): "predict",
     ("GET", "/v1/predictions/{prediction_id}"): "predict",
     ("POST", "/v1/predictions/{prediction_id}/feedback"): "feedback",
