@@ -93,6 +93,16 @@ CONFIGS: tuple[ServerConfig, ...] = (
         redis=True,
     ),
     ServerConfig(
+        "mlgate-no-obs",
+        "mlgate (d): (a) without metrics and access log",
+        "mlgate",
+        ("W1",),
+        # The cost of observability on W1: (a) against this, tracing off in both.
+        env={**PRODUCTION, "MLGATE_OBSERVABILITY__ACCESS_LOG": "false"},
+        features=MappingProxyType({"audit": OPTIONAL_FEATURES["audit"]}),
+        requires=_frozen(MLGATE_METRICS__ENABLED="false"),
+    ),
+    ServerConfig(
         "mlgate-batch-off",
         "mlgate (c): (a) with batching off",
         "mlgate",

@@ -190,7 +190,8 @@ def test_readme_curl_examples_work_as_written(server: Server) -> None:
 def readme_account_commands() -> list[str]:
     """The lines of the README's users-and-keys example, without their comments."""
     text = (PROJECT_ROOT / "README.md").read_text()
-    (block,) = [b for b in re.findall(r"```sh\n(.*?)```", text, flags=re.S) if "mlgate" in b]
+    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
+    (block,) = [b for b in blocks if "mlgate users create alice" in b]
     return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
 
 
