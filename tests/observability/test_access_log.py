@@ -9,7 +9,15 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from mlgate.logs import ConsoleFormatter, JSONFormatter, logging_config, wants_json
+from mlgate.logs import (
+    ConsoleFormatter,
+    JSONFormatter,
+    LineHandler,
+    iso_ms,
+    logging_config,
+    wants_json,
+)
+from mlgate.observability.http import _line_handler
 from tests.conftest import create_admin_key, make_settings, running_app
 
 PASSWORD = "correct-horse-battery-staple-42"
@@ -17,28 +25,65 @@ PASSWORD = "correct-horse-battery-staple-42"
 FEATURES = [987654.321 + i for i in range(77)]
 
 
-@pytest.fixture
-def log_lines() -> Iterator[list[str]]:
-    """Every record of mlgate's and uvicorn's loggers, as the JSON formatter writes it."""
+class _Lines:
+    """A text stream that keeps each line written to it."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    def write(self, text: str) -> int:
+        self.lines.extend(text.splitlines())
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.fixture(params=["capture-handler", "served-config"])
+def log_lines(request: pytest.FixtureRequest) -> Iterator[list[str]]:
+    """Every line mlgate's and uvicorn's loggers write: through a capture handler with the
+    JSON formatter (the access line goes through :mod:`logging`), or through the
+    :class:`LineHandler` the way ``mlgate serve`` sets logging up (the access line is
+    written straight by the handler)."""
     lines: list[str] = []
+    names = ("mlgate", "mlgate.access", "uvicorn")
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    handler: logging.Handler
+    if request.param == "capture-handler":
 
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(self.format(record))
+        class Collect(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                lines.append(self.format(record))
 
-    handler = Collect(level=logging.DEBUG)
-    handler.setFormatter(JSONFormatter())
-    loggers = [logging.getLogger(name) for name in ("mlgate", "uvicorn")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+        handler = Collect(level=logging.DEBUG)
+        handler.setFormatter(JSONFormatter())
+    else:
+        config = logging_config("info", True)
+        assert config["handlers"]["default"]["class"] == "mlgate.logs.LineHandler"
+        assert config["loggers"]["mlgate.access"] == {
+            "handlers": ["default"],
+            "level": "INFO",
+            "propagate": False,
+        }
+        handler = LineHandler(_Lines(lines))  # type: ignore[arg-type]
+        handler.setFormatter(JSONFormatter())
+    for lg in loggers:
+        lg.handlers = [handler]
+        lg.setLevel(logging.INFO)
+        lg.propagate = request.param == "capture-handler" and lg.name == "mlgate.access"
+    if request.param == "capture-handler":
+        logging.getLogger("mlgate.access").handlers = []  # reaches Collect through "mlgate"
+        assert _line_handler() is None
+    else:
+        assert _line_handler() is handler  # the direct path is the one under test
     try:
         yield lines
     finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.removeHandler(handler)
-            logger.setLevel(level)
+        for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+            lg.handlers = handlers
+            lg.setLevel(level)
+            lg.propagate = propagate
 
 
 async def test_one_access_line_per_request_with_context_and_no_secrets(
@@ -149,3 +194,34 @@ def test_json_unless_a_terminal_and_readable_lines_on_one(
     record.route = "/x"
     line = ConsoleFormatter().format(record)
     assert "mlgate.access: POST /x" in line and "route=/x" in line
+
+
+def test_iso_ms_writes_what_datetime_writes() -> None:
+    from datetime import UTC, datetime
+
+    for timestamp in (0.0, 1_764_590_400.0, 1_764_590_400.0004, 1_764_590_401.9995, 1.5):
+        expected = datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
+        assert iso_ms(timestamp) == expected, timestamp
+
+
+def test_the_direct_line_is_the_formatter_line_and_declines_when_filtered() -> None:
+    """The access line written without a LogRecord carries what the formatter writes;
+    a handler with a filter (or another formatter) declines, so nothing skips them."""
+    lines: list[str] = []
+    handler = LineHandler(_Lines(lines))  # type: ignore[arg-type]
+    handler.setFormatter(JSONFormatter())
+    fields = {"route": "/v1/models/{model}/predict", "status": 200, "duration_ms": 1.5}
+    assert handler.write_fields("mlgate.access", "info", "POST /x 200", fields)
+    record = logging.LogRecord("mlgate.access", logging.INFO, "", 0, "POST /x 200", None, None)
+    record.__dict__.update(fields)
+    direct, formatted = orjson.loads(lines[0]), orjson.loads(JSONFormatter().format(record))
+    assert direct.pop("ts")[:4] == formatted.pop("ts")[:4]
+    assert direct == formatted
+    assert list(direct) == list(formatted)  # the same order of keys too
+
+    handler.addFilter(lambda record: True)
+    assert not handler.write_fields("mlgate.access", "info", "POST /x 200", fields)
+    handler.filters.clear()
+    handler.setFormatter(ConsoleFormatter())
+    assert not handler.write_fields("mlgate.access", "info", "POST /x 200", fields)
+    assert len(lines) == 1

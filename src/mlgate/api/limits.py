@@ -55,12 +55,25 @@ if TYPE_CHECKING:
 HEADERS_STATE = "rate_limit_headers"
 
 
+#: Where the request's scope keeps its client IP once worked out (authentication, the
+#: rate limits and the access line all ask for it).
+CLIENT_IP_KEY = "mlgate.client_ip"
+
+
 def request_client_ip(request: Request) -> str:
-    """The caller's IP, believing ``X-Forwarded-For`` only from trusted proxies."""
+    """The caller's IP, believing ``X-Forwarded-For`` only from trusted proxies (worked
+    out once per request)."""
+    scope = request.scope
+    known = scope.get(CLIENT_IP_KEY)
+    if known is not None:
+        return str(known)
     settings: RateLimitSettings = request.app.state.settings.rate_limit
     peer = request.client.host if request.client is not None else None
-    forwarded = ",".join(request.headers.getlist("x-forwarded-for")) or None
-    return client_ip(peer, forwarded, settings.trusted_proxies)
+    forwarded = None
+    if settings.trusted_proxies:  # the header counts only when a trusted proxy wrote it
+        forwarded = ",".join(request.headers.getlist("x-forwarded-for")) or None
+    ip = scope[CLIENT_IP_KEY] = client_ip(peer, forwarded, settings.trusted_proxies)
+    return ip
 
 
 def request_client_key(request: Request) -> str:

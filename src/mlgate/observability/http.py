@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlgate.context import cache_var, model_var, principal_var, rows_var, version_var
-from mlgate.logs import redact_target
+from mlgate.logs import LineHandler, redact_target
 
 if TYPE_CHECKING:
     from mlgate.observability.metrics import Metrics
@@ -132,12 +132,33 @@ def _log_access(scope: Scope, route: str, status: int, elapsed: float) -> None:
     cache = cache_var.get()
     if cache is not None:
         fields["cache"] = cache
-    access_log.info("%s %s %s", method, route, status, extra=fields)
+    handler = _line_handler()
+    if handler is None or not handler.write_fields(
+        access_log.name, "info", f"{method} {route} {status}", fields
+    ):
+        access_log.info("%s %s %s", method, route, status, extra=fields)
+
+
+def _line_handler() -> LineHandler | None:
+    """The handler to write the access line to directly, when logging is set up the way
+    :func:`mlgate.logs.logging_config` sets it up (``mlgate.access`` has its own
+    :class:`LineHandler`, no filter and does not propagate); None otherwise - a test's
+    capture handler, another configuration - and the line goes through :mod:`logging`."""
+    handlers = access_log.handlers
+    if len(handlers) != 1 or access_log.propagate or access_log.filters:
+        return None
+    handler = handlers[0]
+    if type(handler) is not LineHandler or handler.level > logging.INFO:
+        return None
+    return handler
 
 
 def _client_ip(scope: Scope) -> str | None:
-    from mlgate.api.limits import request_client_ip
+    from mlgate.api.limits import CLIENT_IP_KEY, request_client_ip
 
+    known = scope.get(CLIENT_IP_KEY)  # authentication worked it out already
+    if known is not None:
+        return str(known)
     try:
         return request_client_ip(Request(scope))
     except Exception:  # no app settings (a bare app in a test): the peer address
