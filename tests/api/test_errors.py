@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -235,4 +236,6 @@ async def test_request_id_is_echoed_when_valid(client: httpx.AsyncClient) -> Non
 async def test_invalid_request_id_is_replaced(client: httpx.AsyncClient, bad: str) -> None:
     response = await client.get("/health/live", headers={"X-Request-ID": bad})
     assert response.headers["x-request-id"] != bad
-    assert len(response.headers["x-request-id"]) == 32
+    generated = response.headers["x-request-id"]
+    assert len(generated) == 32
+    assert uuid.UUID(hex=generated).version == 4 and uuid.UUID(hex=generated).hex == generated

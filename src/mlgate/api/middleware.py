@@ -8,8 +8,8 @@ the generic 500 envelope so that even crashes carry the request id and no intern
 from __future__ import annotations
 
 import logging
+import os
 import re
-import uuid
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -52,6 +52,15 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+def new_request_id() -> str:
+    """A random version-4 UUID as 32 hex digits, as ``uuid.uuid4().hex`` writes it (a
+    few times cheaper: no UUID object)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    return raw.hex()
+
+
 class RequestContextMiddleware:
     """Request id, body limit and last-resort error handling for HTTP requests."""
 
@@ -64,7 +73,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
 
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope) or new_request_id()
         token = request_id_var.set(request_id)
         # A server runs each request in a task of its own (a fresh context); in-process
         # callers (httpx's ASGITransport) run them one after another in one task, where
