@@ -172,8 +172,7 @@ class EdgeLimits:
                 hits.append(Hit(f"rows:{b.key}", b.rows, rows))
         with step(self.tracer, "mlgate.rate_limit", rows=rows):
             decisions = await self.limiter.hit_many(hits)
-        for decision in decisions:
-            self._record(request, decision)
+        self._record(request, decisions)
         for (kind, _, whose), decision in zip(charges, decisions, strict=True):
             if kind == "rows" and decision.never:
                 raise PayloadTooLarge(
@@ -269,8 +268,13 @@ class EdgeLimits:
             )
 
     @staticmethod
-    def _record(request: Request, decision: Decision) -> None:
+    def _record(request: Request, decisions: list[Decision]) -> None:
+        """The strictest decision so far, and the headers it gives the response."""
         previous: Decision | None = getattr(request.state, "rate_limit_decision", None)
-        chosen = decision if previous is None else strictest([previous, decision])
+        if previous is not None:
+            decisions = [previous, *decisions]
+        if not decisions:
+            return
+        chosen = decisions[0] if len(decisions) == 1 else strictest(decisions)
         request.state.rate_limit_decision = chosen
         setattr(request.state, HEADERS_STATE, chosen.headers())
