@@ -89,7 +89,8 @@ def make_settings(**overrides: Any) -> Settings:
     Anonymous access is on (the seed clients send no credentials): pass
     ``auth={"anonymous_enabled": False}`` to test authentication itself. Rate limits are
     off (anonymous callers would share the free tier's 10 requests a minute): pass
-    ``rate_limit={"enabled": True, ...}`` to test them.
+    ``rate_limit={"enabled": True, ...}`` to test them. The heap is not frozen after
+    the models load (``server={"gc_freeze": True}`` to test it).
     """
     overrides.setdefault("rate_limit", {"enabled": False})
     models = {"load_in_background": False, **overrides.pop("models", {})}
@@ -99,7 +100,10 @@ def make_settings(**overrides: Any) -> Settings:
         **FAST_ARGON2,
         **overrides.pop("auth", {}),
     }
-    return Settings(**{"env": "test", **overrides}, models=models, auth=auth)
+    # One gc.collect per app start costs ~0.3 s with the bundled models: tests that are
+    # about it (tests/server/test_heap.py) switch it back on.
+    server = {"gc_freeze": False, **overrides.pop("server", {})}
+    return Settings(**{"env": "test", **overrides}, models=models, auth=auth, server=server)
 
 
 async def create_admin_key(app: FastAPI, username: str = "test-admin") -> str:

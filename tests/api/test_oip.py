@@ -253,8 +253,9 @@ async def test_device_id_parameter_scores_against_the_device() -> None:
 
 async def _device_scoring(client: httpx.AsyncClient) -> None:
     x = np.array([READING] * 3)
+    # Version 2 scores against device baselines (stable, 3, has per-device detectors).
     response = await client.post(
-        "/v2/models/iot/infer",
+        "/v2/models/iot/versions/2/infer",
         json={
             "inputs": [{"name": "x", "shape": [3, 5], "datatype": "FP64", "data": x.tolist()}],
             "parameters": {"device_id": "pump-9"},

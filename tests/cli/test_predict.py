@@ -246,7 +246,8 @@ def _iot_file(path: Path) -> Path:
 
 def test_device_files_locally_and_remotely(tmp_path: Path, server: Server) -> None:
     source = _iot_file(tmp_path / "pumps.csv")
-    common = ["--model", "iot", "--input", source, "--delimiter", ";", "--device-column", "pump"]
+    common = ["--model", "iot", "--version", "2", "--input", source, "--delimiter", ";"]
+    common += ["--device-column", "pump"]  # version 2: device baselines (stable is 3)
     local, remote = tmp_path / "local.csv", tmp_path / "remote.csv"
     result = predict(
         *common,

@@ -1,6 +1,8 @@
 """Per-device baselines through HTTP: calibration, verdicts, persistence, two workers,
 upload and reset, and the errors (same tests on SQLite and PostgreSQL). Devices belong
-to an account (tests/devices/test_owners.py): these tests call with an admin's key."""
+to an account (tests/devices/test_owners.py): these tests call with an admin's key.
+Baselines serve version 2 of the IoT models: requests name it (``stable`` is version 3,
+whose per-device detectors tests/devices/test_detectors.py tests)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import pytest
 from tests.conftest import make_settings, running_app
 
 REQUIRED = 5
+#: The version of the IoT models that scores against device baselines.
+BASELINES = "2"
 SENSORS = ("temperature", "vibration", "pressure", "flow_rate", "current")
 # A plausible operating point of one pump, far from the training data's mean flow.
 POINT = np.array([70.0, 0.027, 0.1, 32.0, 2.2])
@@ -35,7 +39,8 @@ async def batch(
     client: httpx.AsyncClient, device: str, rows: list[dict[str, float]], model: str = "iot"
 ) -> dict[str, Any]:
     response = await client.post(
-        f"/v1/models/{model}/predict/batch", json={"instances": rows, "device_id": device}
+        f"/v1/models/{model}/predict/batch",
+        json={"instances": rows, "device_id": device, "version": BASELINES},
     )
     assert response.status_code == 200, response.text
     return dict(response.json())
@@ -64,7 +69,7 @@ async def test_calibration_progress_then_verdicts(database: dict[str, Any]) -> N
         # A reading far from this device's own baseline is an anomaly, explained by it.
         one = await client.post(
             "/v1/models/iot/predict",
-            json={"features": readings(1, shift=40.0)[0], "device_id": "pump-1"},
+            json={"features": readings(1, shift=40.0)[0], "device_id": "pump-1", "version": "2"},
         )
         body = one.json()
         assert body["status"] == "scored" and body["is_anomaly"] is True
@@ -80,28 +85,33 @@ async def test_calibration_progress_then_verdicts(database: dict[str, Any]) -> N
 
 
 async def test_seed_routes_take_device_id() -> None:
+    """The seed routes name no version: a device goes to ``stable``'s per-device detector
+    (version 3), which calibrates on the manifest's window, not the baseline setting."""
     config = make_settings(devices={"baseline_readings": 3})
     async with running_app(config, as_admin=True) as (_, client):
-        seen = []
-        for row in readings(4):
+
+        async def one(row: dict[str, float]) -> dict[str, Any]:
             response = await client.post(
                 "/predict",
                 json={"sensor_data": row, "model_name": "lof", "device_id": "pump-7"},
             )
             assert response.status_code == 200, response.text
-            seen.append(response.json())
-        assert seen[0]["status"] == "calibrating"
-        assert seen[0]["calibration"] == {"seen": 1, "required": 3}
-        assert seen[0]["is_anomaly"] is None
-        assert seen[3]["status"] == "scored" and isinstance(seen[3]["is_anomaly"], bool)
+            return dict(response.json())
+
+        first = await one(readings(1)[0])
+        assert first["status"] == "calibrating"
+        assert first["calibration"] == {"seen": 1, "required": 400}
+        assert first["is_anomaly"] is None
         response = await client.post(
             "/predict/batch",
-            json={"readings": readings(2), "model_name": "isolation_forest", "device_id": "p8"},
+            json={"readings": readings(400, seed=1), "model_name": "lof", "device_id": "pump-7"},
         )
         body = response.json()
-        assert body["device_id"] == "p8"
-        assert [p["status"] for p in body["predictions"]] == ["calibrating"] * 2
-        assert body["anomalies_detected"] == 0
+        assert body["device_id"] == "pump-7"
+        statuses = [p["status"] for p in body["predictions"]]
+        assert statuses == ["calibrating"] * 399 + ["scored"]
+        last = await one(readings(1, seed=2)[0])
+        assert last["status"] == "scored" and isinstance(last["is_anomaly"], bool)
 
 
 async def test_without_device_id_nothing_changes(client: httpx.AsyncClient) -> None:

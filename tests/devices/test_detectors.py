@@ -252,13 +252,21 @@ async def test_calibration_progress_and_views(config: Callable[[], Any]) -> None
 
 async def test_versions_without_a_detector_are_unchanged(config: Callable[[], Any]) -> None:
     async with running_app(config(), as_admin=True) as (_, client):
-        # The default version (2) calibrates a baseline, as before.
+        # Version 2 calibrates a baseline, as before.
         old = await client.post(
-            PREDICT, json={"instances": run()[:2].tolist(), "device_id": "pump-2"}
+            PREDICT, json={"instances": run()[:2].tolist(), "device_id": "pump-2", "version": "2"}
         )
         assert old.status_code == 200
         assert "baseline" in old.json()["predictions"][0]["explanation"]
         assert (await client.get(DETECTOR.format("pump-2"))).status_code == 404
+        # The default version (stable, 3) calibrates the device's own detector.
+        default = await client.post(
+            PREDICT, json={"instances": run()[:2].tolist(), "device_id": "pump-9"}
+        )
+        assert default.status_code == 200
+        explanation = default.json()["predictions"][1]["explanation"]
+        assert explanation.startswith("Calibrating the device detector (2 of")
+        assert (await client.get(DETECTOR.format("pump-9"))).status_code == 200
         # Without device_id, version 3 answers with its global detector.
         plain = await client.post(
             PREDICT, json={"instances": run()[:2].tolist(), "version": VERSION}

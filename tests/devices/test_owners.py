@@ -52,7 +52,7 @@ async def stream(
 ) -> list[dict[str, Any]]:
     response = await client.post(
         "/v1/models/iot/predict/batch",
-        json={"instances": rows, "device_id": device},
+        json={"instances": rows, "device_id": device, "version": "2"},  # baselines
         headers=who.headers,
     )
     assert response.status_code == 200, response.text

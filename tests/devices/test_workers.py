@@ -30,10 +30,11 @@ READING = {
 
 def _post(worker: Worker, key: str, i: int) -> dict[str, object]:
     reading = {k: v * (1 + 0.001 * (i % 7)) for k, v in READING.items()}
+    # Version 2 scores against device baselines (stable, 3, has per-device detectors).
     response = worker.request(
         "POST",
-        "/predict",
-        json={"sensor_data": reading, "model_name": "autoencoder", "device_id": "pump-w"},
+        "/v1/models/iot-autoencoder/predict",
+        json={"features": reading, "device_id": "pump-w", "version": "2"},
         headers={"X-API-Key": key},
     )
     assert response.status_code == 200, response.text
@@ -126,7 +127,7 @@ def test_a_baseline_upload_reaches_the_other_worker(tmp_path: Path) -> None:
 
     def reading(i: int) -> dict[str, object]:
         features = {k: v * (1 + 0.001 * (i % 3)) for k, v in READING.items()}
-        return {"features": features, "device_id": "pump-u"}
+        return {"features": features, "device_id": "pump-u", "version": "2"}
 
     serve = mlgate_serve(tmp_path, env, "--workers", "2", ready_in_a_row=20, log_level="info")
     with serve as server, connections_to_workers(server, 2) as pinned:

@@ -40,10 +40,14 @@ async def test_streams_every_run_as_a_device(slice_dir: Path) -> None:
     # Devices belong to an account: anonymous callers cannot stream them (issue 8 item 3).
     async with running_app(settings, as_admin=True) as (_, client):
         console = Console(file=io.StringIO(), width=120)
-        await run_evaluation(client, console, runs, ["iot-autoencoder", "iot-lof"], batch_size=50)
+        await run_evaluation(
+            client, console, runs, ["iot-autoencoder", "iot-lof"], batch_size=50, version="2"
+        )
         output = console.file.getvalue()  # type: ignore[attr-defined]
         assert "iot-autoencoder" in output and "FAR" in output and "MAR" in output
-        scores = await evaluate_iot(client, runs, ["iot-isolation-forest"], batch_size=33)
+        scores = await evaluate_iot(
+            client, runs, ["iot-isolation-forest"], batch_size=33, version="2"
+        )
     (row,) = leaderboard_rows(scores)
     assert row["rows_scored"] == 2 * (ROWS - REQUIRED)
     assert row["calibrating_rows"] == 2 * REQUIRED
@@ -54,10 +58,26 @@ async def test_streams_every_run_as_a_device(slice_dir: Path) -> None:
 async def test_uploaded_baselines_with_an_admin_key(slice_dir: Path) -> None:
     runs, _ = load_runs(slice_dir)
     async with running_app(make_settings(), as_admin=True) as (_, client):
-        scores = await evaluate_iot(client, runs, ["iot"], baseline_readings=30)
+        scores = await evaluate_iot(client, runs, ["iot"], baseline_readings=30, version="2")
     (row,) = leaderboard_rows(scores)
     assert row["rows_scored"] == 2 * (ROWS - 30)
     assert row["calibrating_rows"] == 0
+
+
+async def test_stable_streams_through_the_per_device_detectors(tmp_path: Path) -> None:
+    """``stable`` is version 3: each run's first 400 readings (the manifest's calibration
+    window, not the baseline setting) calibrate the run's own detector."""
+    (tmp_path / "5.csv").write_text((SKAB / "other/5.csv").read_text(encoding="utf-8"))
+    runs, _ = load_runs(tmp_path)
+    rows = len(runs[0].x)
+    settings = make_settings(devices={"baseline_readings": REQUIRED})
+    async with running_app(settings, as_admin=True) as (_, client):
+        (stable,) = await evaluate_iot(client, runs, ["iot"], batch_size=250)
+        (pinned,) = await evaluate_iot(client, runs, ["iot"], batch_size=250, version="3")
+    first, second = leaderboard_rows([stable, pinned])
+    assert first["calibrating_rows"] == 400
+    assert first["rows_scored"] == rows - 400
+    assert first == {**second, "model": first["model"]}
 
 
 def test_cli_reports_an_unreachable_server(slice_dir: Path) -> None:

@@ -33,7 +33,8 @@ from mlgate.devices.store import BaselineStore
 from mlgate.devices.windows import ReadingWindows
 from mlgate.observability.instrument import Instrumentation
 from mlgate.ratelimit import build_rate_limiter
-from mlgate.registry.registry import ModelRegistry
+from mlgate.registry.registry import ModelRegistry, ReloadReport
+from mlgate.server.heap import settle, unfreeze
 from mlgate.settings import Settings
 
 if TYPE_CHECKING:
@@ -131,10 +132,21 @@ async def prepare_database(state: AppState) -> None:
             announce_key(key, "admin")
 
 
+async def reload_repository(state: AppState) -> ReloadReport:
+    """Rescan and load the repository in a worker thread, then settle the heap
+    (:mod:`mlgate.server.heap`: the loaded models leave the garbage collector's work)."""
+    report = await anyio.to_thread.run_sync(state.registry.reload)
+    if state.settings.server.gc_freeze:
+        # The replaced versions' cycles become collectable, the new ones are frozen.
+        unfreeze()
+        settle()
+    return report
+
+
 async def load_models(state: AppState) -> None:
     """Load the repository once; a failure is kept for readiness and logged."""
     try:
-        report = await anyio.to_thread.run_sync(state.registry.reload)
+        report = await reload_repository(state)
     except Exception as exc:
         state.load_error = f"model repository failed to load: {exc}"
         log.error(state.load_error)

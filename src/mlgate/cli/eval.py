@@ -42,8 +42,15 @@ def eval_group() -> None:
     "--baseline-readings",
     type=click.IntRange(2),
     default=None,
-    help="Upload each run's baseline from its first N readings (needs an admin key); "
-    "default: the server calibrates on its own setting (400).",
+    help="Upload each run's baseline from its first N readings (needs an admin key; "
+    "baselines serve version 2, --version 2); default: the server calibrates on its "
+    "own setting (400).",
+)
+@click.option(
+    "--version",
+    default=None,
+    help="Version or alias of every model (default: each model's stable). Version 2 "
+    "scores against device baselines, version 3 with per-device detectors.",
 )
 @click.option("--batch-size", type=click.IntRange(1, 1000), default=200, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
@@ -53,6 +60,7 @@ def eval_iot(
     api_key: str | None,
     models: tuple[str, ...],
     baseline_readings: int | None,
+    version: str | None,
     batch_size: int,
     concurrency: int,
 ) -> None:
@@ -81,6 +89,7 @@ def eval_iot(
                 batch_size=batch_size,
                 baseline_readings=baseline_readings,
                 concurrency=concurrency,
+                version=version,
             )
 
     try:
@@ -100,6 +109,7 @@ async def run_evaluation(
     batch_size: int = 200,
     baseline_readings: int | None = None,
     concurrency: int = 4,
+    version: str | None = None,
 ) -> Table:
     """Stream with a progress display and print the leaderboard table (also returned)."""
     from mlgate.evaluation.iot import evaluate_iot, leaderboard_rows
@@ -115,9 +125,11 @@ async def run_evaluation(
             batch_size=batch_size,
             baseline_readings=baseline_readings,
             concurrency=concurrency,
+            version=version,
             advance=lambda m, n: progress.update(tasks[m], advance=n),
         )
-    table = Table(title=f"Per-device evaluation ({len(runs)} runs, one device per run)")
+    which = f", version {version}" if version is not None else ""
+    table = Table(title=f"Per-device evaluation ({len(runs)} runs, one device per run{which})")
     for column in ("model", "F1", "FAR", "MAR", "precision", "recall", "rows scored"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in leaderboard_rows(scores):

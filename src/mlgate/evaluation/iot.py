@@ -105,9 +105,13 @@ async def stream_run(
     *,
     batch_size: int = DEFAULT_BATCH,
     baseline_readings: int | None = None,
+    version: str | None = None,
     advance: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Send one run as one device; (labels, alarms) of the scored rows, calibrating rows."""
+    """Send one run as one device; (labels, alarms) of the scored rows, calibrating rows.
+
+    ``version`` (a version or alias) is sent with every batch; None lets the server
+    answer with the model's default (``stable``)."""
     rows = [dict(zip(FEATURE_NAMES, map(float, r), strict=True)) for r in run.x]
     url = f"/v1/models/{model}"
     first = 0
@@ -123,9 +127,10 @@ async def stream_run(
     calibrating = 0
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        response = await client.post(
-            f"{url}/predict/batch", json={"instances": chunk, "device_id": device_id}
-        )
+        body: dict[str, Any] = {"instances": chunk, "device_id": device_id}
+        if version is not None:
+            body["version"] = version
+        response = await client.post(f"{url}/predict/batch", json=body)
         if response.status_code != 200:
             raise _error(response, f"scoring {run.name} with {model}")
         for i, p in enumerate(response.json()["predictions"]):
@@ -147,6 +152,7 @@ async def evaluate_iot(
     batch_size: int = DEFAULT_BATCH,
     baseline_readings: int | None = None,
     concurrency: int = 4,
+    version: str | None = None,
     advance: Callable[[str, int], None] | None = None,
 ) -> list[ModelScore]:
     """Stream every run through every model (fresh device ids); one score per model.
@@ -170,6 +176,7 @@ async def evaluate_iot(
                 run,
                 batch_size=batch_size,
                 baseline_readings=baseline_readings,
+                version=version,
                 advance=step,
             )
         score.labels.append(labels)
