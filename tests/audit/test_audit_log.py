@@ -124,7 +124,8 @@ async def test_device_readings_record_their_calibration(audit_app: AppFactory) -
         alice = await a.caller("alice")
         response = await a.client.post(
             "/v1/models/iot/predict/batch",
-            json={"instances": [READING] * 4, "device_id": "pump-7"},
+            # Version 2: device baselines, calibrated by the setting above.
+            json={"instances": [READING] * 4, "device_id": "pump-7", "version": "2"},
             headers=alice.with_key,
         )
         assert response.status_code == 200, response.text

@@ -63,6 +63,7 @@ PROTECTED: dict[tuple[str, str], str | None] = {
     ("DELETE", "/v1/models/{model}/devices/{device_id}/baseline"): "admin",
     ("GET", "/v1/models/{model}/devices/{device_id}/detector"): "predict",
     ("DELETE", "/v1/models/{model}/devices/{device_id}/detector"): "admin",
+    ("PUT", "/v1/models/{model}/devices/{device_id}/detector/alarm"): "admin",
     ("GET", "/v1/predictions"): "predict",
     ("GET", "/v1/predictions/{prediction_id}"): "predict",
     ("POST", "/v1/predictions/{prediction_id}/feedback"): "feedback",

@@ -424,3 +424,118 @@ async def test_bad_input_is_422(tmp_path: Path) -> None:
             json={"instances": run()[:1].tolist(), "device_id": "d", "version": VERSION},
         )
         assert anonymous.status_code == 401
+
+
+def alarm_url(device: str) -> str:
+    return f"/v1/models/{MODEL}/devices/{device}/detector/alarm?version={VERSION}"
+
+
+async def test_a_device_gets_its_own_alarm_settings(config: Callable[[], Any]) -> None:
+    """PUT .../detector/alarm: a fitted detector takes its threshold again from its
+    calibration scores and the stream goes on; a device not yet seen is fitted with them."""
+    n = spec().calibration_readings
+    x = run()
+    async with running_app(config()) as (app, client):
+        user, admin = await caller(app, "user"), await caller(app, "root", admin=True)
+        await send(client, "tuned", x[: n + 50], headers=user.headers)
+        view = (await client.get(DETECTOR.format("tuned"), headers=user.headers)).json()
+        assert view["alarm_settings"] == "recipe"
+        mine = f"&owner={user.owner}"
+        settings = {"quantile": 1.0, "margin": 3.0}
+        refused = await client.put(alarm_url("tuned"), json=settings, headers=user.headers)
+        assert refused.status_code == 403
+        response = await client.put(alarm_url("tuned") + mine, json=settings, headers=admin.headers)
+        assert response.status_code == 200, response.text
+        model, _ = offline()
+        tuned = detectors.with_alarm(model, quantile=1.0, margin=3.0)
+        assert tuned.threshold > model.threshold
+        body = response.json()
+        assert body["alarm_settings"] == "device"
+        assert body["params"] == {**spec().params, **settings}
+        assert body["detector"]["threshold"] == tuned.threshold
+        assert body["stream"]["scored"] == 50  # not recalibrated
+        later = await send(client, "tuned", x[n + 50 :], headers=user.headers)
+        assert {p["threshold"] for p in later} == {tuned.threshold}
+        # The same stream as the library with the new threshold from reading n + 50 on.
+        _, before = offline()
+        state = detectors.initial_state(model, x[:n, _columns()])
+        head = detectors.score(model, x[n : n + 50, _columns()], state)
+        tail = detectors.score(tuned, x[n + 50 :, _columns()], head.state)
+        assert [p["is_anomaly"] for p in later] == tail.alarms.tolist()
+        assert head.alarms.tolist() == before.alarms[:50].tolist()
+
+        # A device that has sent nothing yet: fitted with its own settings.
+        fresh = {"quantile": 0.95, "margin": 1.0}
+        response = await client.put(alarm_url("fresh") + mine, json=fresh, headers=admin.headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "calibrating"
+        assert response.json()["calibration"] == {"seen": 0, "required": n}
+        served = await send(client, "fresh", x, headers=user.headers)
+        params = detectors.DetectorParams.from_dict({**spec().params, **fresh})
+        own = detectors.fit(x[:n, _columns()], params)
+        expected = detectors.score(
+            own, x[n:, _columns()], detectors.initial_state(own, x[:n, _columns()])
+        )
+        assert {p["threshold"] for p in served[n:]} == {own.threshold}
+        assert [p["is_anomaly"] for p in served[n:]] == expected.alarms.tolist()
+        assert own.threshold < model.threshold  # a lower quantile, no margin
+        # A reset forgets them.
+        assert (
+            await client.delete(DETECTOR.format("fresh") + mine, headers=admin.headers)
+        ).status_code == 204
+        await send(client, "fresh", x[:1], headers=user.headers)
+        again = (await client.get(DETECTOR.format("fresh"), headers=user.headers)).json()
+        assert again["alarm_settings"] == "recipe" and again["params"] == spec().params
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"quantile": 0.2, "margin": 1.0},
+        {"quantile": 1.5, "margin": 1.0},
+        {"quantile": 0.99, "margin": 0},
+        {"quantile": 0.99},
+        {"quantile": 0.99, "margin": 1.0, "smoothing": 3},
+        {"quantile": "high", "margin": 1.0},
+        [0.99, 1.0],
+    ],
+)
+async def test_bad_alarm_settings_are_422(config: Callable[[], Any], body: Any) -> None:
+    async with running_app(config(), as_admin=True) as (_, client):
+        response = await client.put(alarm_url("pump-6"), json=body)
+        assert response.status_code == 422, response.text
+        assert set(response.json()) == {"error"}
+        # A version without per-device detectors, and a bad device id.
+        ok = {"quantile": 0.99, "margin": 1.0}
+        no = await client.put(f"/v1/models/{MODEL}/devices/p/detector/alarm?version=2", json=ok)
+        assert no.status_code == 422
+        bad = await client.put(f"/v1/models/{MODEL}/devices/a%20b/detector/alarm", json=ok)
+        assert bad.status_code == 422
+
+
+def _columns() -> list[int]:
+    return [
+        ("temperature", "vibration", "pressure", "flow_rate", "current").index(f)
+        for f in spec().features
+    ]
+
+
+def test_with_alarm_takes_the_threshold_from_the_calibration_scores() -> None:
+    model, _ = offline()
+    assert model.cross_scores is not None
+    assert model.threshold == detectors.alarm_threshold(
+        model.cross_scores, model.params.quantile, model.params.margin
+    )
+    same = detectors.with_alarm(model, quantile=model.params.quantile, margin=model.params.margin)
+    assert same.threshold == model.threshold
+    top = detectors.with_alarm(model, quantile=1.0, margin=1.0)
+    assert top.threshold == pytest.approx(model.calibration_scores["max"])
+    again = detectors.DeviceModel.from_dict(top.to_dict())
+    assert again.threshold == top.threshold and again.params.quantile == 1.0
+    with pytest.raises(ValueError, match="quantile"):
+        detectors.with_alarm(model, quantile=0.1, margin=1.0)
+    # Models stored before the scores were kept cannot be re-thresholded.
+    old = model.to_dict()
+    del old["cross_scores"]
+    with pytest.raises(ValueError, match="reset it"):
+        detectors.with_alarm(detectors.DeviceModel.from_dict(old), quantile=1.0, margin=1.0)

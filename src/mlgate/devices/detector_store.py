@@ -16,6 +16,12 @@ Every step runs in one transaction that first locks the device's row (as the bas
 do: :func:`~mlgate.devices.store.lock_row`), so several workers feeding the same device
 make one stream, in the order they take the lock; nothing is cached in a worker. Owner
 scoping and shares are the baselines' (:func:`~mlgate.devices.store.owner_of`).
+
+A device can be given its own alarm ``quantile`` and ``margin`` (:meth:`DetectorStore.
+set_alarm`), before or after its detector is fitted: the row's ``params`` keep them under
+``device_alarm`` beside the manifest's recipe (which must stay the version's, except
+for the two overridden values), a fitted detector takes its threshold again from its
+calibration scores, and a device still calibrating is fitted with them.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mlgate.db.models import DeviceDetectorRow
 from mlgate.devices import detectors
@@ -35,6 +41,10 @@ from mlgate.errors import Conflict, ValidationFailed
 from mlgate.registry.manifest import DeviceDetectorSpec
 
 _KEYS = ("owner", "model", "version", "device_id")
+#: The parameters a device may set for itself; the rest is the manifest's recipe.
+ALARM_PARAMS = ("quantile", "margin")
+#: Where a row's ``params`` keep the device's own alarm settings.
+DEVICE_ALARM = "device_alarm"
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,8 @@ class DeviceDetector:
             "status": "ready" if self.ready else "calibrating",
             "calibration": {"seen": self.seen, "required": self.required},
             "features": self.features,
-            "params": self.params,
+            "params": effective_params(self.params),
+            "alarm_settings": "device" if DEVICE_ALARM in self.params else "recipe",
             "revision": self.revision,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
         }
@@ -167,32 +178,8 @@ class DetectorStore:
                 details=[{"field": "features", "message": "not a finite number"}],
             )
         now = datetime.now(UTC)
-        values = {
-            "model": model,
-            "version": version,
-            "device_id": device_id,
-            "features": recipe.features,
-            "params": recipe.params.to_dict(),
-            "required": recipe.required,
-            "seen": 0,
-            "calibration": [],
-            "scored": 0,
-            "alarms": 0,
-            "revision": 1,
-            "created_at": now,
-            "updated_at": now,
-        }
         async with self._sessions() as session, session.begin():
-            real = await owner_of(session, owner, device_id)
-            row = await lock_row(session, DeviceDetectorRow, {**values, "owner": real}, _KEYS)
-            if list(row.features) != recipe.features or dict(row.params) != values["params"]:
-                raise Conflict(
-                    f"the detector of device {device_id!r} was made with another recipe "
-                    f"than model {model!r} version {version!r} now declares: reset it "
-                    f"(DELETE /v1/models/{model}/devices/{device_id}/detector"
-                    f"?version={version})",
-                    details={"field": "device_id", "detector_features": row.features},
-                )
+            row = await self._locked(session, model, version, device_id, recipe, owner, now)
             progress: list[int] = []
             fitted: detectors.DeviceModel | None = None
             if row.detector is None:
@@ -202,7 +189,9 @@ class DetectorStore:
                 row.seen += take
                 if row.seen >= row.required:
                     calibration = np.asarray(window, dtype=np.float64)
-                    fitted = detectors.fit(calibration, recipe.params)
+                    # The recipe, with the device's own alarm settings if it has any.
+                    params = detectors.DetectorParams.from_dict(effective_params(row.params))
+                    fitted = detectors.fit(calibration, params)
                     row.detector = fitted.to_dict()
                     row.stream = detectors.initial_state(fitted, calibration).to_dict()
                     row.calibration = None
@@ -229,6 +218,87 @@ class DetectorStore:
             detector = _from_row(row)
         return DetectorFeed(detector, progress, scored, smoothed)
 
+    async def set_alarm(
+        self,
+        model: str,
+        version: str,
+        device_id: str,
+        recipe: Recipe,
+        *,
+        quantile: float,
+        margin: float,
+        owner: str,
+    ) -> DeviceDetector:
+        """Give ``owner``'s device its own alarm quantile and margin (a device that has
+        sent nothing yet gets a row, calibrating, that will be fitted with them)."""
+        try:
+            detectors.DetectorParams.from_dict(
+                {**recipe.params.to_dict(), "quantile": quantile, "margin": margin}
+            )
+        except ValueError as exc:
+            raise ValidationFailed(
+                str(exc), details=[{"field": "quantile", "message": str(exc)}]
+            ) from None
+        now = datetime.now(UTC)
+        async with self._sessions() as session, session.begin():
+            row = await self._locked(session, model, version, device_id, recipe, owner, now)
+            own = {"quantile": quantile, "margin": margin}
+            row.params = {**dict(row.params), DEVICE_ALARM: own}
+            if row.detector is not None:
+                fitted = detectors.DeviceModel.from_dict(row.detector)
+                try:
+                    changed = detectors.with_alarm(fitted, quantile=quantile, margin=margin)
+                except ValueError as exc:
+                    raise Conflict(str(exc), details={"field": "device_id"}) from None
+                row.detector = changed.to_dict()
+            row.revision += 1
+            row.updated_at = now
+            await session.flush()
+            return _from_row(row)
+
+    async def _locked(
+        self,
+        session: AsyncSession,
+        model: str,
+        version: str,
+        device_id: str,
+        recipe: Recipe,
+        owner: str,
+        now: datetime,
+    ) -> DeviceDetectorRow:
+        """The device's row, locked for this transaction (created, calibrating, if new);
+        a 409 if it was made with another recipe than the version declares now."""
+        values = {
+            "model": model,
+            "version": version,
+            "device_id": device_id,
+            "features": recipe.features,
+            "params": recipe.params.to_dict(),
+            "required": recipe.required,
+            "seen": 0,
+            "calibration": [],
+            "scored": 0,
+            "alarms": 0,
+            "revision": 1,
+            "created_at": now,
+            "updated_at": now,
+        }
+        real = await owner_of(session, owner, device_id)
+        row: DeviceDetectorRow = await lock_row(
+            session, DeviceDetectorRow, {**values, "owner": real}, _KEYS
+        )
+        own = DEVICE_ALARM in row.params
+        declared = _recipe_part(recipe.params.to_dict(), own)
+        if list(row.features) != recipe.features or _recipe_part(row.params, own) != declared:
+            raise Conflict(
+                f"the detector of device {device_id!r} was made with another recipe "
+                f"than model {model!r} version {version!r} now declares: reset it "
+                f"(DELETE /v1/models/{model}/devices/{device_id}/detector"
+                f"?version={version})",
+                details={"field": "device_id", "detector_features": row.features},
+            )
+        return row
+
     async def get(
         self, model: str, version: str, device_id: str, *, owner: str
     ) -> DeviceDetector | None:
@@ -251,3 +321,17 @@ class DetectorStore:
                 )
             )
         return bool(getattr(result, "rowcount", 0))
+
+
+def effective_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A row's stored recipe with the device's own alarm settings applied."""
+    params = dict(params)
+    own = params.pop(DEVICE_ALARM, None) or {}
+    return {**params, **own}
+
+
+def _recipe_part(params: dict[str, Any], own_alarm: bool) -> dict[str, Any]:
+    """The parameters that must match the manifest's: all of them, but for the alarm
+    settings when the device has its own."""
+    skip = {DEVICE_ALARM, *(ALARM_PARAMS if own_alarm else ())}
+    return {k: v for k, v in dict(params).items() if k not in skip}

@@ -106,6 +106,9 @@ class DeviceModel:
     calibration_rows: int
     #: Quantiles (p50, p90, p99, max) of the cross-fitted calibration scores.
     calibration_scores: dict[str, float] = field(default_factory=dict)
+    #: The cross-fitted calibration scores, sorted (what :func:`with_alarm` takes a new
+    #: quantile of); None for models stored before they were kept.
+    cross_scores: np.ndarray | None = None
 
     @property
     def n_features(self) -> int:
@@ -122,6 +125,7 @@ class DeviceModel:
             "threshold": float(self.threshold),
             "calibration_rows": int(self.calibration_rows),
             "calibration_scores": dict(self.calibration_scores),
+            "cross_scores": None if self.cross_scores is None else self.cross_scores.tolist(),
         }
 
     @classmethod
@@ -136,6 +140,11 @@ class DeviceModel:
             threshold=float(data["threshold"]),
             calibration_rows=int(data["calibration_rows"]),
             calibration_scores={k: float(v) for k, v in data["calibration_scores"].items()},
+            cross_scores=(
+                None
+                if data.get("cross_scores") is None
+                else np.asarray(data["cross_scores"], dtype=np.float64)
+            ),
         )
 
 
@@ -302,16 +311,14 @@ def fit(calibration: np.ndarray, params: DetectorParams | None = None) -> Device
     smoothed = moving_average(x, params.smoothing)
     skip = params.smoothing - 1 if len(x) - (params.smoothing - 1) >= 8 else 0
     rows = smoothed[skip:]
-    cross = cross_fitted_scores(rows, params)
+    cross = np.sort(cross_fitted_scores(rows, params))
     core = fit_core(rows, params)
-    level = float(np.quantile(cross, params.quantile))
-    threshold = max(level, 1e-12) * params.margin
     return DeviceModel(
         params=params,
         mean=core[0],
         std=core[1],
         state=core[2],
-        threshold=threshold,
+        threshold=alarm_threshold(cross, params.quantile, params.margin),
         calibration_rows=len(x),
         calibration_scores={
             "p50": float(np.quantile(cross, 0.5)),
@@ -319,7 +326,27 @@ def fit(calibration: np.ndarray, params: DetectorParams | None = None) -> Device
             "p99": float(np.quantile(cross, 0.99)),
             "max": float(cross.max()),
         },
+        cross_scores=cross,
     )
+
+
+def alarm_threshold(cross: np.ndarray, quantile: float, margin: float) -> float:
+    """The alarm threshold: ``quantile`` of the cross-fitted calibration scores times
+    ``margin`` (floored just above 0, so a flat window still alarms on a change)."""
+    return max(float(np.quantile(cross, quantile)), 1e-12) * margin
+
+
+def with_alarm(model: DeviceModel, *, quantile: float, margin: float) -> DeviceModel:
+    """``model`` with another alarm quantile and margin: the threshold is taken again
+    from its calibration scores (no refit, the stream goes on)."""
+    if model.cross_scores is None:
+        raise ValueError(
+            "this detector was fitted before its calibration scores were kept: reset it "
+            "(it calibrates again) to change its alarm settings"
+        )
+    params = replace(model.params, quantile=quantile, margin=margin)  # validates them
+    threshold = alarm_threshold(model.cross_scores, quantile, margin)
+    return replace(model, params=params, threshold=threshold)
 
 
 def cross_fitted_scores(rows: np.ndarray, params: DetectorParams) -> np.ndarray:

@@ -1,9 +1,9 @@
 """Per-device baselines and detectors of anomaly models: read, upload, reset.
 
 Reading a baseline or a detector needs ``predict`` (the scope of the clients that stream
-a device's readings and want to see its calibration); uploading and resetting need
-``admin``. A detector belongs to one model version (``?version=``, default: the version
-requests without one get).
+a device's readings and want to see its calibration); uploading, resetting and setting
+a detector's alarm quantile and margin need ``admin``. A detector belongs to one model
+version (``?version=``, default: the version requests without one get).
 A device id names a device of the caller's owner (see :mod:`mlgate.devices.owners`);
 ``?owner=`` lets an admin work on any owner's devices. Another owner's device is a 404,
 exactly like one that does not exist.
@@ -12,6 +12,7 @@ exactly like one that does not exist.
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from mlgate.api.body import read_json, require_object
@@ -195,3 +196,51 @@ async def delete_detector(
     if not await devices.detectors.delete(mv.name, mv.version, device_id, owner=who):
         raise _no_detector(mv.name, mv.version, device_id)
     return Response(status_code=204)
+
+
+class AlarmSettings(BaseModel):
+    """A device's own alarm settings: threshold = ``quantile`` of its detector's
+    cross-fitted calibration scores x ``margin``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    quantile: float = Field(ge=0.5, le=1.0, examples=[0.995])
+    """Of the calibration scores (1.0: their maximum). On normal operation like the
+    calibration window, about ``1 - quantile`` of the readings exceed it before the
+    margin, smoothing and debouncing."""
+    margin: float = Field(gt=0, le=100, examples=[1.25])
+    """Multiplies the quantile: above 1 fewer false alarms, below 1 fewer missed ones."""
+
+
+@router.put(
+    "/detector/alarm",
+    summary="Set a device's own alarm quantile and margin",
+    dependencies=[RequireAdmin],
+)
+async def put_detector_alarm(
+    model: str,
+    device_id: str,
+    body: AlarmSettings,
+    dataplane: DataPlaneDep,
+    devices: DevicesDep,
+    principal: PrincipalDep,
+    owner: str | None = OwnerQuery,
+    version: str | None = VersionQuery,
+) -> Response:
+    """A fitted detector takes its threshold again from its calibration scores at once
+    (no recalibration; the stream goes on); a device still calibrating, or that has sent
+    nothing yet, is fitted with these settings. A reset (DELETE) forgets them."""
+    check_device_id(device_id)
+    mv = dataplane.resolve(model, version)
+    recipe = devices.recipe(mv)
+    who = _owner(principal, owner, mv.name, device_id, _no_detector(mv.name, mv.version, device_id))
+    detector = await devices.detectors.set_alarm(
+        mv.name,
+        mv.version,
+        device_id,
+        recipe,
+        quantile=body.quantile,
+        margin=body.margin,
+        owner=who,
+    )
+    return ORJSONResponse(detector.view())
