@@ -11,7 +11,9 @@ exactly like one that does not exist.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from typing import Annotated, NamedTuple
+
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
@@ -22,10 +24,12 @@ from mlgate.api.schemas import ERROR_RESPONSES
 from mlgate.api.security import AUTH_ERROR_RESPONSES
 from mlgate.auth.principal import Principal
 from mlgate.auth.scopes import ADMIN
+from mlgate.devices.detector_store import Recipe
 from mlgate.devices.owners import check_owner, device_owner
 from mlgate.devices.store import check_device_id
 from mlgate.devices.upload import check_anomaly_model, parse_upload
 from mlgate.errors import NotFound
+from mlgate.registry.registry import ModelVersion
 
 router = APIRouter(
     prefix="/v1/models/{model}/devices/{device_id}",
@@ -150,12 +154,19 @@ def _no_detector(model: str, version: str, device_id: str) -> NotFound:
     )
 
 
-@router.get(
-    "/detector",
-    summary="A device's own detector and stream, or its calibration progress",
-    dependencies=[RequirePredict],
-)
-async def get_detector(
+class DetectorTarget(NamedTuple):
+    """The device detector a request means: the version, its recipe, the owner."""
+
+    mv: ModelVersion
+    recipe: Recipe
+    owner: str
+    device_id: str
+
+    def missing(self) -> NotFound:
+        return _no_detector(self.mv.name, self.mv.version, self.device_id)
+
+
+async def detector_target(
     model: str,
     device_id: str,
     dataplane: DataPlaneDep,
@@ -163,14 +174,31 @@ async def get_detector(
     principal: PrincipalDep,
     owner: str | None = OwnerQuery,
     version: str | None = VersionQuery,
-) -> Response:
+) -> DetectorTarget:
+    """Checks the device id, resolves the version (a 422 without ``device_detector``)
+    and whose device it is (another owner's is the 404 of a missing detector)."""
     check_device_id(device_id)
     mv = dataplane.resolve(model, version)
-    devices.recipe(mv)
+    recipe = devices.recipe(mv)
     who = _owner(principal, owner, mv.name, device_id, _no_detector(mv.name, mv.version, device_id))
-    detector = await devices.detectors.get(mv.name, mv.version, device_id, owner=who)
+    return DetectorTarget(mv, recipe, who, device_id)
+
+
+TargetDep = Annotated[DetectorTarget, Depends(detector_target)]
+
+
+@router.get(
+    "/detector",
+    summary="A device's own detector and stream, or its calibration progress",
+    dependencies=[RequirePredict],
+)
+async def get_detector(target: TargetDep, devices: DevicesDep) -> Response:
+    mv = target.mv
+    detector = await devices.detectors.get(
+        mv.name, mv.version, target.device_id, owner=target.owner
+    )
     if detector is None:
-        raise _no_detector(mv.name, mv.version, device_id)
+        raise target.missing()
     return ORJSONResponse(detector.view())
 
 
@@ -180,21 +208,12 @@ async def get_detector(
     status_code=204,
     dependencies=[RequireAdmin],
 )
-async def delete_detector(
-    model: str,
-    device_id: str,
-    dataplane: DataPlaneDep,
-    devices: DevicesDep,
-    principal: PrincipalDep,
-    owner: str | None = OwnerQuery,
-    version: str | None = VersionQuery,
-) -> Response:
-    check_device_id(device_id)
-    mv = dataplane.resolve(model, version)
-    devices.recipe(mv)
-    who = _owner(principal, owner, mv.name, device_id, _no_detector(mv.name, mv.version, device_id))
-    if not await devices.detectors.delete(mv.name, mv.version, device_id, owner=who):
-        raise _no_detector(mv.name, mv.version, device_id)
+async def delete_detector(target: TargetDep, devices: DevicesDep) -> Response:
+    mv = target.mv
+    if not await devices.detectors.delete(
+        mv.name, mv.version, target.device_id, owner=target.owner
+    ):
+        raise target.missing()
     return Response(status_code=204)
 
 
@@ -218,29 +237,19 @@ class AlarmSettings(BaseModel):
     dependencies=[RequireAdmin],
 )
 async def put_detector_alarm(
-    model: str,
-    device_id: str,
-    body: AlarmSettings,
-    dataplane: DataPlaneDep,
-    devices: DevicesDep,
-    principal: PrincipalDep,
-    owner: str | None = OwnerQuery,
-    version: str | None = VersionQuery,
+    body: AlarmSettings, target: TargetDep, devices: DevicesDep
 ) -> Response:
     """A fitted detector takes its threshold again from its calibration scores at once
     (no recalibration; the stream goes on); a device still calibrating, or that has sent
     nothing yet, is fitted with these settings. A reset (DELETE) forgets them."""
-    check_device_id(device_id)
-    mv = dataplane.resolve(model, version)
-    recipe = devices.recipe(mv)
-    who = _owner(principal, owner, mv.name, device_id, _no_detector(mv.name, mv.version, device_id))
+    mv = target.mv
     detector = await devices.detectors.set_alarm(
         mv.name,
         mv.version,
-        device_id,
-        recipe,
+        target.device_id,
+        target.recipe,
         quantile=body.quantile,
         margin=body.margin,
-        owner=who,
+        owner=target.owner,
     )
     return ORJSONResponse(detector.view())
