@@ -113,7 +113,10 @@ def access_log(log: Path) -> list[AccessLine]:
     """The requests a server logged (it runs with ``MLGATE_OBSERVABILITY__ACCESS_LOG=true``
     and ``log_level="info"``); each line carries the pid of the worker that served it."""
     lines = []
-    for text in log.read_text(errors="replace").splitlines():
+    # The last line may be one a worker is writing right now (a read can see part of a
+    # write): only lines that end with their newline count.
+    complete = log.read_text(errors="replace").split("\n")[:-1]
+    for text in complete:
         if not text.startswith("{"):
             continue
         record = json.loads(text)

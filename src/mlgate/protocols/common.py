@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 import orjson
@@ -11,13 +11,15 @@ from mlgate.dataplane.types import Encoded, InferenceResult
 from mlgate.dataplane.validation import json_type
 from mlgate.devices.store import check_device_id
 from mlgate.errors import ValidationFailed
+from mlgate.logs import iso_ms
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 def now_iso() -> str:
-    """The current UTC time as ISO 8601 with milliseconds and a ``Z``."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current UTC time as ISO 8601 with milliseconds and a ``Z`` (the date and
+    time of the current second formatted once, as in the log lines)."""
+    return iso_ms(time.time())[:-6] + "Z"
 
 
 def json_encoded(content: Any) -> Encoded:
