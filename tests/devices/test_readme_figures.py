@@ -94,3 +94,44 @@ async def test_http_device_scoring_reproduces_the_readme_table() -> None:
             if abs(got[key] - recorded) > MANIFEST_TOLERANCE:
                 problems.append(f"{name} {key}: HTTP {got[key]:.6f}, manifest {recorded}")
     assert not problems, "\n".join(problems)
+
+
+def readme_detector_table() -> dict[tuple[str, str], dict[str, str]]:
+    """The README's HTTP figures of the version 3 detectors: (model, folder) -> row."""
+    text = (PROJECT_ROOT / "README.md").read_text()
+    section = text.split("### Per-device detectors (version 3)", 1)[1].split("\n## ", 1)[0]
+    lines = [line.strip() for line in section.splitlines() if line.strip().startswith("| ")]
+    start = next(i for i, line in enumerate(lines) if "detector (version 3)" in line)
+    header = [cell.strip() for cell in lines[start].strip("|").split("|")]
+    table = {}
+    for line in lines[start + 2 :]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) != len(header):
+            break
+        model, folder = cells[0].split(" on ")
+        table[(model, folder)] = dict(zip(header, cells, strict=True))
+    return table
+
+
+@pytest.mark.slow
+async def test_stable_device_detectors_reproduce_the_readme_figures() -> None:
+    """``stable`` (version 3) streamed through HTTP gives the README's table."""
+    table = readme_detector_table()
+    assert {folder for _, folder in table} == {"valve1", "other"}
+    problems: list[str] = []
+    results = {}
+    async with running_app(make_settings(), as_admin=True) as (_, client):
+        for folder in ("valve1", "other"):
+            runs, _ = load_runs(DATA_DIR / "skab" / folder)
+            models = [model for model, f in table if f == folder]
+            results[folder] = await evaluate_iot(client, runs, models)
+    for folder, scores in results.items():
+        for got in leaderboard_rows(scores):
+            row = table[(got["model"], folder)]
+            assert got["runs"] == int(row["runs"])
+            assert got["rows_scored"] == int(row["rows scored"])
+            for key, column in {**COLUMNS, "f1": "F1", "far": "FAR", "mar": "MAR"}.items():
+                documented = float(row[column])
+                if abs(got[key] - documented) > README_TOLERANCE:
+                    problems.append(f"{got['model']} on {folder} {column}: {got[key]:.4f}")
+    assert not problems, "\n".join(problems)
