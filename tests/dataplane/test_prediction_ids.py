@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
-from mlgate.dataplane.ids import new_key, parse_prediction_id
+from mlgate.dataplane.ids import _ALPHABET, encode_key, new_key, parse_prediction_id
 from tests.conftest import make_settings, running_app
 from tests.dataplane.test_observers import READING, ROW, Recorder
 
@@ -58,3 +59,20 @@ def test_keys_are_unique_time_ordered_and_parse() -> None:
     assert parse_prediction_id(f"{keys[0]}-12") == (keys[0], 12)
     for bad in ("", "x-1", f"{keys[0]}-01", f"{keys[0]}--1", f"{keys[0]}-", keys[0]):
         assert parse_prediction_id(bad) is None
+
+
+def test_keys_are_the_numbers_crockford_base32() -> None:
+    """The table-driven encoding writes what five bits at a time would."""
+
+    def five_bits_at_a_time(value: int) -> str:
+        chars = []
+        for _ in range(26):
+            chars.append(_ALPHABET[value & 31])
+            value >>= 5
+        return "".join(reversed(chars))
+
+    for value in [0, 1, 31, 32, 1023, 1024, (1 << 128) - 1, (1 << 130) - 1]:
+        assert encode_key(value) == five_bits_at_a_time(value), value
+    for _ in range(1000):
+        value = secrets.randbits(128)
+        assert encode_key(value) == five_bits_at_a_time(value)

@@ -16,14 +16,21 @@ _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 PREDICTION_ID = re.compile(r"^([0-9A-HJKMNP-TV-Z]{26})-(0|[1-9][0-9]{0,8})$")
 
 
+#: Every 10-bit value as its two base32 characters (13 lookups make a key, not 26).
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_SHIFTS = tuple(range(120, -1, -10))
+
+
+def encode_key(value: int) -> str:
+    """A 130-bit (at most) number as 26 Crockford base32 characters, most significant
+    first."""
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
+
+
 def new_key() -> str:
     """A fresh request key (26 characters, time-ordered)."""
-    value = (int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    return encode_key((int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big"))
 
 
 def prediction_id(key: str, row: int) -> str:
