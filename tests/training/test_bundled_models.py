@@ -323,3 +323,50 @@ def test_ids_stable_is_the_better_by_cross_validation() -> None:
     comparison = load_manifest(_version_dir("ids", "4")).metrics["comparison"]
     assert comparison["baseline"]["version"] == "3"
     assert comparison["dqn_macro_f1"] == f1["4"]
+
+
+def _readme_rows(heading: str, first_cell: str) -> dict[str, list[str]]:
+    """Rows of the first README table after ``heading`` whose header starts with
+    ``first_cell``: first cell (without markup) -> cells."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8").split(heading, 1)[1]
+    lines = [line.strip() for line in text.splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_cell}"))
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip().replace("*", "") for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells
+    return rows
+
+
+def _mean_std(cell: str) -> tuple[float, float]:
+    mean, std = cell.split("±")
+    return float(mean), float(std.split()[0])
+
+
+def test_the_readme_ids_table_is_the_manifests() -> None:
+    """The README's CV table of ids versions 3 and 4 shows the recorded figures."""
+    rows = _readme_rows("### Bundled models and training", "`ids` (5-fold CV")
+    for version, prefix in (("3", "v3 "), ("4", "v4 ")):
+        (cells,) = [c for name, c in rows.items() if name.startswith(prefix)]
+        cv = load_manifest(_version_dir("ids", version)).metrics["cv"]
+        mean, std = _mean_std(cells[1])
+        assert mean == round(cv["macro_f1"]["mean"], 4), version
+        assert std == round(cv["macro_f1"]["std"], 4), version
+        benign_mean, benign_std = _mean_std(cells[4])
+        assert benign_mean == round(cv["per_class"]["BENIGN"]["f1"]["mean"], 3), version
+        assert benign_std == round(cv["per_class"]["BENIGN"]["f1"]["std"], 3), version
+
+
+def test_the_readme_detector_table_is_the_manifests() -> None:
+    """The README's per-device detector table shows each manifest's CV figures."""
+    rows = _readme_rows("### Per-device detectors (version 3)", "model |")
+    for name in ("iot", DEVICE_DISTANCE):
+        spec = load_manifest(_version_dir(name, "3")).device_detector
+        assert spec is not None
+        cells = rows[name]
+        for column, key in ((4, "f1"), (5, "far"), (6, "mar")):
+            mean, std = _mean_std(cells[column])
+            assert mean == round(spec.metrics["cv"][key]["mean"], 3), (name, key)
+            assert std == round(spec.metrics["cv"][key]["std"], 3), (name, key)
