@@ -101,9 +101,15 @@ class SqlAuditSink:
                 for row in chunk:
                     params.extend(row)
                 # The format SQLAlchemy's SQLite DateTime reads back (naive UTC text):
-                # sqlite3's own datetime adapter is deprecated.
+                # sqlite3's own datetime adapter is deprecated. The rows of one request
+                # share their time: it is formatted once per run of equal times.
+                last: datetime | None = None
+                text = ""
                 for i in range(_CREATED_AT, len(params), len(COLUMNS)):
-                    params[i] = _sqlite_time(params[i])
+                    if params[i] != last:
+                        last = params[i]
+                        text = _sqlite_time(last)
+                    params[i] = text
                 await conn.exec_driver_sql(self._sqlite_statement(len(chunk)), tuple(params))
 
     # -- PostgreSQL -------------------------------------------------------------------------
