@@ -37,15 +37,6 @@ def test_settle_freezes_what_is_alive_and_unfreeze_hands_it_back() -> None:
     assert collected(kept)
 
 
-def test_settle_can_raise_the_young_threshold() -> None:
-    before = gc.get_threshold()
-    try:
-        settle(young_threshold=5000)
-        assert gc.get_threshold() == (5000, before[1], before[2])
-    finally:
-        gc.set_threshold(*before)
-
-
 async def test_the_server_freezes_its_models_once_they_load() -> None:
     async with running_app(make_settings(server={"gc_freeze": True}), as_admin=True) as (
         app,

@@ -23,17 +23,11 @@ log = logging.getLogger("mlgate.server")
 __all__ = ["settle", "unfreeze"]
 
 
-def settle(*, young_threshold: int | None = None) -> float:
-    """Collect, then freeze what survived; returns the seconds it took.
-
-    ``young_threshold`` (if given) becomes generation 0's threshold: how many
-    allocations minus deallocations start a young collection (CPython's default 700)."""
+def settle() -> float:
+    """Collect, then freeze what survived; returns the seconds it took."""
     started = time.perf_counter()
     gc.collect()
     gc.freeze()
-    if young_threshold is not None:
-        _, older, oldest = gc.get_threshold()
-        gc.set_threshold(young_threshold, older, oldest)
     took = time.perf_counter() - started
     log.debug(
         "heap settled",
