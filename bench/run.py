@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_bundled:
         mlgate_settings["MLGATE_MODELS__DEFAULT_MODEL"] = bench_model.MODEL_NAME
     (run_dir / "servers").mkdir(exist_ok=True)
-    api_key = principal.create_api_key(mlgate_settings)
+    keys = principal.create_api_keys(mlgate_settings)
     options = runner.Options(
         rounds=args.rounds,
         duration_s=args.duration,
@@ -191,7 +191,8 @@ def run(args: argparse.Namespace) -> int:
         mlserver_repo=mlserver_repo,
         known_settings={row[0] for row in settings_rows()},
         mlgate_settings=mlgate_settings,
-        api_key=api_key,
+        api_key=keys.load,
+        admin_key=keys.admin,
         redis_up=tools.redis_available(args.redis_url),
     )
     try:

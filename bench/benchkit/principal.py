@@ -1,4 +1,6 @@
-"""The caller the bench loads mlgate as: an enterprise user with one API key.
+"""The callers of the bench: an enterprise user with one API key loads mlgate, and an
+admin key reads ``/health/detailed`` between rounds (how many audit rows were written or
+dropped). The load key has no more scopes than a client of the model needs.
 
 The account's rate-limit override (limits are per account: a user and all of its keys)
 is high enough never to refuse a request of the bench, so that the limiter does all its
@@ -11,12 +13,14 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlgate.auth.accounts import Accounts, CreatedKey
 from mlgate.cli.db import run_with_accounts
 
 USERNAME = "bench"
+ADMIN_USERNAME = "bench-admin"
 TIER = "enterprise"
 # 60 million a minute is the most the limiter represents (one microsecond per unit):
 # a million requests or rows a second, far above what one core serves.
@@ -43,15 +47,26 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def create_api_key(settings: dict[str, str]) -> str:
-    """Create the bench user and its key in the database ``settings`` name; the key."""
+@dataclass(frozen=True)
+class BenchKeys:
+    load: str
+    """Sent with every request of the load (scopes ``predict``, ``models:read``)."""
+    admin: str
+    """Reads ``/health/detailed`` between rounds (scope ``admin``)."""
 
-    async def work(accounts: Accounts) -> CreatedKey:
+
+def create_api_keys(settings: dict[str, str]) -> BenchKeys:
+    """Create the bench's users and their keys in the database ``settings`` name."""
+
+    async def work(accounts: Accounts) -> tuple[CreatedKey, CreatedKey]:
         user = await accounts.create_user(
             USERNAME, password=None, scopes=["predict", "models:read"], tier=TIER
         )
         await accounts.update_user(user.id, rate_limit_overrides=OVERRIDES)
-        return await accounts.create_key(user.id, name="bench", tier=TIER)
+        load = await accounts.create_key(user.id, name="bench", tier=TIER)
+        admin = await accounts.create_user(ADMIN_USERNAME, password=None, scopes=["admin"])
+        return load, await accounts.create_key(admin.id, name="bench-admin")
 
     with _environment(settings):
-        return run_with_accounts(work).plaintext
+        load, admin = run_with_accounts(work)
+    return BenchKeys(load.plaintext, admin.plaintext)

@@ -32,6 +32,22 @@ class Cell:
     ready_s: float | None = None
     log_errors: int | None = None
     """Error or traceback lines in the server's log (the whole run of its configuration)."""
+    audit_rows: int = 0
+    """Rows mlgate answered in the measured rounds (counted when its audit log is on)."""
+    audit_dropped: int | None = None
+    """Of those, rows its audit log did not record (queue full); None: no audit log."""
+
+    @property
+    def audit_kept(self) -> float | None:
+        """Share of the answered rows the audit log recorded (None: no audit log)."""
+        if self.audit_dropped is None or not self.audit_rows:
+            return None
+        return max(0.0, 1.0 - self.audit_dropped / self.audit_rows)
+
+    @property
+    def audit_incomplete(self) -> bool:
+        """The audit log dropped rows: the configuration did not do all its work."""
+        return bool(self.audit_dropped)
 
     def _median(self, value: Callable[[WrkResult], float]) -> float | None:
         return statistics.median(value(r) for r in self.rounds) if self.rounds else None
@@ -84,6 +100,9 @@ class Cell:
             "rss_mb": _round(self.rss_mb, 1),
             "ready_s": _round(self.ready_s, 3),
             "server_log_error_lines": self.log_errors,
+            "audit": None
+            if self.audit_dropped is None
+            else {"rows_answered": self.audit_rows, "rows_dropped": self.audit_dropped},
             "rounds": [
                 {**r.as_dict(), "server_cpu_pct": round(c, 1)}
                 for r, c in zip(self.rounds, self.cpu_pct, strict=False)
@@ -114,27 +133,29 @@ def table(cells: list[Cell]) -> str:
     """The Markdown table: one row per server and workload, medians of the rounds."""
     head = (
         "| server | workload | req/s | p50 ms | p99 ms | rows/s | × MLServer | × ceiling "
-        "| CPU % | RSS MB | ready s | errors |"
+        "| CPU % | RSS MB | ready s | audit kept | errors |"
     )
-    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for cell in cells:
         if not cell.measured:
             what = "skipped" if cell.status == "skipped" else "**FAILED**"
             lines.append(
-                f"| {cell.label} | {cell.workload} | {what}: {cell.message} | | | | | | | | | |"
+                f"| {cell.label} | {cell.workload} | {what}: {cell.message} | | | | | | | | | | |"
             )
             continue
         baseline = MLSERVER_BASELINE.get(cell.workload)
         versus_mlserver = ratio(cell, find(cells, "mlserver", baseline) if baseline else None)
         versus_ceiling = ratio(cell, find(cells, "ceiling", cell.workload))
         errors = f"**{cell.errors} (flagged)**" if cell.errors else "0"
+        kept = cell.audit_kept
+        audit = "—" if kept is None else f"{kept:.0%}" if kept >= 1 else f"**{kept:.1%}**"
         lines.append(
             f"| {cell.label} | {cell.workload} | {_num(cell.req_per_s, ',.0f')} "
             f"| {_num(cell.p50_ms, '.2f')} | {_num(cell.p99_ms, '.2f')} "
             f"| {_num(cell.rows_per_s, ',.0f')} | {_num(versus_mlserver, '.2f')} "
             f"| {_num(versus_ceiling, '.3f')} | {_num(cell.cpu, '.0f')} "
             f"| {_num(cell.rss_mb, '.0f')} "
-            f"| {_num(cell.ready_s, '.2f')} | {errors} |"
+            f"| {_num(cell.ready_s, '.2f')} | {audit} | {errors} |"
         )
     return "\n".join(lines)
 
@@ -165,6 +186,10 @@ def _versus(
     detail = f"{r:.2f}× ({cell.rows_per_s:,.0f} vs {other.rows_per_s:,.0f} rows/s)"
     if cell.errors or other.errors:
         return Outcome(target, "not met", detail + "; the run had errors under load")
+    if cell.audit_incomplete:
+        kept = cell.audit_kept or 0.0
+        detail += f"; its audit log recorded only {kept:.1%} of the rows (queue full)"
+        return Outcome(target, "not met", detail)
     return Outcome(target, "met" if r >= factor else "not met", detail)
 
 

@@ -51,6 +51,8 @@ class Context:
     mlgate_settings: dict[str, str]
     """Database, secret and repository: the same for every mlgate configuration."""
     api_key: str
+    admin_key: str
+    """Reads mlgate's ``/health/detailed`` (audit rows written and dropped) between rounds."""
     redis_up: bool
 
 
@@ -160,17 +162,44 @@ def load(
         _, text = run_wrk(argv(opts.warmup_s), timeout_s=opts.warmup_s + 60)
         (raw_dir / f"{config.key}-{cell.workload}-warmup.txt").write_text(text)
     for n in range(1, opts.rounds + 1):
+        before = audit_dropped(server, config, ctx)
         ticks = server.cpu_ticks()
         result, text = run_wrk(argv(opts.duration_s), timeout_s=opts.duration_s + 60)
         cpu = cpu_percent(server.cpu_ticks() - ticks, result.duration_s)
+        after = audit_dropped(server, config, ctx)
         (raw_dir / f"{config.key}-{cell.workload}-round{n}.txt").write_text(text)
         cell.rounds.append(result)
         cell.cpu_pct.append(cpu)
         flag = f", {result.errors} ERRORS" if result.errors else ""
+        if before is not None and after is not None:
+            # Rows answered in the round, and how many of them the audit log let go.
+            answered = result.requests * cell.rows
+            cell.audit_rows += answered
+            cell.audit_dropped = (cell.audit_dropped or 0) + after - before
+            if after > before:
+                flag += f", audit dropped {after - before:,} of {answered:,} rows"
         print(
             f"    round {n}: {result.req_per_s:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
             f"p99 {result.p99_ms:.2f} ms, server CPU {cpu:.0f}%{flag}"
         )
+
+
+def audit_dropped(server: RunningServer, config: ServerConfig, ctx: Context) -> int | None:
+    """Audit rows mlgate has not recorded because its queue was full, so far (from
+    ``/health/detailed``); None for other servers, with the audit log off, or when the
+    answer cannot be read."""
+    if config.kind != "mlgate":
+        return None
+    try:
+        response = httpx.get(
+            f"{server.url}/health/detailed", headers={"X-API-Key": ctx.admin_key}, timeout=10
+        )
+        audit = response.json()["checks"]["audit_queue"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        print(f"  (audit counters unreadable: {exc})")
+        return None
+    dropped = audit.get("dropped") if isinstance(audit, dict) else None
+    return int(dropped) if isinstance(dropped, int) else None
 
 
 def wait_steady(server: RunningServer, config: ServerConfig, ctx: Context) -> None:

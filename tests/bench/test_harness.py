@@ -297,6 +297,25 @@ def test_table_flags_errors_and_targets_say_met_or_not() -> None:
     assert outcomes["Ready ≤ 3 s after start"].status == "met"
 
 
+def test_audit_that_dropped_rows_is_shown_and_meets_no_target() -> None:
+    """A configuration whose audit log let rows go did not do all its work: the table
+    shows the share it kept, and no ratio target counts as met with it."""
+    complete = _cell("mlgate", "W1", 4000)
+    complete.audit_rows, complete.audit_dropped = 60_000, 0
+    dropping = _cell("mlgate", "W2-json", 300)
+    dropping.audit_rows, dropping.audit_dropped = 4_500_000, 4_275_000
+    cells = [_cell("mlserver", "W1", 1000), _cell("mlserver", "W2-json", 100), complete, dropping]
+    rows = {line.split(" | ")[1]: line for line in report.table(cells).splitlines()[2:]}
+    assert "| 100% |" in rows["W1"]
+    assert "| **5.0%** |" in rows["W2-json"]
+    outcomes = {o.target.split(":")[0]: o for o in report.targets(cells)}
+    assert outcomes["W1, (a) all production features"].status == "met"  # nothing dropped
+    w2 = outcomes["W2 JSON, (a)"]
+    assert w2.status == "not met" and "recorded only 5.0% of the rows" in w2.detail
+    assert dropping.as_dict()["audit"] == {"rows_answered": 4_500_000, "rows_dropped": 4_275_000}
+    assert _cell("mlserver", "W1", 1).as_dict()["audit"] is None
+
+
 # --------------------------------------------------------------------------- profiles
 
 COLLAPSED = """\
