@@ -3,6 +3,7 @@ is away."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from pathlib import Path
@@ -97,3 +98,40 @@ async def test_counts_wait_for_the_database_and_are_all_stored(tmp_path: Path) -
     finally:
         await dead.dispose()
         await live.dispose()
+
+
+async def test_pending_rows_are_binned_early_and_stored_at_the_flush(tmp_path: Path) -> None:
+    """Once bin_rows rows are pending the task bins them without waiting for the flush
+    (the inputs are let go), and the next flush stores every row's counts."""
+    registry = sensor_registry(tmp_path)
+    mv = registry.resolve("sensor")
+    settings = make_settings()
+    engine = build_engine(settings)
+    await upgrade(engine, schema=settings.database.schema_name)
+    drift = DriftSettings(bin_rows=20, flush_interval_s=3600)
+    observer = DriftObserver(registry, DriftStore(engine), drift)
+    observer.start()
+    try:
+        x = np.random.default_rng(1).standard_normal((45, 3))
+        observer.observe(event(mv, x[:10]))
+        await asyncio.sleep(0.05)
+        assert observer.stats()["pending_rows"] == 10  # below bin_rows: held
+        observer.observe(event(mv, x[10:25]))  # 25 >= 20: binned at once
+        for _ in range(100):
+            if observer.stats()["pending_rows"] == 0:
+                break
+            await asyncio.sleep(0.02)
+        stats = observer.stats()
+        assert (stats["pending_rows"], stats["rows"], stats["binnings"]) == (0, 25, 1)
+        assert stats["flushes"] == 0 and stats["unsaved_windows"] == 1  # nothing stored yet
+        observer.observe(event(mv, x[25:]))
+        assert await observer.flush() is True
+        counts, _ = await observer.store.totals("sensor", "1", 0)
+        assert sum(counts["@predicted"].values()) == 45
+        for f, name in enumerate("abc"):
+            bins = np.searchsorted(np.array(observer._bins[mv].edges[f]), x[:, f], side="left")
+            expected = np.bincount(bins, minlength=6)
+            assert [counts[name].get(b, 0) for b in range(6)] == expected.tolist()
+    finally:
+        await observer.close()
+        await engine.dispose()

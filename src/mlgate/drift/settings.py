@@ -16,9 +16,12 @@ class DriftSettings(BaseModel):
     bucket_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     """Width of one stored histogram window (a report sums the windows it covers)."""
     flush_interval_s: float = Field(default=5.0, gt=0, le=3600)
-    """How often a worker bins what it saw and adds it to the database."""
+    """How often a worker adds its counts to the database (binning what is pending first)."""
+    bin_rows: int = Field(default=20_000, ge=1)
+    """Pending rows from which a worker bins them at once, without waiting for the flush
+    (keeps the inputs it holds small under batch traffic)."""
     max_pending_rows: int = Field(default=200_000, ge=1)
-    """Rows a worker holds before binning them; more are dropped and counted."""
+    """Rows a worker holds unbinned at most; more are dropped and counted."""
     default_window_s: int = Field(default=24 * 3600, ge=60)
     """The window a drift report covers when the request names none."""
     js_threshold: float = Field(default=0.1, gt=0, le=1)
