@@ -96,6 +96,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile-seconds", type=float, default=10, help="seconds py-spy records (%(default)s)"
     )
+    parser.add_argument(
+        "--project-venv",
+        action="store_true",
+        help=(
+            "serve mlgate from the project's virtualenv (with its dev extras) instead of "
+            "bench/.venv-mlgate, the core install a deployment has"
+        ),
+    )
     parser.add_argument("--results", type=Path, help="results directory (default: a new one)")
     parser.add_argument("--list", action="store_true", help="list configurations and exit")
     args = parser.parse_args(argv)
@@ -154,7 +162,15 @@ def run(args: argparse.Namespace) -> int:
         selected = [config_by_key()[args.profile_config]]
     if args.profile or any(c.kind == "mlserver" for c in selected):
         tools.ensure_venv(run_dir / "venv-install.log")
+    mlgate_command = Path(sys.executable).with_name("mlgate")
+    if not args.project_venv and any(c.kind == "mlgate" for c in selected):
+        mlgate_command = tools.ensure_mlgate_venv(run_dir / "venv-install.log")
     info = tools.machine_info()
+    info["mlgate_environment"] = (
+        "the project's virtualenv (dev extras)"
+        if args.project_venv
+        else f"{tools.MLGATE_VENV.name}: core install, no extras"
+    )
 
     print("training the model (MLPClassifier(128, 64) on the CICIDS2017 sample)")
     model = bench_model.train(run_dir / "model")
@@ -193,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
         mlgate_settings=mlgate_settings,
         api_key=keys.load,
         admin_key=keys.admin,
+        mlgate_command=mlgate_command,
         redis_up=tools.redis_available(args.redis_url),
     )
     try:
@@ -259,7 +276,8 @@ def _report_text(
 
     head = (
         f"{info['date']} · {info['machine']} · {info['cpu_model']} · {info['cores']} cores · "
-        f"mlgate {info['versions']['mlgate']} ({info['git']}) · "
+        f"mlgate {info['versions']['mlgate']} ({info['git']}) served from "
+        f"{info.get('mlgate_environment', '?')} · "
         f"{args.rounds} round(s) of {args.duration:g} s, medians · server on core "
         f"{args.server_core}, wrk on core {args.load_core} · load average "
         f"{' '.join(map(str, info['load_average_at_start']))} at start"

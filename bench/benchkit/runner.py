@@ -52,6 +52,8 @@ class Context:
     """Database, secret and repository: the same for every mlgate configuration."""
     api_key: str
     admin_key: str
+    mlgate_command: Path
+    """The ``mlgate`` command servers run (bench/.venv-mlgate's unless --project-venv)."""
     """Reads mlgate's ``/health/detailed`` (audit rows written and dropped) between rounds."""
     redis_up: bool
 
@@ -102,7 +104,7 @@ def start(config: ServerConfig, env: dict[str, str], ctx: Context) -> RunningSer
     workdir.mkdir(parents=True, exist_ok=True)
     return start_server(
         config,
-        server_argv(config, port, repo),
+        server_argv(config, port, repo, ctx.mlgate_command),
         env=env,
         port=port,
         log=ctx.run_dir / "logs" / f"{config.key}.log",

@@ -64,8 +64,9 @@ def write_mlserver_settings(repo: Path, http_port: int) -> None:
     (repo / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
 
 
-def server_argv(config: ServerConfig, port: int, repo: Path) -> list[str]:
-    """The command that serves ``config`` on ``port`` (not yet pinned)."""
+def server_argv(config: ServerConfig, port: int, repo: Path, mlgate: Path) -> list[str]:
+    """The command that serves ``config`` on ``port`` (not yet pinned); ``mlgate``: the
+    ``mlgate`` command to serve mlgate with."""
     if config.kind == "ceiling":
         return [
             sys.executable,
@@ -85,7 +86,6 @@ def server_argv(config: ServerConfig, port: int, repo: Path) -> list[str]:
     if config.kind == "mlserver":
         write_mlserver_settings(repo, port)
         return [str(venv_tool("mlserver")), "start", str(repo)]
-    mlgate = Path(sys.executable).with_name("mlgate")
     return [str(mlgate), "serve", "--port", str(port), "--repository", str(repo)]
 
 

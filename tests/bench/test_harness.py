@@ -8,6 +8,7 @@ explain itself.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ import joblib
 import numpy as np
 import orjson
 import pytest
-from benchkit import checks, configs, model, profiling, report, workloads
+from benchkit import checks, configs, model, profiling, report, servers, tools, workloads
 
 from mlgate.registry.manifest import load_manifest, sha256_file
 from mlgate.registry.registry import ModelRegistry
@@ -78,6 +79,18 @@ def test_scripts_exist() -> None:
 
 
 # --------------------------------------------------------------------------- configurations
+
+
+def test_mlgate_is_served_by_the_command_the_bench_chose(tmp_path: Path) -> None:
+    """mlgate runs from bench/.venv-mlgate (the core install) unless told otherwise; the
+    install is redone when the project's dependency list changes."""
+    mlgate = tmp_path / "venv" / "bin" / "mlgate"
+    argv = servers.server_argv(configs.config_by_key()["mlgate"], 8123, tmp_path, mlgate)
+    assert argv[:2] == [str(mlgate), "serve"] and "8123" in argv
+    assert tools.MLGATE_VENV.name == ".venv-mlgate"
+    marker = tools.mlgate_venv_marker()
+    digest = hashlib.sha256((tools.ROOT / "pyproject.toml").read_bytes())
+    assert digest.hexdigest() in marker and sys.version.split()[0] in marker
 
 
 def test_configurations_name_known_workloads_and_the_peers() -> None:

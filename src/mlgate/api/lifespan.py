@@ -34,7 +34,7 @@ from mlgate.devices.windows import ReadingWindows
 from mlgate.observability.instrument import Instrumentation
 from mlgate.ratelimit import build_rate_limiter
 from mlgate.registry.registry import ModelRegistry, ReloadReport
-from mlgate.server.heap import settle, unfreeze
+from mlgate.server.heap import return_large_blocks, settle, unfreeze
 from mlgate.settings import Settings
 
 if TYPE_CHECKING:
@@ -173,6 +173,8 @@ async def watch_repository(state: AppState, interval: float) -> None:
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    if settings.server.malloc_mmap_threshold:
+        return_large_blocks(settings.server.malloc_mmap_threshold)
     engine = build_engine(settings)
     try:
         state = build_state(settings, engine)
