@@ -170,6 +170,14 @@ class Overloaded(ServiceUnavailable):
     code = "overloaded"
 
 
+class AuditBehind(ServiceUnavailable):
+    """The audit log's queue stayed full for as long as a request may wait, and the
+    server is set to record every answered row (``when_full: wait``): not answered,
+    retry shortly (503 with ``Retry-After``)."""
+
+    code = "audit_behind"
+
+
 class NotAvailable(MlgateError):
     """The request is valid but this server cannot do it as installed (501)."""
 

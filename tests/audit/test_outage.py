@@ -244,3 +244,64 @@ async def test_postgres_cut_mid_traffic_loses_no_record(database: dict[str, Any]
     assert log.stats().written == 66
     # Usage increments kept through the outage too.
     assert usage["totals"]["requests"] == 22 and usage["totals"]["rows"] == 66
+
+
+async def test_when_full_wait_answers_only_what_it_records(
+    audit_app: AppFactory, database: dict[str, Any]
+) -> None:
+    """``when_full: wait``: with the database locked the queue fills; the next request
+    waits for room and gets 503 ``audit_behind`` (Retry-After) when none comes; one that
+    is waiting when the database comes back is answered, and every answered row is
+    written - none dropped."""
+    if not database["database_url"].startswith("sqlite"):
+        pytest.skip("locked with SQLite's own write lock")
+    audit = {**FAST_RETRY, "when_full": "wait", "queue_max_records": 6, "full_wait_s": 0.5}
+    async with audit_app(
+        audit=audit, auth=STATELESS_TOKENS, database={"sqlite_busy_timeout_ms": 20}
+    ) as a:
+        log = a.audit.log
+        assert log is not None
+        alice = await a.caller("alice")
+        admin = await _admin(a)
+        path = sqlite_path(a.app.state.settings.database_url)
+        assert path is not None
+        blocker = sqlite3.connect(path, isolation_level=None, timeout=5)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            answered = await _traffic(a, alice, 2, 3)  # 6 rows: the queue is full
+            refused = await a.client.post(
+                "/v1/models/ids/predict/batch",
+                json={"instances": [ROW] * 2},
+                headers=alice.with_token,
+            )
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "audit_behind"
+            assert refused.headers["Retry-After"] == "1"
+            assert log.stats().depth == 6 and log.waiting == 0
+            waiting = asyncio.create_task(_traffic(a, alice, 1, 2))
+            await eventually(lambda: _is(log.waiting == 1))
+        finally:
+            blocker.rollback()
+            blocker.close()
+        answered += await waiting  # answered once its rows fit
+        await eventually(lambda: _done(a))
+        written = await _count_written(a, answered, admin)
+        assert written == set(answered) and len(answered) == 8
+        assert log.stats().overflow == 0
+        assert log.stats().written == 8  # the refused request's rows were never queued
+
+
+async def _is(value: bool) -> bool:
+    return value
+
+
+async def test_when_full_wait_admits_a_request_larger_than_the_queue_once_it_is_empty(
+    audit_app: AppFactory,
+) -> None:
+    audit = {"when_full": "wait", "queue_max_records": 4, "full_wait_s": 5}
+    async with audit_app(audit=audit) as a:
+        alice = await a.caller("alice")
+        answers = await a.predict(alice, "ids", [ROW] * 10)  # 10 > 4, queue empty
+        assert len(answers) == 10
+        await eventually(lambda: _done(a))
+        assert a.audit.log is not None and a.audit.log.stats().written == 10

@@ -47,6 +47,8 @@ class AuditService:
         registry.add_listener(self.catalog)
         if self.log is not None:
             dataplane.add_observer(self.log)
+            if self.settings.when_full == "wait":
+                dataplane.admission = self.log.admit
         dataplane.add_observer(self.usage)
 
     def start(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -20,6 +20,13 @@ class AuditSettings(BaseModel):
     whose rows do not fit is not recorded (counted as overflow and logged). Each queued
     request keeps its input and output arrays, so this bounds the worker's memory: a
     worker that answers faster than its database takes rows fills it."""
+    when_full: Literal["drop", "wait"] = "drop"
+    """What a request whose rows do not fit in the queue does. `drop`: it is answered and
+    not recorded (counted and logged). `wait`: its answer waits until the rows fit (at
+    most `full_wait_s`, then 503 `audit_behind` with Retry-After), so that every
+    answered row is recorded: throughput is then bounded by what the database writes."""
+    full_wait_s: float = Field(default=5.0, gt=0, le=600)
+    """Longest a request waits for room in the queue under `when_full: wait`."""
     batch_records: int = Field(default=2000, ge=1, le=100_000)
     """Most rows written by one flush (one multi-row INSERT, or COPY on PostgreSQL)."""
     flush_interval_s: float = Field(default=0.5, gt=0, le=3600)

@@ -6,14 +6,19 @@ and bumps two integers; nothing else. A background task (:meth:`AuditLog.run`) t
 queued events into rows - hashing, class names, JSON - and writes them in batches
 through an :class:`~mlgate.audit.sink.AuditSink`.
 
-When the database is down or slow, the request path does not notice: rows stay queued
+When the database is down or slow, requests are answered as usual: rows stay queued
 and the batch that failed is retried with exponential backoff until it is written
 (``depth`` counts every accepted row not yet written, the retried batch included). Only
-the bound (``queue_max_records``) is ever hit, and a request whose rows do not fit is
-not recorded at all: ``overflow`` counts those rows exactly and a warning is logged (at
-once, then at most every ``LOG_EVERY_S``). Nothing accepted into the queue is dropped when the
-database comes back; a graceful shutdown writes what is left (within
-``shutdown_timeout_s``).
+the bound (``queue_max_records``) is ever hit. By default (``when_full: drop``) a
+request whose rows do not fit is not recorded at all: ``overflow`` counts those rows
+exactly and a warning is logged (at once, then at most every ``LOG_EVERY_S``). With
+``when_full: wait`` the data plane first awaits :meth:`AuditLog.admit`, which returns
+once the rows fit (a request larger than the whole queue: once the queue is empty) or
+raises :class:`~mlgate.errors.AuditBehind` after ``full_wait_s``; nothing awaits
+between that and ``observe()``, so the room it saw is still there.
+
+Nothing accepted into the queue is dropped when the database comes back; a graceful
+shutdown writes what is left (within ``shutdown_timeout_s``).
 
 ``observe()`` must be called on the event loop's thread (the data plane does).
 """
@@ -33,6 +38,7 @@ from mlgate.audit.records import Row, batch_rows, event_rows
 from mlgate.audit.settings import AuditSettings
 from mlgate.audit.sink import AuditSink, InvalidRows
 from mlgate.dataplane.types import InferenceEvent
+from mlgate.errors import AuditBehind
 from mlgate.observability.tracing import step
 
 if TYPE_CHECKING:
@@ -71,6 +77,7 @@ class AuditLog:
         self.class_names = class_names
         self._queue: deque[InferenceEvent] = deque()
         self._max = settings.queue_max_records
+        self._wait = settings.when_full == "wait"
         self._batch = settings.batch_records
         self.queued = 0
         """Rows in the queue (not taken by a batch yet)."""
@@ -82,6 +89,10 @@ class AuditLog:
         self.failures = 0
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._room = asyncio.Condition()
+        """Notified whenever written rows leave the queue (``admit`` waits on it)."""
+        self.waiting = 0
+        """Requests waiting in ``admit`` for room in the queue."""
         self._last_overflow_log = -LOG_EVERY_S
         self._last_failure_log = -LOG_EVERY_S
         self._overflow_logged = 0
@@ -93,10 +104,37 @@ class AuditLog:
 
     # -- hot path ------------------------------------------------------------------------
 
+    def fits(self, rows: int) -> bool:
+        """Whether a request of ``rows`` rows can be queued now. Under ``when_full:
+        wait`` one larger than the whole queue fits when the queue is empty (else it
+        could never be answered)."""
+        depth = self.queued + len(self._pending)
+        return depth + rows <= self._max or (depth == 0 and self._wait)
+
+    async def admit(self, rows: int) -> None:
+        """Return once a request of ``rows`` rows fits in the queue; AuditBehind (503)
+        after ``full_wait_s``. The caller queues it before awaiting anything else."""
+        if self.fits(rows):
+            return
+        self.waiting += 1
+        self._wake.set()  # the writer is busy or about to be: make sure it runs
+        try:
+            async with asyncio.timeout(self.settings.full_wait_s), self._room:
+                await self._room.wait_for(lambda: self.fits(rows))
+        except TimeoutError:
+            raise AuditBehind(
+                f"the audit log has {self.depth} rows waiting to be written and every "
+                "answer must be recorded: retry shortly",
+                details={"audit_depth": self.depth, "rows": rows},
+                headers={"Retry-After": "1"},
+            ) from None
+        finally:
+            self.waiting -= 1
+
     def observe(self, event: InferenceEvent) -> None:
         """Queue one answered request (a few hundred nanoseconds; no per-row work)."""
         rows = event.rows
-        if self.queued + len(self._pending) + rows > self._max:
+        if not self.fits(rows):
             self._overflowed(rows)
             return
         self._queue.append(event)
@@ -165,6 +203,9 @@ class AuditLog:
                     return False
                 self._pending = []
                 budget -= len(batch)
+                if self.waiting:
+                    async with self._room:
+                        self._room.notify_all()
         return True
 
     def _take(self) -> list[Row]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,9 @@ class DataPlane:
         self._observers: list[InferenceObserver] = []
         self.tracer: Tracer | None = None
         """Opens a span per step (None: tracing off, one test per step)."""
+        self.admission: Callable[[int], Awaitable[None]] | None = None
+        """Awaited with the rows of every answered request before its event is emitted
+        (the audit log's ``admit`` under ``when_full: wait``); may refuse it."""
 
     def add_observer(self, observer: InferenceObserver) -> None:
         """Receive an event for every answered inference request."""
@@ -145,6 +149,9 @@ class DataPlane:
             mv, inputs, output, elapsed_ms, context.request_id, new_key(), cache_hit, explained
         )
         if self._observers:
+            if self.admission is not None:
+                await self.admission(inputs.rows)
+            # Nothing awaits from here to the queue: the room admission saw is still there.
             with step(tracer, "mlgate.audit.enqueue", mv, inputs.rows):
                 self._emit(result, context)
         if self.shadow is not None and inputs.device_id is None:

@@ -104,6 +104,8 @@ async def _audit(state: AppState) -> Check:
         "depth": stats.depth,
         "capacity": state.settings.audit.queue_max_records,
         "dropped": stats.overflow,
+        "when_full": state.settings.audit.when_full,
+        "waiting_requests": log.waiting,
         "written": stats.written,
         "write_failures": stats.failures,
     }
