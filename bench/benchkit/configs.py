@@ -103,6 +103,16 @@ CONFIGS: tuple[ServerConfig, ...] = (
         requires=_frozen(MLGATE_METRICS__ENABLED="false"),
     ),
     ServerConfig(
+        "mlgate-audit-wait",
+        "mlgate (e): (a) recording every answered row (audit when_full: wait)",
+        "mlgate",
+        ("W2-json", "W2-bin"),
+        # What batch traffic costs when the audit log may drop nothing.
+        env=PRODUCTION,
+        features=OPTIONAL_FEATURES,
+        requires=_frozen(MLGATE_AUDIT__WHEN_FULL="wait"),
+    ),
+    ServerConfig(
         "mlgate-batch-off",
         "mlgate (c): (a) with batching off",
         "mlgate",
