@@ -61,7 +61,7 @@ async def test_pruning_deletes_old_records_in_batches(audit_app: AppFactory) -> 
         deletes: list[str] = []
 
         def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-            if statement.lstrip().upper().startswith("DELETE FROM PREDICTIONS"):
+            if statement.lstrip().upper().startswith("DELETE FROM PREDICTION_ROWS"):
                 deletes.append(statement)
 
         engine = a.audit.engine.sync_engine
@@ -70,7 +70,7 @@ async def test_pruning_deletes_old_records_in_batches(audit_app: AppFactory) -> 
             assert await a.audit.pruner.prune() == 14
         finally:
             sa_event.remove(engine, "before_cursor_execute", count)
-        assert len(deletes) == 4  # 4 + 4 + 4 + 2 rows
+        assert len(deletes) == 4  # 4 + 4 + 4 + 2 rows (then 7 request records in 2)
         assert await _recorded(a) == set(new)
         alice_quality = await a.client.get(
             "/v1/models/ids/quality",

@@ -144,3 +144,64 @@ async def test_0003_keeps_existing_rows_and_downgrades(database: dict[str, Any])
             assert [tuple(r) for r in left] == [("pump-1",)]
     finally:
         await engine.dispose()
+
+
+async def test_0007_moves_the_audit_log_into_two_tables_and_back(
+    database: dict[str, Any],
+) -> None:
+    """Records written before the split read the same through the ``predictions`` view
+    (request columns from the request record, row columns from the row), and a
+    downgrade puts them back in one table."""
+    settings = make_settings(**database)
+    engine = build_engine(settings)
+    schema = settings.database.schema_name
+    columns = (
+        "request_key, row_index, shadow, created_at, request_id, principal, user_id, key_id, "
+        "model, version, protocol, task, latency_ms, device_id, cache_hit, input_hash, "
+        "predicted_class, predicted, confidence, probabilities, is_attack, score, "
+        "is_anomaly, threshold, calibration_seen, inputs"
+    )
+    records = [
+        # Two rows of one request, its shadow version's answer to row 1, another request.
+        "('K1', 0, false, '2026-01-01 00:00:00', 'r1', 'user:1', 1, NULL, 'ids', '1', "
+        "'v1', 'classification', 2.5, NULL, false, 'h0', 3, 'DoS', 0.9, '[0.1, 0.9]', "
+        "true, NULL, NULL, NULL, NULL, NULL)",
+        "('K1', 1, false, '2026-01-01 00:00:00', 'r1', 'user:1', 1, NULL, 'ids', '1', "
+        "'v1', 'classification', 2.5, NULL, false, 'h1', 0, 'BENIGN', 0.8, '[0.8, 0.2]', "
+        "false, NULL, NULL, NULL, NULL, '[1.0, 2.0]')",
+        "('K1', 1, true, '2026-01-01 00:00:01', 'r1', 'user:1', 1, NULL, 'ids', '2', "
+        "'v1', 'classification', 7.0, NULL, false, 'h1', 3, 'DoS', 0.6, '[0.4, 0.6]', "
+        "true, NULL, NULL, NULL, NULL, NULL)",
+        "('K2', 0, false, '2026-01-01 00:00:02', 'r2', 'key:4', 2, 4, 'iot', '3', "
+        "'oip', 'anomaly', 1.0, 'pump-1', true, 'h2', NULL, NULL, 0.7, NULL, NULL, 3.5, "
+        "true, 2.0, NULL, NULL)",
+    ]
+    query = text(
+        "SELECT request_key, row_index, shadow, request_id, principal, user_id, key_id, "
+        "model, version, protocol, latency_ms, device_id, cache_hit, input_hash, predicted, "
+        "confidence, is_attack, score, is_anomaly, threshold FROM predictions "
+        "ORDER BY request_key, row_index, shadow"
+    )
+    try:
+        assert await upgrade(engine, schema=schema, revision="0006") == "0006"
+        async with engine.begin() as conn:
+            for record in records:
+                await conn.execute(text(f"INSERT INTO predictions ({columns}) VALUES {record}"))
+            before = [tuple(r) for r in (await conn.execute(query)).all()]
+        assert len(before) == 4
+        assert await upgrade(engine, schema=schema) == head_revision()
+        async with engine.begin() as conn:
+            assert [tuple(r) for r in (await conn.execute(query)).all()] == before
+            counts = [
+                (await conn.execute(text(f"SELECT COUNT(*) FROM {table}"))).scalar()
+                for table in ("prediction_requests", "prediction_rows")
+            ]
+            assert counts == [3, 4]  # K1 served, K1 shadow, K2
+        async with engine.begin() as conn:
+            await conn.run_sync(lambda sync: command.downgrade(alembic_config(sync), "0006"))
+        async with engine.connect() as conn:
+            assert [tuple(r) for r in (await conn.execute(query)).all()] == before
+            tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+            assert "predictions" in tables and "prediction_rows" not in tables
+    finally:
+        await engine.dispose()

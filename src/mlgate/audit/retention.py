@@ -17,7 +17,7 @@ from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mlgate.audit.keys import key_floor
-from mlgate.db.models import PredictionFeedback, PredictionRecord
+from mlgate.db.models import PredictionFeedback, PredictionRequest, PredictionRow
 
 log = logging.getLogger("mlgate.audit.retention")
 
@@ -45,18 +45,21 @@ class Pruner:
             return 0
         cutoff = key_floor((time.time() if now is None else now) - self.retention_s)
         deleted = 0
-        for table in (PredictionRecord, PredictionFeedback):
-            columns = (
-                (table.request_key, table.row_index, PredictionRecord.shadow)
-                if table is PredictionRecord
-                else (table.request_key, table.row_index)
-            )
-            oldest = select(*columns).where(table.request_key < cutoff).limit(self.batch)
+        # Rows first: a row never outlives its request record (the view joins them).
+        for table, columns in (
+            (
+                PredictionRow,
+                (PredictionRow.request_key, PredictionRow.row_index, PredictionRow.shadow),
+            ),
+            (PredictionRequest, (PredictionRequest.request_key, PredictionRequest.shadow)),
+            (PredictionFeedback, (PredictionFeedback.request_key, PredictionFeedback.row_index)),
+        ):
+            oldest = select(*columns).where(columns[0] < cutoff).limit(self.batch)
             stmt = delete(table).where(tuple_(*columns).in_(oldest))
             while True:
                 async with self.engine.begin() as conn:
                     count = (await conn.execute(stmt)).rowcount
-                if table is PredictionRecord:
+                if table is PredictionRow:
                     deleted += count
                 if count < self.batch:
                     break

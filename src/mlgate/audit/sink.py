@@ -12,13 +12,17 @@
   nor fails forever.
 
 Rows are tuples in :data:`~mlgate.audit.records.COLUMNS` order, with JSON columns
-already encoded; bypassing the ORM's per-value processing is what makes this cheap.
+already encoded; bypassing the ORM's per-value processing is what makes this cheap. A
+batch goes to two tables in one transaction: each request's shared columns once to
+``prediction_requests`` (from any of its rows: they are equal), each row's own columns
+to ``prediction_rows`` (both split off the rows with ``itemgetter``, in C).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, Protocol
 
 import asyncpg
@@ -27,10 +31,44 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mlgate.audit.records import COLUMNS, Row
 
-TABLE = "predictions"
+REQUESTS = "prediction_requests"
+ROWS = "prediction_rows"
+REQUEST_COLUMNS: tuple[str, ...] = (
+    "request_key",
+    "shadow",
+    "created_at",
+    "request_id",
+    "principal",
+    "user_id",
+    "key_id",
+    "model",
+    "version",
+    "protocol",
+    "task",
+    "latency_ms",
+    "device_id",
+    "cache_hit",
+)
+ROW_COLUMNS: tuple[str, ...] = tuple(
+    c for c in COLUMNS if c not in REQUEST_COLUMNS or c in ("request_key", "shadow")
+)
+_REQUEST_OF = itemgetter(*(COLUMNS.index(c) for c in REQUEST_COLUMNS))
+_ROW_OF = itemgetter(*(COLUMNS.index(c) for c in ROW_COLUMNS))
+_REQUEST_KEY = itemgetter(COLUMNS.index("request_key"), COLUMNS.index("shadow"))
+_CONFLICT = {
+    REQUESTS: "ON CONFLICT (request_key, shadow) DO NOTHING",
+    ROWS: "ON CONFLICT (request_key, row_index, shadow) DO NOTHING",
+}
 # SQLite's default SQLITE_MAX_VARIABLE_NUMBER (3.32+) and PostgreSQL's 32,767 Bind limit.
 _MAX_PARAMETERS = 32_766
-_CREATED_AT = COLUMNS.index("created_at")
+_CREATED_AT = REQUEST_COLUMNS.index("created_at")
+
+
+def split(rows: Sequence[Row]) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The request records (one per request key and shadow flag) and the row records of
+    audit rows."""
+    heads = dict(zip(map(_REQUEST_KEY, rows), rows, strict=True))
+    return list(map(_REQUEST_OF, heads.values())), list(map(_ROW_OF, rows))
 
 
 class InvalidRows(Exception):
@@ -49,28 +87,30 @@ def _chunks(rows: Sequence[Row], size: int) -> list[Sequence[Row]]:
 
 
 class SqlAuditSink:
-    """Writes audit rows with one statement per chunk (COPY on PostgreSQL)."""
+    """Writes audit rows with one statement per chunk and table (COPY on PostgreSQL)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self.chunk_rows = _MAX_PARAMETERS // len(COLUMNS)
-        self._sqlite_sql: dict[int, str] = {}
-        columns = ", ".join(COLUMNS)
-        placeholders = ", ".join(f"${i + 1}" for i in range(len(COLUMNS)))
-        self._pg_insert = (
-            f"INSERT INTO {TABLE} ({columns}) VALUES ({placeholders}) "
-            "ON CONFLICT (request_key, row_index, shadow) DO NOTHING"
-        )
+        self._sqlite_sql: dict[tuple[str, int], str] = {}
+        self._pg_insert = {
+            table: (
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))}) "
+                + _CONFLICT[table]
+            )
+            for table, columns in ((REQUESTS, REQUEST_COLUMNS), (ROWS, ROW_COLUMNS))
+        }
 
     async def write(self, rows: Sequence[Row]) -> None:
         if not rows:
             return
+        requests, records = split(rows)
         try:
             if self.dialect == "sqlite":
-                await self._insert_sqlite(rows)
+                await self._insert_sqlite(requests, records)
             else:
-                await self._copy_postgres(rows)
+                await self._copy_postgres(requests, records)
         except (DataError, IntegrityError) as exc:
             raise InvalidRows(str(exc)) from exc
         except Exception as exc:
@@ -80,52 +120,61 @@ class SqlAuditSink:
 
     # -- SQLite -----------------------------------------------------------------------------
 
-    def _sqlite_statement(self, n: int) -> str:
-        sql = self._sqlite_sql.get(n)
+    def _sqlite_statement(self, table: str, width: int, n: int) -> str:
+        sql = self._sqlite_sql.get((table, n))
         if sql is None:
-            one = "(" + ", ".join("?" * len(COLUMNS)) + ")"
-            values = ", ".join([one] * n)
+            columns = REQUEST_COLUMNS if table == REQUESTS else ROW_COLUMNS
+            one = "(" + ", ".join("?" * width) + ")"
             # ON CONFLICT on the key only: OR IGNORE would also skip rows that break NOT
             # NULL, silently.
             sql = (
-                f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES {values} "
-                "ON CONFLICT (request_key, row_index, shadow) DO NOTHING"
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * n)} "
+                + _CONFLICT[table]
             )
-            self._sqlite_sql[n] = sql
+            self._sqlite_sql[(table, n)] = sql
         return sql
 
-    async def _insert_sqlite(self, rows: Sequence[Row]) -> None:
+    async def _insert_sqlite(
+        self, requests: list[tuple[Any, ...]], records: list[tuple[Any, ...]]
+    ) -> None:
+        # The format SQLAlchemy's SQLite DateTime reads back (naive UTC text): sqlite3's
+        # own datetime adapter is deprecated.
+        requests = [
+            (*r[:_CREATED_AT], _sqlite_time(r[_CREATED_AT]), *r[_CREATED_AT + 1 :])
+            for r in requests
+        ]
         async with self.engine.begin() as conn:
-            for chunk in _chunks(rows, self.chunk_rows):
-                params: list[Any] = []
-                for row in chunk:
-                    params.extend(row)
-                # The format SQLAlchemy's SQLite DateTime reads back (naive UTC text):
-                # sqlite3's own datetime adapter is deprecated. The rows of one request
-                # share their time: it is formatted once per run of equal times.
-                last: datetime | None = None
-                text = ""
-                for i in range(_CREATED_AT, len(params), len(COLUMNS)):
-                    if params[i] != last:
-                        last = params[i]
-                        text = _sqlite_time(last)
-                    params[i] = text
-                await conn.exec_driver_sql(self._sqlite_statement(len(chunk)), tuple(params))
+            for table, items, width in (
+                (REQUESTS, requests, len(REQUEST_COLUMNS)),
+                (ROWS, records, len(ROW_COLUMNS)),
+            ):
+                size = _MAX_PARAMETERS // width
+                for start in range(0, len(items), size):
+                    chunk = items[start : start + size]
+                    params = [value for item in chunk for value in item]
+                    sql = self._sqlite_statement(table, width, len(chunk))
+                    await conn.exec_driver_sql(sql, tuple(params))
 
     # -- PostgreSQL -------------------------------------------------------------------------
 
-    async def _copy_postgres(self, rows: Sequence[Row]) -> None:
+    async def _copy_postgres(
+        self, requests: list[tuple[Any, ...]], records: list[tuple[Any, ...]]
+    ) -> None:
         async with self.engine.connect() as conn:
             raw = await conn.get_raw_connection()
             driver = raw.driver_connection
             assert driver is not None
             try:
                 async with driver.transaction():
-                    await driver.copy_records_to_table(TABLE, records=rows, columns=COLUMNS)
+                    await driver.copy_records_to_table(
+                        REQUESTS, records=requests, columns=REQUEST_COLUMNS
+                    )
+                    await driver.copy_records_to_table(ROWS, records=records, columns=ROW_COLUMNS)
             except asyncpg.UniqueViolationError:
-                # Some rows are there already (a retried batch): insert what is missing.
+                # Some are there already (a retried batch): insert what is missing.
                 async with driver.transaction():
-                    await driver.executemany(self._pg_insert, rows)
+                    await driver.executemany(self._pg_insert[REQUESTS], requests)
+                    await driver.executemany(self._pg_insert[ROWS], records)
 
 
 def _sqlite_time(value: datetime) -> str:

