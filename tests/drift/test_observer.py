@@ -15,6 +15,7 @@ from mlgate.dataplane.outputs import classification_output
 from mlgate.db.engine import build_engine
 from mlgate.db.migrate import upgrade
 from mlgate.drift.observer import DriftObserver
+from mlgate.drift.reference import bin_counts
 from mlgate.drift.settings import DriftSettings
 from mlgate.drift.store import DriftStore
 from mlgate.registry.registry import ModelRegistry, ModelVersion
@@ -135,3 +136,20 @@ async def test_pending_rows_are_binned_early_and_stored_at_the_flush(tmp_path: P
     finally:
         await observer.close()
         await engine.dispose()
+
+
+def test_bin_counts_match_a_search_per_value() -> None:
+    """Each value counts in the bin after the edges strictly below it (right-closed
+    bins), with ties on an edge, repeated edges, infinities, and NaN in the first bin."""
+    rng = np.random.default_rng(7)
+    edges = np.sort(rng.standard_normal((6, 5)), axis=1)
+    edges[2, 1:3] = edges[2, 1]  # a repeated edge: an empty bin between them
+    x = rng.standard_normal((300, 6))
+    x[:20, 2] = edges[2, 1]  # on the edge: in the bin it closes
+    x[20, 0], x[21, 1], x[22, 4] = np.inf, -np.inf, np.nan
+    expected = np.zeros((6, 6), dtype=np.int64)
+    for f in range(6):
+        for value in x[:, f]:
+            b = 0 if np.isnan(value) else int(np.searchsorted(edges[f], value, side="left"))
+            expected[f, b] += 1
+    assert bin_counts(x, edges).tolist() == expected.tolist()
