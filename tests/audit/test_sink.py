@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from mlgate.audit.records import event_rows
-from mlgate.audit.sink import InvalidRows, SqlAuditSink
-from mlgate.db.models import PredictionRecord
+from mlgate.audit.records import COLUMNS, event_rows
+from mlgate.audit.sink import REQUEST_COLUMNS, ROW_COLUMNS, InvalidRows, SqlAuditSink
+from mlgate.db.models import PredictionRecord, PredictionRequest, PredictionRow
 from tests.audit.conftest import ROW, AppFactory
 from tests.dataplane.test_observers import Recorder
 
@@ -61,3 +61,12 @@ async def test_invalid_rows_are_isolated_and_counted(audit_app: AppFactory) -> N
         stats = log.stats()
         assert (stats.written, stats.rejected, stats.depth) == (2, 2, 0)
         assert await _count(a.audit.engine) == 2
+
+
+def test_the_sink_writes_every_column_of_both_tables() -> None:
+    """The columns the sink splits each audit row into are exactly those of the two
+    tables (a column added to a table and not to the rows fails here)."""
+    assert set(REQUEST_COLUMNS) == set(PredictionRequest.__table__.columns.keys())
+    assert set(ROW_COLUMNS) == set(PredictionRow.__table__.columns.keys())
+    assert set(REQUEST_COLUMNS) | set(ROW_COLUMNS) == set(COLUMNS)
+    assert list(PredictionRecord.__table__.columns.keys()) == list(COLUMNS)

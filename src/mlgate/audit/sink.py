@@ -33,21 +33,12 @@ from mlgate.audit.records import COLUMNS, Row
 
 REQUESTS = "prediction_requests"
 ROWS = "prediction_rows"
+# What a request's rows share: its key and shadow flag, and COLUMNS from created_at to
+# cache_hit (the columns of records._head).
 REQUEST_COLUMNS: tuple[str, ...] = (
     "request_key",
     "shadow",
-    "created_at",
-    "request_id",
-    "principal",
-    "user_id",
-    "key_id",
-    "model",
-    "version",
-    "protocol",
-    "task",
-    "latency_ms",
-    "device_id",
-    "cache_hit",
+    *COLUMNS[COLUMNS.index("created_at") : COLUMNS.index("input_hash")],
 )
 ROW_COLUMNS: tuple[str, ...] = tuple(
     c for c in COLUMNS if c not in REQUEST_COLUMNS or c in ("request_key", "shadow")
