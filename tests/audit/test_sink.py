@@ -10,7 +10,13 @@ from typing import Any
 from sqlalchemy import func, select
 
 from mlgate.audit.records import COLUMNS, event_rows
-from mlgate.audit.sink import REQUEST_COLUMNS, ROW_COLUMNS, InvalidRows, SqlAuditSink
+from mlgate.audit.sink import (
+    REQUEST_COLUMNS,
+    ROW_COLUMNS,
+    SQLITE_ROWS_PER_STATEMENT,
+    InvalidRows,
+    SqlAuditSink,
+)
 from mlgate.db.models import PredictionRecord, PredictionRequest, PredictionRow
 from tests.audit.conftest import ROW, AppFactory
 from tests.dataplane.test_observers import Recorder
@@ -70,3 +76,29 @@ def test_the_sink_writes_every_column_of_both_tables() -> None:
     assert set(ROW_COLUMNS) == set(PredictionRow.__table__.columns.keys())
     assert set(REQUEST_COLUMNS) | set(ROW_COLUMNS) == set(COLUMNS)
     assert list(PredictionRecord.__table__.columns.keys()) == list(COLUMNS)
+
+
+async def test_batches_of_any_size_use_two_statements_per_table(audit_app: AppFactory) -> None:
+    """Every row of batches of many sizes is stored, with one K-row and one one-row
+    INSERT per table whatever the sizes (a statement per size made SQLite compile and
+    keep one of thousands of placeholders for each)."""
+    async with audit_app(audit={"flush_interval_s": 3600, "batch_records": 1000}) as a:
+        alice = await a.caller("alice")
+        recorder = Recorder()
+        a.app.state.mlgate.dataplane.add_observer(recorder)
+        await a.predict(alice, "ids", [ROW] * 300)
+        rows = event_rows(recorder.events[-1], None, raw_inputs=False)
+        sink = SqlAuditSink(a.audit.engine)
+        written = 0
+        for size in (1, 7, SQLITE_ROWS_PER_STATEMENT, 129, 300 - 265):
+            await sink.write(rows[written : written + size])
+            written += size
+        assert written == 300
+        assert await _count(a.audit.engine) == 300
+        if sink.dialect == "sqlite":
+            # One request per batch here: its table only ever needed the one-row INSERT.
+            assert sorted(sink._sqlite_sql) == [
+                ("prediction_requests", 1),
+                ("prediction_rows", 1),
+                ("prediction_rows", SQLITE_ROWS_PER_STATEMENT),
+            ]
