@@ -93,6 +93,25 @@ def test_mlgate_is_served_by_the_command_the_bench_chose(tmp_path: Path) -> None
     assert digest.hexdigest() in marker and sys.version.split()[0] in marker
 
 
+def test_the_bench_install_follows_every_source_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regular install serves a copy: the bench re-installs when any file under src/
+    changes (its digest), and not otherwise."""
+    (tmp_path / "src" / "pkg" / "__pycache__").mkdir(parents=True)
+    module = tmp_path / "src" / "pkg" / "a.py"
+    module.write_text("x = 1\n")
+    monkeypatch.setattr(tools, "ROOT", tmp_path)
+    first = tools.source_digest()
+    (tmp_path / "src" / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
+    assert tools.source_digest() == first  # bytecode caches do not count
+    module.write_text("x = 2\n")
+    assert tools.source_digest() != first
+    module.write_text("x = 1\n")
+    (tmp_path / "src" / "pkg" / "b.yaml").write_text("")
+    assert tools.source_digest() != first
+
+
 def test_configurations_name_known_workloads_and_the_peers() -> None:
     by_key = configs.config_by_key()
     assert len(by_key) == len(configs.CONFIGS)
