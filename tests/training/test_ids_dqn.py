@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch", reason="DQN training needs the train extra 
 
 from mlgate.explain import load_arrays  # noqa: E402
 from mlgate.explain.gradients import QEnsemble  # noqa: E402
+from mlgate.training.cv import nested_selection  # noqa: E402
 from mlgate.training.dqn import (  # noqa: E402
     DQNConfig,
     build_network,
@@ -75,6 +76,26 @@ def test_piecewise_linear_encoding_bins_follow_the_quantiles() -> None:
     assert (width > 0).all()
 
 
+def test_tree_bins_put_their_edges_where_the_classes_change() -> None:
+    rng = np.random.default_rng(0)
+    z = np.column_stack([rng.uniform(0, 10, 600), np.full(600, 3.0)])
+    # Class 1 on (2, 3], class 2 on (7, 10]: two label changes inside the range, the
+    # second class rare (a tenth of the flows) - the balanced tree still finds it.
+    y = np.where((z[:, 0] > 2) & (z[:, 0] <= 3), 1, np.where(z[:, 0] > 9.4, 2, 0))
+    feature, lo, width = encoding_bins(z, 8, y, method="tree", min_flows=5)
+    assert set(feature.tolist()) == {0}  # the constant feature gets no bin
+    edges = np.r_[lo, lo[-1] + width[-1]]
+    for change in (2.0, 3.0, 9.4):
+        assert np.min(np.abs(edges - change)) < 0.05, (change, edges)
+    assert edges[0] == z[:, 0].min() and edges[-1] == z[:, 0].max()
+    assert len(lo) <= 8 and (width > 0).all()
+    # Label-blind quantile bins ignore y; tree bins need it.
+    with pytest.raises(ValueError, match="labels"):
+        encoding_bins(z, 8, method="tree")
+    with pytest.raises(ValueError, match="bin method"):
+        encoding_bins(z, 8, y, method="kmeans")
+
+
 def test_temperature_scaling_lowers_calibration_error() -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 2000)
@@ -93,7 +114,8 @@ def test_exported_graph_equals_the_network_on_extreme_flows(tmp_path: Path) -> N
     x = rng.normal(size=(50, 77)) * 1e6
     x[0, 3] = 1e300  # beyond float32: the graph takes its log in float64
     x[1, 5] = -3e9
-    network = build_network(x[2:], 7, DQNConfig(hidden=(16,), bins=4, ensemble=2))
+    y = rng.integers(0, 7, 48)
+    network = build_network(x[2:], y, 7, DQNConfig(hidden=(16,), bins=4, ensemble=2))
     graph = export_onnx(network, 0.7, 77)
     path = tmp_path / "m.onnx"
     path.write_bytes(graph)
@@ -126,6 +148,12 @@ def test_small_training_writes_a_served_version(small_run: Path) -> None:
     assert len(curve) == SMALL.episodes and curve[chosen] == max(curve.values())
     assert metrics["cv"]["macro_f1"]["mean"] == pytest.approx(curve[chosen], abs=1e-6)
     assert len(manifest.provenance["episodes"]) == chosen  # the shipped agent's training
+    # The nested figure: each fold at the episode the other folds chose, never above
+    # the best of the mean curve (which chose on every fold's own score).
+    nested = metrics["cv"]["nested"]
+    assert len(nested["chosen_per_fold"]) == FOLDS
+    assert set(nested["chosen_per_fold"]) <= set(curve)
+    assert nested["macro_f1"]["mean"] <= curve[chosen] + 1e-9
     calibration = metrics["calibration"]
     assert calibration["temperature"] > 0
     assert 0 <= calibration["out_of_fold_ece_after"] <= 1
@@ -168,17 +196,56 @@ def test_same_seed_same_agent(small_run: Path, tmp_path: Path) -> None:
     assert first.explainer.sha256 == second.explainer.sha256
 
 
+def _cv_version(repo: Path, version: str, mean: float, nested: float | None) -> Path:
+    target = repo / "ids" / version
+    target.mkdir(parents=True)
+    manifest = yaml.safe_load((BUNDLED / "ids" / "1" / "manifest.yaml").read_text())
+    manifest["version"] = version
+    manifest["metrics"]["cv"] = {"macro_f1": {"mean": mean}}
+    if nested is not None:
+        manifest["metrics"]["cv"]["nested"] = {"macro_f1": {"mean": nested}}
+    (target / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    return target
+
+
 def test_promotion_picks_the_better_cv_score(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
-    for version, f1 in (("1", 0.9), ("2", 0.95)):
-        target = repo / "ids" / version
-        target.mkdir(parents=True)
-        manifest = yaml.safe_load((BUNDLED / "ids" / "1" / "manifest.yaml").read_text())
-        manifest["version"] = version
-        manifest["metrics"]["cv"] = {"macro_f1": {"mean": f1}}
-        (target / "manifest.yaml").write_text(yaml.safe_dump(manifest))
-    assert promote_better(repo, [repo / "ids" / "1", repo / "ids" / "2"]) == "2"
+    candidates = [_cv_version(repo, "1", 0.9, None), _cv_version(repo, "2", 0.95, None)]
+    assert promote_better(repo, candidates) == "2"
     assert yaml.safe_load((repo / "ids" / "model.yaml").read_text())["aliases"]["stable"] == "2"
+
+
+def test_promotion_goes_by_the_nested_figure_when_recorded(tmp_path: Path) -> None:
+    """A better best-of-curve mean that does not hold up when the count is chosen inside
+    each fold does not win; on a tie the first candidate (the trees) keeps stable."""
+    repo = tmp_path / "repo"
+    trees = _cv_version(repo, "3", 0.966, 0.965)
+    agent = _cv_version(repo, "4", 0.967, 0.960)
+    assert promote_better(repo, [trees, agent]) == "3"
+    tie = _cv_version(repo, "5", 0.970, 0.965)
+    assert promote_better(repo, [trees, tie]) == "3"
+    better = _cv_version(repo, "6", 0.962, 0.966)
+    assert promote_better(repo, [trees, better]) == "6"
+    # A candidate without a nested figure: every candidate is compared by its mean.
+    old = _cv_version(repo, "7", 0.9665, None)
+    assert promote_better(repo, [trees, old]) == "7"
+
+
+def test_nested_selection_scores_each_fold_at_the_others_choice() -> None:
+    scores = [
+        [0.90, 0.95, 0.93],  # fold 0 likes candidate 20
+        [0.91, 0.92, 0.96],
+        [0.92, 0.93, 0.97],
+    ]
+    nested = nested_selection(scores, [10, 20, 30], what="episodes")
+    # Fold 0: folds 1-2 prefer 30 -> 0.93; folds 1 and 2: the others prefer 30 too.
+    assert nested["chosen_per_fold"] == [30, 30, 30]
+    assert nested["per_fold_macro_f1"] == [0.93, 0.96, 0.97]
+    assert nested["macro_f1"]["mean"] == pytest.approx((0.93 + 0.96 + 0.97) / 3, abs=1e-6)
+    # Ties go to the first (fewest) candidate; fewer than two folds is refused.
+    assert nested_selection([[0.5, 0.5], [0.5, 0.5]], [1, 2], what="x")["chosen_per_fold"] == [1, 1]
+    with pytest.raises(ValueError):
+        nested_selection([[0.5, 0.6]], [1, 2], what="x")
 
 
 def test_bundled_version_2_reproduces_its_recorded_numbers() -> None:

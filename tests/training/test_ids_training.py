@@ -256,6 +256,11 @@ def test_cross_validated_metrics_present(trained: Path) -> None:
     best = max(point["mean"] for point in selection["curve"])
     assert [p["mean"] for p in selection["curve"] if p["iterations"] == chosen] == [best]
     assert f1["mean"] == pytest.approx(best, abs=1e-6)
+    # Nested: each fold scored at the count the other folds chose (never above the best).
+    nested = cv["nested"]
+    assert set(nested["chosen_per_fold"]) <= {p["iterations"] for p in selection["curve"]}
+    assert len(nested["per_fold_macro_f1"]) == cv["folds"]
+    assert nested["macro_f1"]["mean"] <= best + 1e-9
 
 
 def test_same_seed_gives_identical_metrics_and_force_overwrites(

@@ -162,3 +162,11 @@ def print_cv_report(
         f"CV macro-F1 {f1['mean']:.4f} ± {f1['std']:.4f} (folds {f1['min']:.4f}-{f1['max']:.4f})"
         f"   accuracy {acc['mean']:.4f} ± {acc['std']:.4f}"
     )
+    nested = cv.get("nested")
+    if nested is not None:
+        n = nested["macro_f1"]
+        chosen = ", ".join(str(c) for c in nested["chosen_per_fold"])
+        console.print(
+            f"nested CV macro-F1 {n['mean']:.4f} ± {n['std']:.4f} "
+            f"(folds {n['min']:.4f}-{n['max']:.4f}; chosen inside each fold: {chosen})"
+        )

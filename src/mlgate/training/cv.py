@@ -100,3 +100,30 @@ def fold_macro_f1(
             float(f1_score(y[te], predicted[te], labels=labels, average="macro", zero_division=0))
         )
     return out
+
+
+def nested_selection(
+    scores: Sequence[Sequence[float]], candidates: Sequence[int], *, what: str
+) -> dict[str, Any]:
+    """The selection's own cross-validation (the manifest's ``cv.nested``).
+
+    ``scores[k][i]``: fold ``k``'s macro-F1 with ``candidates[i]`` (boosting iterations,
+    episodes). The shipped count is the best of the mean curve, chosen on the same folds
+    it is scored on, so its mean is optimistic. Here each fold is scored at the
+    candidate with the best mean over the *other* folds (ties: the first), so no fold's
+    score helped choose what it scores: the figure versions are compared by.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] < 2 or s.shape[1] != len(candidates) or not len(candidates):
+        raise ValueError("scores must be folds x candidates, with at least two folds")
+    chosen, per_fold = [], []
+    for k in range(s.shape[0]):
+        best = int(np.argmax(np.delete(s, k, axis=0).mean(axis=0)))
+        chosen.append(int(candidates[best]))
+        per_fold.append(float(s[k, best]))
+    return {
+        "rule": f"{what} with the best mean macro-F1 over the other folds, scored on the fold",
+        "macro_f1": spread(per_fold),
+        "chosen_per_fold": chosen,
+        "per_fold_macro_f1": [round(v, 6) for v in per_fold],
+    }

@@ -68,8 +68,14 @@ class DQNConfig:
     hidden: tuple[int, ...] = (256, 128)
     dueling: bool = True
     clip: float = DEFAULT_CLIP
-    #: Piecewise-linear encoding: up to ``bins`` quantile bins per feature (0: off).
+    #: Piecewise-linear encoding: up to ``bins`` bins per feature (0: off).
     bins: int = 16
+    #: Where the bins' edges come from: ``"tree"``, the thresholds of a decision tree
+    #: fitted on the feature alone against the labels (target-aware, balanced class
+    #: weights); ``"quantile"``, the feature's quantiles (label-blind).
+    bin_method: str = "tree"
+    #: Fewest training flows in a tree bin (``bin_method="tree"``).
+    bin_min_flows: int = 5
     #: Networks in the ensemble (seeds ``seed``, ``seed + 1``, ...), Q-values averaged.
     ensemble: int = 1
     seed: int = 0
@@ -162,20 +168,43 @@ def preprocess(x: np.ndarray, centre: np.ndarray, scale: np.ndarray, clip: float
     return np.clip((signed_log(x) - centre) / scale, -clip, clip)
 
 
-def encoding_bins(z: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def encoding_bins(
+    z: np.ndarray,
+    bins: int,
+    y: np.ndarray | None = None,
+    *,
+    method: str = "quantile",
+    min_flows: int = 5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Piecewise-linear encoding of scaled features ``z`` (rows x features).
 
-    Per feature, the distinct quantiles ``0, 1/bins, ..., 1`` of its training values are
-    bin edges; a bin ``[lo, lo + width]`` encodes a value as ``clip((z - lo) / width, 0,
-    1)``. Trees split features at thresholds; this gives the network the same kind of
-    handle on exact ranges (e.g. a TCP window size), which a log scale blurs. Returns the
-    feature, ``lo`` and ``width`` of every bin, features in order.
+    Each feature's range is cut into bins; a bin ``[lo, lo + width]`` encodes a value as
+    ``clip((z - lo) / width, 0, 1)``. Trees split features at thresholds; this gives the
+    network the same kind of handle on exact ranges (e.g. a TCP window size), which a
+    log scale blurs. The edges are, per feature:
+
+    - ``"quantile"``: the distinct quantiles ``0, 1/bins, ..., 1`` of its values;
+    - ``"tree"`` (needs the labels ``y``): its minimum, its maximum and the thresholds
+      of a decision tree with at most ``bins`` leaves of at least ``min_flows`` flows,
+      fitted on that feature alone against ``y`` with balanced class weights: the edges
+      sit where the classes change, rare classes included (the piecewise-linear
+      encoding with target-aware bins of Gorishniy et al., 2022).
+
+    Returns the feature, ``lo`` and ``width`` of every bin, features in order.
     """
+    if method not in ("quantile", "tree"):
+        raise ValueError(f"unknown bin method {method!r} (quantile or tree)")
+    if method == "tree" and y is None:
+        raise ValueError("tree bins need the labels")
     features, lows, widths = [], [], []
     if bins < 1:
         return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
     for j in range(z.shape[1]):
-        edges = np.unique(np.quantile(z[:, j], np.linspace(0, 1, bins + 1)))
+        column = z[:, j]
+        if method == "tree":
+            edges = _tree_edges(column, np.asarray(y), bins, min_flows)
+        else:
+            edges = np.unique(np.quantile(column, np.linspace(0, 1, bins + 1)))
         for lo, hi in itertools.pairwise(edges):
             if hi - lo > 1e-6:
                 features.append(j)
@@ -184,10 +213,30 @@ def encoding_bins(z: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.
     return np.asarray(features, np.int64), np.asarray(lows), np.asarray(widths)
 
 
+def _tree_edges(column: np.ndarray, y: np.ndarray, bins: int, min_flows: int) -> np.ndarray:
+    from sklearn.tree import DecisionTreeClassifier
+
+    if bins < 2 or column.min() == column.max():
+        return np.unique([column.min(), column.max()])
+    tree = DecisionTreeClassifier(
+        max_leaf_nodes=bins,
+        min_samples_leaf=min_flows,
+        class_weight="balanced",
+        random_state=0,
+    ).fit(column[:, None], y)
+    thresholds = tree.tree_.threshold[tree.tree_.feature >= 0]
+    return np.unique(np.concatenate([[column.min(), column.max()], thresholds]))
+
+
 def build_network(
-    x_train: np.ndarray, n_classes: int, config: DQNConfig, seed: int | None = None
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    n_classes: int,
+    config: DQNConfig,
+    seed: int | None = None,
 ) -> Any:
-    """An ensemble of ``config.ensemble`` Q-networks sharing the preprocessing.
+    """An ensemble of ``config.ensemble`` Q-networks sharing the preprocessing (its
+    bins placed on ``x_train``, with the labels ``y_train`` for tree bins).
 
     The preprocessing (signed log1p, robust scaling, clipping) lives in the module so the
     exported graph does it too; the log runs in the input's precision (float64 when
@@ -203,7 +252,9 @@ def build_network(
         -config.clip,
         config.clip,
     ).astype(np.float64)
-    bin_feature, bin_lo, bin_width = encoding_bins(z_train, config.bins)
+    bin_feature, bin_lo, bin_width = encoding_bins(
+        z_train, config.bins, y_train, method=config.bin_method, min_flows=config.bin_min_flows
+    )
     n_features = x_train.shape[1] + len(bin_feature)
     first_seed = config.seed if seed is None else seed
 
@@ -296,7 +347,7 @@ def train_agent(
     validation uses it to pick the number of episodes); nothing is selected here.
     """
     torch = require_torch()
-    network = build_network(x_train, n_classes, config)
+    network = build_network(x_train, y_train, n_classes, config)
     x_all = network.features(torch.tensor(x_train, dtype=torch.float64)).detach()
     rewards = class_rewards(y_train, n_classes, config.reward_rarity_power)
     class_weight = replay_class_weights(y_train, n_classes, config.replay_balance)

@@ -49,7 +49,14 @@ from mlgate.training.common import (
     stratified_split,
     write_version,
 )
-from mlgate.training.cv import DEFAULT_FOLDS, cv_report, fold_macro_f1, spread, stratified_folds
+from mlgate.training.cv import (
+    DEFAULT_FOLDS,
+    cv_report,
+    fold_macro_f1,
+    nested_selection,
+    spread,
+    stratified_folds,
+)
 from mlgate.training.onnx_export import (
     PROBABILITIES,
     ExportMismatchError,
@@ -346,12 +353,13 @@ def choose_iterations(
     seed: int,
     max_iter: int,
     console: Console | None,
-) -> tuple[int, list[dict[str, Any]], np.ndarray]:
+) -> tuple[int, list[dict[str, Any]], np.ndarray, dict[str, Any]]:
     """Boosting iterations with the best mean cross-validated macro-F1.
 
     Every fold's model is fitted once with ``max_iter`` iterations; its staged
     predictions give the test rows' classes after every :data:`STEP` iterations. Returns
-    the chosen count (ties: fewer), the curve, and the out-of-fold predictions at it.
+    the chosen count (ties: fewer), the curve, the out-of-fold predictions at it, and
+    the nested figure (:func:`~mlgate.training.cv.nested_selection`).
     """
     steps = sorted({*range(STEP, max_iter + 1, STEP), max_iter})
     predicted = {s: np.empty(len(y), dtype=object) for s in steps}
@@ -363,12 +371,14 @@ def choose_iterations(
                 if iterations in predicted:
                     predicted[iterations][test] = p
             progress.update(task, advance=1, status=f"fold {k}/{len(folds)}")
-    curve = []
+    curve, by_step = [], []
     for s in steps:
         scores = fold_macro_f1(y, folds, predicted[s])
+        by_step.append(scores)
         curve.append({"iterations": s, **spread(scores)})
     best = max(curve, key=lambda c: (c["mean"], -c["iterations"]))
-    return int(best["iterations"]), curve, predicted[int(best["iterations"])]
+    nested = nested_selection(np.transpose(by_step), steps, what="boosting iterations")
+    return int(best["iterations"]), curve, predicted[int(best["iterations"])], nested
 
 
 def held_out_report(
@@ -504,7 +514,7 @@ def train_ids(
     cv_folds = stratified_folds(y, folds, seed)
 
     with single_threaded(), captured_warnings() as warned:
-        best_iter, curve, out_of_fold = choose_iterations(
+        best_iter, curve, out_of_fold, nested = choose_iterations(
             x, y, cv_folds, seed=seed, max_iter=max_iter, console=console
         )
         model = _new_model(seed, best_iter).fit(x, y)
@@ -521,6 +531,7 @@ def train_ids(
     fitted_pred = label[served.argmax(axis=1)]
 
     cv = cv_report(y, cv_folds, out_of_fold, classes, seed=seed)
+    cv["nested"] = nested
     metrics: dict[str, Any] = {
         "split": "cross-validation",
         # Headline figures (what model listings show): the means over the CV folds.

@@ -28,7 +28,13 @@ from rich.console import Console
 
 from mlgate.registry.manifest import MODEL_FILE, load_manifest
 from mlgate.training.common import environment, make_progress, resolve_version, write_version
-from mlgate.training.cv import DEFAULT_FOLDS, cv_report, spread, stratified_folds
+from mlgate.training.cv import (
+    DEFAULT_FOLDS,
+    cv_report,
+    nested_selection,
+    spread,
+    stratified_folds,
+)
 from mlgate.training.dqn import (
     AgentResult,
     DQNConfig,
@@ -72,6 +78,7 @@ def _baseline_cv(baseline_dir: Path | None) -> dict[str, Any] | None:
         "version": manifest.version,
         "algorithm": manifest.provenance.get("algorithm"),
         "macro_f1": cv["macro_f1"],
+        "nested_macro_f1": cv.get("nested", {}).get("macro_f1"),
     }
 
 
@@ -82,9 +89,10 @@ def cross_validate_agent(
     folds: list[tuple[np.ndarray, np.ndarray]],
     config: DQNConfig,
     console: Console | None,
-) -> tuple[int, list[dict[str, Any]], np.ndarray]:
-    """Per-episode CV macro-F1; the best episode (ties: fewer), the curve, and the
-    out-of-fold Q-values at that episode."""
+) -> tuple[int, list[dict[str, Any]], np.ndarray, dict[str, Any]]:
+    """Per-episode CV macro-F1; the best episode (ties: fewer), the curve, the
+    out-of-fold Q-values at that episode, and the nested figure
+    (:func:`~mlgate.training.cv.nested_selection`)."""
     runs: list[AgentResult] = []
     with make_progress(console) as progress:
         task = progress.add_task("ids (DQN, CV)", total=len(folds) * config.episodes, status="")
@@ -103,19 +111,22 @@ def cross_validate_agent(
             )
             for stats in runs[-1].history:
                 show(stats)
-    curve = []
+    curve, by_episode = [], []
     for e in range(config.episodes):
         scores = [
             macro_f1(y[te], run.eval_q[e].argmax(axis=1), n_classes)
             for run, (_, te) in zip(runs, folds, strict=True)
         ]
+        by_episode.append(scores)
         curve.append({"episode": e + 1, **spread(scores)})
     best = max(curve, key=lambda c: (c["mean"], -c["episode"]))
     episode = int(best["episode"])
     oof = np.zeros((len(y), n_classes))
     for run, (_, te) in zip(runs, folds, strict=True):
         oof[te] = run.eval_q[episode - 1]
-    return episode, curve, oof
+    episodes = list(range(1, config.episodes + 1))
+    nested = nested_selection(np.transpose(by_episode), episodes, what="episodes")
+    return episode, curve, oof, nested
 
 
 def train_ids_dqn(
@@ -152,7 +163,9 @@ def train_ids_dqn(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small networks: one thread is faster and reproducible
     try:
-        episodes, curve, oof_q = cross_validate_agent(x, y, len(classes), cv_folds, config, console)
+        episodes, curve, oof_q, nested = cross_validate_agent(
+            x, y, len(classes), cv_folds, config, console
+        )
         temperature = fit_temperature(oof_q, y)
         final_config = replace(config, episodes=episodes)
         with make_progress(console) as progress:
@@ -186,6 +199,7 @@ def train_ids_dqn(
     oof_pred = label[oof_q.argmax(axis=1)]
     fitted_pred = label[served.argmax(axis=1)]
     cv = cv_report(dataset.y, cv_folds, oof_pred, classes, seed=seed)
+    cv["nested"] = nested
     metrics: dict[str, Any] = {
         "split": "cross-validation",
         # Headline figures (what model listings show): the means over the CV folds.
@@ -213,11 +227,19 @@ def train_ids_dqn(
     }
     baseline = _baseline_cv(baseline_dir)
     if baseline is not None:
-        mine = metrics["cv"]["macro_f1"]["mean"]
-        gap = float(baseline["macro_f1"]["mean"]) - float(mine)
+        # Nested figures on both sides when the baseline has one (older versions do not).
+        nested_baseline = baseline["nested_macro_f1"]
+        mine = nested["macro_f1"]["mean"] if nested_baseline else cv["macro_f1"]["mean"]
+        theirs = (nested_baseline or baseline["macro_f1"])["mean"]
+        gap = float(theirs) - float(mine)
         metrics["comparison"] = {
-            "measure": "mean CV macro-F1 on the same folds",
+            "measure": (
+                "nested CV macro-F1 (count chosen inside each fold) on the same folds"
+                if nested_baseline
+                else "mean CV macro-F1 on the same folds"
+            ),
             "dqn_macro_f1": mine,
+            "baseline_macro_f1": theirs,
             "baseline": baseline,
             "gap": round(gap, 6),
             "target": {"macro_f1": TARGET_MACRO_F1, "max_gap": MAX_GAP_TO_BASELINE},
@@ -289,18 +311,27 @@ def train_ids_dqn(
     return version_dir
 
 
-def cv_macro_f1(version_dir: Path) -> float:
-    """The mean CV macro-F1 a version recorded (validation macro-F1 for old versions)."""
+def cv_macro_f1(version_dir: Path, *, nested: bool = True) -> float:
+    """The CV macro-F1 a version recorded: the nested figure (``cv.nested``) if asked
+    for and recorded, else the mean over the folds (validation macro-F1 for old
+    versions)."""
     metrics = load_manifest(version_dir).metrics
     if "cv" in metrics:
-        return float(metrics["cv"]["macro_f1"]["mean"])
+        cv = metrics["cv"]
+        return float((cv.get("nested") if nested and "nested" in cv else cv)["macro_f1"]["mean"])
     return float(metrics["validation"]["macro_f1"])
 
 
 def promote_better(repository: Path, candidates: Sequence[Path]) -> str:
-    """Point ``stable`` at the candidate with the best mean CV macro-F1; return it."""
-    scored = [(cv_macro_f1(d), load_manifest(d).version) for d in candidates]
-    best = max(scored)[1]
+    """Point ``stable`` at the candidate with the best CV macro-F1 (ties: the first
+    candidate); return it. Versions are compared by their nested figures when every
+    candidate recorded one, else by their mean CV macro-F1."""
+    nested = all("nested" in load_manifest(d).metrics.get("cv", {}) for d in candidates)
+    scored = [
+        (cv_macro_f1(d, nested=nested), -i, load_manifest(d).version)
+        for i, d in enumerate(candidates)
+    ]
+    best = max(scored)[2]
     model_file = Path(repository) / MODEL_NAME / MODEL_FILE
     data: dict[str, Any] = {}
     if model_file.exists():
