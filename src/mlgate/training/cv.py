@@ -103,7 +103,7 @@ def fold_macro_f1(
 
 
 def nested_selection(
-    scores: Sequence[Sequence[float]], candidates: Sequence[int], *, what: str
+    scores: Sequence[Sequence[float]] | np.ndarray, candidates: Sequence[int], *, what: str
 ) -> dict[str, Any]:
     """The selection's own cross-validation (the manifest's ``cv.nested``).
 

@@ -69,7 +69,7 @@ class DQNConfig:
     dueling: bool = True
     clip: float = DEFAULT_CLIP
     #: Piecewise-linear encoding: up to ``bins`` bins per feature (0: off).
-    bins: int = 16
+    bins: int = 32
     #: Where the bins' edges come from: ``"tree"``, the thresholds of a decision tree
     #: fitted on the feature alone against the labels (target-aware, balanced class
     #: weights); ``"quantile"``, the feature's quantiles (label-blind).
