@@ -29,13 +29,18 @@ async def _count(engine: Any) -> int:
         )
 
 
+async def _predicted_event(a: Any, n: int) -> Any:
+    """The inference event of one ``ids`` prediction of ``n`` rows by a new caller."""
+    alice = await a.caller("alice")
+    recorder = Recorder()
+    a.app.state.mlgate.dataplane.add_observer(recorder)
+    await a.predict(alice, "ids", [ROW] * n)
+    return recorder.events[-1]
+
+
 async def test_a_batch_written_twice_is_stored_once(audit_app: AppFactory) -> None:
     async with audit_app(audit={"flush_interval_s": 3600, "batch_records": 1000}) as a:
-        alice = await a.caller("alice")
-        recorder = Recorder()
-        a.app.state.mlgate.dataplane.add_observer(recorder)
-        await a.predict(alice, "ids", [ROW] * 3)
-        rows = event_rows(recorder.events[-1], None, raw_inputs=False)
+        rows = event_rows(await _predicted_event(a, 3), None, raw_inputs=False)
         sink = SqlAuditSink(a.audit.engine)
         await sink.write(rows)
         await sink.write(rows)  # PostgreSQL: COPY fails on the key, then ON CONFLICT
@@ -45,13 +50,9 @@ async def test_a_batch_written_twice_is_stored_once(audit_app: AppFactory) -> No
 
 async def test_invalid_rows_are_isolated_and_counted(audit_app: AppFactory) -> None:
     async with audit_app(audit={"flush_interval_s": 3600, "batch_records": 1000}) as a:
-        alice = await a.caller("alice")
-        recorder = Recorder()
-        a.app.state.mlgate.dataplane.add_observer(recorder)
-        await a.predict(alice, "ids", [ROW] * 2)
+        good = await _predicted_event(a, 2)
         log = a.audit.log
         assert log is not None
-        good = recorder.events[-1]
         # A bug: an event without a protocol (NOT NULL) - refused by the database.
         key = good.prediction_key[:-1] + "0"
         bad = dataclasses.replace(good, prediction_key=key, protocol=None)  # type: ignore[arg-type]
@@ -83,11 +84,7 @@ async def test_batches_of_any_size_use_two_statements_per_table(audit_app: AppFa
     INSERT per table whatever the sizes (a statement per size made SQLite compile and
     keep one of thousands of placeholders for each)."""
     async with audit_app(audit={"flush_interval_s": 3600, "batch_records": 1000}) as a:
-        alice = await a.caller("alice")
-        recorder = Recorder()
-        a.app.state.mlgate.dataplane.add_observer(recorder)
-        await a.predict(alice, "ids", [ROW] * 300)
-        rows = event_rows(recorder.events[-1], None, raw_inputs=False)
+        rows = event_rows(await _predicted_event(a, 300), None, raw_inputs=False)
         sink = SqlAuditSink(a.audit.engine)
         written = 0
         for size in (1, 7, SQLITE_ROWS_PER_STATEMENT, 129, 300 - 265):

@@ -311,14 +311,13 @@ def train_ids_dqn(
     return version_dir
 
 
-def cv_macro_f1(version_dir: Path, *, nested: bool = True) -> float:
-    """The CV macro-F1 a version recorded: the nested figure (``cv.nested``) if asked
-    for and recorded, else the mean over the folds (validation macro-F1 for old
+def cv_macro_f1(metrics: dict[str, Any], *, nested: bool = True) -> float:
+    """The CV macro-F1 a version's metrics record: the nested figure (``cv.nested``) if
+    asked for and recorded, else the mean over the folds (validation macro-F1 for old
     versions)."""
-    metrics = load_manifest(version_dir).metrics
     if "cv" in metrics:
         cv = metrics["cv"]
-        return float((cv.get("nested") if nested and "nested" in cv else cv)["macro_f1"]["mean"])
+        return float((cv["nested"] if nested and "nested" in cv else cv)["macro_f1"]["mean"])
     return float(metrics["validation"]["macro_f1"])
 
 
@@ -326,10 +325,10 @@ def promote_better(repository: Path, candidates: Sequence[Path]) -> str:
     """Point ``stable`` at the candidate with the best CV macro-F1 (ties: the first
     candidate); return it. Versions are compared by their nested figures when every
     candidate recorded one, else by their mean CV macro-F1."""
-    nested = all("nested" in load_manifest(d).metrics.get("cv", {}) for d in candidates)
+    manifests = [load_manifest(d) for d in candidates]
+    nested = all("nested" in m.metrics.get("cv", {}) for m in manifests)
     scored = [
-        (cv_macro_f1(d, nested=nested), -i, load_manifest(d).version)
-        for i, d in enumerate(candidates)
+        (cv_macro_f1(m.metrics, nested=nested), -i, m.version) for i, m in enumerate(manifests)
     ]
     best = max(scored)[2]
     model_file = Path(repository) / MODEL_NAME / MODEL_FILE
