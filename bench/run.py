@@ -185,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
         "MLGATE_AUTH__JWT_SECRET": principal.jwt_secret(),
         "MLGATE_ENV": "production",
         "MLGATE_MODELS__REPOSITORY": str(mlgate_repo),
+        # Kept twins live with this run: its first mlgate start makes the MLP's twin (and
+        # loads scikit-learn), the later ones start from the kept twin; both are reported.
+        "MLGATE_MODELS__TWIN_CACHE_DIR": str(run_dir / "servers" / "onnx-twins"),
     }
     if args.no_bundled:
         mlgate_settings["MLGATE_MODELS__DEFAULT_MODEL"] = bench_model.MODEL_NAME

@@ -15,14 +15,14 @@ import yaml
 
 from mlgate.logs import JSONFormatter
 from mlgate.registry.manifest import Manifest
-from mlgate.registry.runtimes import register_runtime
+from mlgate.registry.runtimes import LoadOptions, register_runtime
 from tests.conftest import create_admin_key, make_settings, running_app
 
 
 class FailingRuntime:
     input_dtype = np.dtype(np.float64)
 
-    def __init__(self, artifact: Path, manifest: Manifest) -> None:
+    def __init__(self, artifact: Path, manifest: Manifest, options: LoadOptions) -> None:
         self.n_classes = len(manifest.classes)
 
     def run(self, x: np.ndarray) -> np.ndarray:

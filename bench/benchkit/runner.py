@@ -204,12 +204,13 @@ def audit_dropped(server: RunningServer, config: ServerConfig, ctx: Context) -> 
     return int(dropped) if isinstance(dropped, int) else None
 
 
-def wait_steady(server: RunningServer, config: ServerConfig, ctx: Context) -> None:
+def wait_steady(server: RunningServer, config: ServerConfig, ctx: Context) -> str:
     """mlgate serves a scikit-learn classifier through an ONNX twin it makes in the
-    background after it is ready: wait (up to a minute) until the model's execution is
-    settled, so that the rounds measure the steady state; say which serves."""
+    background after it is ready (or one kept from an earlier start): wait (up to a
+    minute) until the model's execution is settled, so that the rounds measure the steady
+    state; say and return which serves ("" for other servers)."""
     if config.kind != "mlgate":
-        return
+        return ""
     deadline = time.monotonic() + 60
     execution = "?"
     while time.monotonic() < deadline:
@@ -224,6 +225,7 @@ def wait_steady(server: RunningServer, config: ServerConfig, ctx: Context) -> No
             break
         time.sleep(0.5)
     print(f"  {MODEL_NAME} served by: {execution}")
+    return execution
 
 
 def run_config(config: ServerConfig, workloads: list[str], ctx: Context) -> list[Cell]:
@@ -236,12 +238,13 @@ def run_config(config: ServerConfig, workloads: list[str], ctx: Context) -> list
     print(f"{config.key}: starting ({label})")
     server = start(config, env, ctx)
     print(f"  ready in {server.ready_s:.2f} s, RSS {server.rss_mb():.0f} MB")
-    wait_steady(server, config, ctx)
+    served_by = wait_steady(server, config, ctx)
     cells: list[Cell] = []
     try:
         for workload in wanted:
             cell = Cell(config.key, label, config.kind, workload, WORKLOADS[workload].rows)
             cell.ready_s = server.ready_s
+            cell.served_by = served_by
             cells.append(cell)
             request, check = checked_request(server, config, workload, ctx)
             if request is None or not check.ok:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_core import to_jsonable_python
@@ -23,6 +23,9 @@ from mlgate.observability.settings import MetricsSettings, TracingSettings
 from mlgate.ratelimit.settings import RateLimitSettings
 from mlgate.shadow.settings import ShadowSettings
 from mlgate.sinks.settings import SinkSettings
+
+if TYPE_CHECKING:
+    from mlgate.registry.runtimes import LoadOptions
 
 Environment = Literal["development", "test", "production"]
 JWTAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "EdDSA"]
@@ -131,6 +134,13 @@ class ModelSettings(BaseModel):
     watch_interval_s: float = Field(default=0.0, ge=0)
     """Poll the repository for changes this often and reload (0 = only on request).
     Use it with several workers: an admin reload reaches only the worker that serves it."""
+    twin_cache: bool = True
+    """Keep the checked ONNX twins of scikit-learn classifiers, so that a restart serves a
+    twin at once without loading scikit-learn (see `twin_cache_dir`)."""
+    twin_cache_dir: Path | None = None
+    """Where the twins are kept; unset: `$XDG_CACHE_HOME/mlgate/onnx-twins`
+    (`~/.cache/mlgate/onnx-twins`). Keep it as trusted as the model repository: a twin
+    found there is served once it reproduces the probabilities recorded with it."""
     load_in_background: bool = True
     """Start answering liveness at once and load models in the background
     (readiness stays 503 until they are loaded)."""
@@ -160,6 +170,15 @@ class ModelSettings(BaseModel):
     @property
     def resolved_repository(self) -> Path:
         return self.repository if self.repository is not None else bundled_repository()
+
+    def load_options(self) -> LoadOptions:
+        """What the registry tells runtimes (the twin cache)."""
+        from mlgate.registry.runtimes import LoadOptions
+        from mlgate.registry.twin_cache import TwinCache, default_directory
+
+        if not self.twin_cache:
+            return LoadOptions()
+        return LoadOptions(twin_cache=TwinCache(self.twin_cache_dir or default_directory()))
 
 
 class DatabaseSettings(BaseModel):

@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 
 from mlgate.registry.manifest import Manifest, sha256_file
-from mlgate.registry.runtimes import register_runtime
+from mlgate.registry.runtimes import LoadOptions, register_runtime
 
 RUNTIME = "gated-test"
 HOLD = 42.0
@@ -73,7 +73,7 @@ class GatedRuntime:
 
     input_dtype = np.dtype(np.float64)
 
-    def __init__(self, artifact: Path, manifest: Manifest) -> None:
+    def __init__(self, artifact: Path, manifest: Manifest, options: LoadOptions) -> None:
         spec = json.loads(artifact.read_text())
         self.score = float(spec["score"])
         self.gate = _GATES[spec["gate"]]

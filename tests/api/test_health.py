@@ -13,7 +13,7 @@ import yaml
 
 import mlgate
 from mlgate.registry.manifest import Manifest
-from mlgate.registry.runtimes import register_runtime
+from mlgate.registry.runtimes import LoadOptions, register_runtime
 from tests.conftest import make_settings, running_app
 
 
@@ -41,7 +41,7 @@ class SlowLoadingRuntime:
 
     input_dtype = np.dtype(np.float64)
 
-    def __init__(self, artifact: Path, manifest: Manifest) -> None:
+    def __init__(self, artifact: Path, manifest: Manifest, options: LoadOptions) -> None:
         time.sleep(0.5)
         self.n_classes = len(manifest.classes)
 

@@ -11,7 +11,7 @@ import yaml
 
 from mlgate.api.app import create_app
 from mlgate.registry.manifest import Manifest
-from mlgate.registry.runtimes import register_runtime
+from mlgate.registry.runtimes import LoadOptions, register_runtime
 from tests.conftest import make_settings, running_app
 
 
@@ -44,7 +44,7 @@ class FlakyRuntime:
 
     input_dtype = np.dtype(np.float64)
 
-    def __init__(self, artifact: Path, manifest: Manifest) -> None:
+    def __init__(self, artifact: Path, manifest: Manifest, options: LoadOptions) -> None:
         self.n_classes = len(manifest.classes)
 
     def run(self, x: np.ndarray) -> np.ndarray:

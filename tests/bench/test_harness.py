@@ -366,3 +366,18 @@ def test_profile_reports_keep_the_event_loop_apart(tmp_path: Path) -> None:
     text = top.read_text()
     assert "CPU line" in text and "event-loop thread (80 samples)" in text
     assert " 62.5%  sqlalchemy" in text and " 37.5%  mlgate.api" in text
+
+
+def test_ready_target_is_the_slowest_start_and_says_which_made_the_twin() -> None:
+    """The first mlgate start of a run makes the MLP's ONNX twin (scikit-learn loads);
+    the later ones start from the kept twin. The target counts the slowest start of
+    either kind and the line gives both."""
+    cold = _cell("mlgate", "W1", 3000)
+    cold.ready_s, cold.served_by = 3.4, "onnxruntime (converted from scikit-learn; max |Δ| 0)"
+    warm = _cell("mlgate-redis", "W1", 3000)
+    warm.ready_s, warm.served_by = 2.1, "onnxruntime (kept twin of scikit-learn; max |Δ| 0)"
+    outcomes = {o.target: o for o in report.targets([cold, warm])}
+    ready = outcomes["Ready ≤ 3 s after start"]
+    assert ready.status == "not met"
+    assert ready.detail == "slowest 3.40 s (mlgate); twin made: 3.40 s, twin kept: 2.10 s"
+    assert cold.as_dict()["served_by"].startswith("onnxruntime (converted")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,11 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from mlgate.registry import sklearn_onnx
+from mlgate.registry import sklearn_onnx, twin_cache
 from mlgate.registry.manifest import load_manifest
-from mlgate.registry.runtimes import load_runtime
+from mlgate.registry.runtimes import LoadOptions, load_runtime
+from mlgate.registry.twin_cache import TwinCache
+from mlgate.settings import Settings
 from tests.conftest import make_settings, running_app
 from tests.registry.test_runtimes import ids_slice, write_version
 
@@ -144,3 +148,189 @@ def test_an_unconvertible_estimator_falls_back(tmp_path: Path, mlp: tuple) -> No
     runtime = loaded(version_dir)
     assert runtime.twin is None
     assert "cannot convert" in runtime.execution
+
+
+# -- the twin cache: a restart serves the checked twin without loading scikit-learn --------
+
+
+def cached(directory: Path) -> LoadOptions:
+    return LoadOptions(twin_cache=TwinCache(directory))
+
+
+def loaded_with(version_dir: Path, options: LoadOptions) -> Any:
+    runtime = load_runtime(version_dir, load_manifest(version_dir), options)
+    assert runtime.converted.wait(120)
+    return runtime
+
+
+def _refuse_joblib(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_: Any, **__: Any) -> None:
+        raise AssertionError("the estimator was loaded")
+
+    monkeypatch.setattr(joblib, "load", refuse)
+
+
+def test_a_kept_twin_serves_at_once_without_the_estimator(
+    tmp_path: Path, mlp: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, x, _, model = mlp
+    version_dir = write_mlp(tmp_path / "repo", mlp)
+    options = cached(tmp_path / "twins")
+    first = loaded_with(version_dir, options)
+    assert first.execution.startswith("onnxruntime (converted from scikit-learn")
+    assert len(list((tmp_path / "twins").glob("*.npz"))) == 1
+
+    _refuse_joblib(monkeypatch)
+    again = load_runtime(version_dir, load_manifest(version_dir), options)
+    # Served by the twin from the start: no conversion, no scikit-learn.
+    assert again.converted.is_set()
+    assert again.execution.startswith("onnxruntime (kept twin of scikit-learn; max |Δ|")
+    assert again.current_single_row_us is not None
+    np.testing.assert_allclose(again.run(x[:40]), model.predict_proba(x[:40]), rtol=0, atol=1e-9)
+
+
+def test_a_restart_with_a_kept_twin_never_imports_scikit_learn(tmp_path: Path, mlp: tuple) -> None:
+    _, x, _, model = mlp
+    version_dir = write_mlp(tmp_path / "repo", mlp)
+    loaded_with(version_dir, cached(tmp_path / "twins"))
+    np.save(tmp_path / "rows.npy", x[:10])
+    script = f"""
+import sys, numpy as np
+from pathlib import Path
+from mlgate.registry.manifest import load_manifest
+from mlgate.registry.runtimes import LoadOptions, load_runtime
+from mlgate.registry.twin_cache import TwinCache
+d = Path({str(version_dir)!r})
+options = LoadOptions(TwinCache(Path({str(tmp_path / "twins")!r})))
+runtime = load_runtime(d, load_manifest(d), options)
+np.save({str(tmp_path / "out.npy")!r}, runtime.run(np.load({str(tmp_path / "rows.npy")!r})))
+print(runtime.execution)
+print(sorted(m for m in ("sklearn", "scipy", "joblib") if m in sys.modules))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    execution, modules = done.stdout.strip().splitlines()[-2:]
+    assert execution.startswith("onnxruntime (kept twin")
+    assert modules == "[]"
+    got = np.load(tmp_path / "out.npy")
+    np.testing.assert_allclose(got, model.predict_proba(x[:10]), rtol=0, atol=1e-9)
+
+
+def test_other_library_versions_miss_and_check_the_twin_again(
+    tmp_path: Path, mlp: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version_dir = write_mlp(tmp_path / "repo", mlp)
+    options = cached(tmp_path / "twins")
+    loaded_with(version_dir, options)
+    versions = twin_cache.library_versions()
+    monkeypatch.setattr(
+        twin_cache, "library_versions", lambda: (*versions[:-1], "onnxruntime=0.0.1")
+    )
+    runtime = load_runtime(version_dir, load_manifest(version_dir), options)
+    assert runtime.execution == "scikit-learn (an ONNX twin is being made)"
+    assert runtime.converted.wait(120)
+    assert runtime.execution.startswith("onnxruntime (converted from scikit-learn")
+    assert len(list((tmp_path / "twins").glob("*.npz"))) == 2  # one per set of versions
+
+
+def test_another_artifact_misses(tmp_path: Path, mlp: tuple) -> None:
+    options = cached(tmp_path / "twins")
+    loaded_with(write_mlp(tmp_path / "one", mlp), options)
+    names, x, y, _ = mlp
+    other = make_pipeline(StandardScaler(), MLPClassifier((8,), max_iter=30, random_state=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        other.fit(x, y)
+    version_dir = write_mlp(tmp_path / "two", (names, x, y, other))
+    runtime = load_runtime(version_dir, load_manifest(version_dir), options)
+    assert runtime.execution == "scikit-learn (an ONNX twin is being made)"
+    assert runtime.converted.wait(120)
+    np.testing.assert_allclose(runtime.run(x[:20]), other.predict_proba(x[:20]), atol=1e-9)
+
+
+def _only_entry(directory: Path) -> Path:
+    (entry,) = directory.glob("*.npz")
+    return entry
+
+
+def test_a_damaged_entry_is_ignored_and_replaced(
+    tmp_path: Path, mlp: tuple, caplog: pytest.LogCaptureFixture
+) -> None:
+    version_dir = write_mlp(tmp_path / "repo", mlp)
+    options = cached(tmp_path / "twins")
+    loaded_with(version_dir, options)
+    entry = _only_entry(tmp_path / "twins")
+    good = entry.read_bytes()
+    entry.write_bytes(good[: len(good) // 2])
+    runtime = load_runtime(version_dir, load_manifest(version_dir), options)
+    assert runtime.execution == "scikit-learn (an ONNX twin is being made)"
+    assert "damaged ONNX twin cache entry" in caplog.text
+    assert runtime.converted.wait(120)
+    assert runtime.twin is not None
+    assert entry.read_bytes() == good  # written again by the new check
+
+
+def test_a_kept_twin_that_no_longer_reproduces_is_not_served(
+    tmp_path: Path, mlp: tuple, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, x, _, model = mlp
+    version_dir = write_mlp(tmp_path / "repo", mlp)
+    options = cached(tmp_path / "twins")
+    loaded_with(version_dir, options)
+    entry = _only_entry(tmp_path / "twins")
+    with np.load(entry) as data:
+        kept = {k: data[k] for k in data.files}
+    # The probabilities recorded with the graph are not the graph's any more (a well-formed
+    # entry: what a changed numerical library would look like).
+    kept["expected"] = kept["expected"][:, ::-1].copy()
+    np.savez(entry, **kept)
+    runtime = load_runtime(version_dir, load_manifest(version_dir), options)
+    assert runtime.execution == "scikit-learn (an ONNX twin is being made)"
+    assert "kept ONNX twin of mlp is not used: not exact" in caplog.text
+    np.testing.assert_array_equal(runtime.run(x[:5]), model.predict_proba(x[:5]))
+    assert runtime.converted.wait(120)
+
+
+def test_an_unwritable_cache_only_warns(
+    tmp_path: Path, mlp: tuple, caplog: pytest.LogCaptureFixture
+) -> None:
+    version_dir = write_mlp(tmp_path / "repo", mlp)
+    (tmp_path / "not-a-dir").write_text("")
+    runtime = loaded_with(version_dir, cached(tmp_path / "not-a-dir"))
+    assert runtime.twin is not None
+    assert "cannot keep the ONNX twin" in caplog.text
+
+
+async def test_a_restarted_app_serves_the_kept_twin_over_http(tmp_path: Path, mlp: tuple) -> None:
+    _, x, _, model = mlp
+    write_mlp(tmp_path / "repo", mlp)
+    settings = make_settings(
+        models={
+            "repository": tmp_path / "repo",
+            "twin_cache": True,
+            "twin_cache_dir": tmp_path / "twins",
+        }
+    )
+    async with running_app(settings) as (app, _):
+        runtime = app.state.mlgate.registry.resolve("mlp").runtime
+        assert await asyncio.to_thread(runtime.converted.wait, 120)
+    async with running_app(settings) as (_, client):
+        info = (await client.get("/v1/models/mlp")).json()
+        response = await client.post(
+            "/v1/models/mlp/predict/batch", json={"instances": x[:20].tolist()}
+        )
+    assert info["versions"][0]["execution"].startswith("onnxruntime (kept twin")
+    got = [list(p["probabilities"].values()) for p in response.json()["predictions"]]
+    np.testing.assert_allclose(got, model.predict_proba(x[:20]), rtol=0, atol=1e-9)
+
+
+def test_the_twin_cache_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    options = Settings().models.load_options()
+    assert options.twin_cache is not None
+    assert options.twin_cache.directory == tmp_path / "mlgate" / "onnx-twins"
+    monkeypatch.setenv("MLGATE_MODELS__TWIN_CACHE_DIR", str(tmp_path / "elsewhere"))
+    assert Settings().models.load_options().twin_cache.directory == tmp_path / "elsewhere"  # type: ignore[union-attr]
+    monkeypatch.setenv("MLGATE_MODELS__TWIN_CACHE", "false")
+    assert Settings().models.load_options().twin_cache is None

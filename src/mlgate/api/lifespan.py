@@ -50,6 +50,7 @@ def build_state(settings: Settings, engine: AsyncEngine) -> AppState:
         default_model=settings.models.default_model,
         inline_threshold_us=settings.models.inline_threshold_us,
         follow_symlinks=settings.models.follow_symlinks,
+        load_options=settings.models.load_options(),
     )
     devices = DeviceScorer(
         BaselineStore(

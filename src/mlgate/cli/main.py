@@ -182,6 +182,7 @@ def models_list(repository: Path | None) -> None:
         repo,
         default_model=settings.models.default_model,
         follow_symlinks=settings.models.follow_symlinks,
+        load_options=settings.models.load_options(),
     )
     report = registry.reload()
     table = Table(title=f"models in {repo}")

@@ -37,7 +37,7 @@ from mlgate.registry.manifest import (
     load_model_file,
 )
 from mlgate.registry.paths import refuse_links, verified_artifact
-from mlgate.registry.runtimes import Runtime, load_runtime
+from mlgate.registry.runtimes import LoadOptions, Runtime, load_runtime
 
 log = logging.getLogger("mlgate.registry")
 
@@ -166,8 +166,10 @@ class ModelRegistry:
         default_model: str,
         inline_threshold_us: float = 150.0,
         follow_symlinks: bool = False,
+        load_options: LoadOptions | None = None,
     ) -> None:
         self.repository = repository
+        self.load_options = load_options or LoadOptions()
         self.default_model = default_model
         self.inline_threshold_us = inline_threshold_us
         self.follow_symlinks = follow_symlinks
@@ -454,7 +456,7 @@ class ModelRegistry:
         verified_artifact(
             self.repository, version_dir, manifest, follow_symlinks=self.follow_symlinks
         )
-        runtime = load_runtime(version_dir, manifest)
+        runtime = load_runtime(version_dir, manifest, self.load_options)
         single_row_us = _warm_up(runtime, manifest)
         reference = manifest.reference
         attack_mask = None

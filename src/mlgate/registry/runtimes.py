@@ -4,7 +4,8 @@ A runtime turns a 2-D float matrix (rows x features, in manifest order) into:
 - classification: an (n, n_classes) matrix of class probabilities;
 - anomaly: an (n,) vector of anomaly scores, higher meaning more anomalous.
 
-New runtimes register themselves with :func:`register_runtime`.
+New runtimes register themselves with :func:`register_runtime`. A loader is called with
+the artifact's path, the manifest and the :class:`LoadOptions` the registry was given.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,7 +21,8 @@ import numpy as np
 
 from mlgate.registry.manifest import Manifest, ManifestError
 from mlgate.registry.paths import hide_paths
-from mlgate.registry.sklearn_onnx import Twin, convert_in_background
+from mlgate.registry.sklearn_onnx import Twin, cached_twin, convert_in_background
+from mlgate.registry.twin_cache import TwinCache
 
 
 class Runtime(Protocol):
@@ -33,7 +36,15 @@ class Runtime(Protocol):
         ...
 
 
-RuntimeLoader = Callable[[Path, Manifest], Runtime]
+@dataclass(frozen=True)
+class LoadOptions:
+    """What a deployment tells runtimes beyond the manifest."""
+
+    #: Where checked ONNX twins of scikit-learn classifiers are kept (None: not kept).
+    twin_cache: TwinCache | None = None
+
+
+RuntimeLoader = Callable[[Path, Manifest, LoadOptions], Runtime]
 _RUNTIMES: dict[str, RuntimeLoader] = {}
 
 
@@ -46,7 +57,9 @@ def available_runtimes() -> list[str]:
     return sorted(_RUNTIMES)
 
 
-def load_runtime(version_dir: Path, manifest: Manifest) -> Runtime:
+def load_runtime(
+    version_dir: Path, manifest: Manifest, options: LoadOptions | None = None
+) -> Runtime:
     """Load the artifact of a version with the runtime its manifest names."""
     loader = _RUNTIMES.get(manifest.runtime)
     if loader is None:
@@ -55,7 +68,7 @@ def load_runtime(version_dir: Path, manifest: Manifest) -> Runtime:
         )
     artifact = version_dir / manifest.artifact
     try:
-        return loader(artifact, manifest)
+        return loader(artifact, manifest, options or LoadOptions())
     except Exception as exc:
         # Loaders and their libraries quote the artifact's absolute path; load errors are
         # shown by the API, so they name it as the manifest does.
@@ -81,51 +94,79 @@ class SklearnRuntime:
     A classifier is served through an exact ONNX twin once one is made and checked, a few
     seconds after loading, in the background (:mod:`mlgate.registry.sklearn_onnx`;
     ``runtime_options.convert_onnx: false`` keeps scikit-learn); ``execution`` says which
-    serves and why.
+    serves and why. With a twin cache (:class:`LoadOptions`), a twin checked at an earlier
+    start serves at once and the estimator is not loaded unless something asks for it.
     """
 
     input_dtype = np.dtype(np.float64)
 
-    def __init__(self, artifact: Path, manifest: Manifest) -> None:
-        import joblib
-
+    def __init__(self, artifact: Path, manifest: Manifest, options: LoadOptions) -> None:
         default = "predict_proba" if manifest.task == "classification" else "score_samples"
         self.method = str(manifest.runtime_options.get("method", default))
         allowed = {"predict_proba", "score_samples", "decision_function", "reconstruction_error"}
         if self.method not in allowed:
             raise ManifestError(f"sklearn runtime: unknown method {self.method!r}")
-        if not artifact.is_file():
-            raise ManifestError(f"artifact {artifact.name} is missing")
-        # A version mismatch makes scikit-learn warn and maybe mispredict: refuse instead.
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            try:
-                self.estimator = joblib.load(artifact)
-            except Exception as exc:
-                raise ManifestError(f"cannot load {artifact.name}: {exc}") from None
-        if not hasattr(self.estimator, self._entry_point()):
-            raise ManifestError(f"estimator has no {self._entry_point()}()")
         if manifest.task == "classification" and self.method != "predict_proba":
             raise ManifestError("a classification model must use method predict_proba")
-        n_features = getattr(self.estimator, "n_features_in_", None)
-        if n_features is not None and n_features != len(manifest.features):
-            raise ManifestError(
-                f"estimator expects {n_features} features, manifest lists {len(manifest.features)}"
-            )
+        if not artifact.is_file():
+            raise ManifestError(f"artifact {artifact.name} is missing")
+        self._artifact = artifact
+        self._manifest = manifest
+        self._estimator: Any = None
+        self._estimator_lock = threading.Lock()
         self.twin: Twin | None = None
         self.current_single_row_us: float | None = None
         """The twin's single-row time once it serves (the runner's inline decision)."""
         self.converted = threading.Event()
         """Set when the ONNX conversion has finished, with or without a twin."""
         self.execution = "scikit-learn"
+        convert = self.method == "predict_proba" and manifest.runtime_options.get(
+            "convert_onnx", True
+        )
+        cache = options.twin_cache
+        if convert and cache is not None:
+            twin, how = cached_twin(cache, manifest)
+            if twin is not None:
+                self._twin_ready(twin, how)
+                return
+        estimator = self.estimator  # loads and checks it
         if self.method != "predict_proba":
             self.converted.set()
-        elif not manifest.runtime_options.get("convert_onnx", True):
+        elif not convert:
             self.execution = "scikit-learn (convert_onnx: false)"
             self.converted.set()
         else:
             self.execution = "scikit-learn (an ONNX twin is being made)"
-            convert_in_background(artifact, self.estimator, manifest, self._twin_ready)
+            convert_in_background(artifact, estimator, manifest, self._twin_ready, cache)
+
+    @property
+    def estimator(self) -> Any:
+        """The scikit-learn estimator, loaded (and checked) on first use."""
+        with self._estimator_lock:
+            if self._estimator is None:
+                self._estimator = self._load_estimator()
+            return self._estimator
+
+    def _load_estimator(self) -> Any:
+        import joblib
+
+        name = self._artifact.name
+        # A version mismatch makes scikit-learn warn and maybe mispredict: refuse instead.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                estimator = joblib.load(self._artifact)
+            except Exception as exc:
+                raise ManifestError(f"cannot load {name}: {exc}") from None
+        if not hasattr(estimator, self._entry_point()):
+            raise ManifestError(f"estimator has no {self._entry_point()}()")
+        n_features = getattr(estimator, "n_features_in_", None)
+        if n_features is not None and n_features != len(self._manifest.features):
+            raise ManifestError(
+                f"estimator expects {n_features} features, manifest lists "
+                f"{len(self._manifest.features)}"
+            )
+        return estimator
 
     def _twin_ready(self, twin: Twin | None, how: str) -> None:
         if twin is not None:
@@ -166,7 +207,7 @@ class OnnxRuntime:
     across requests, not inside one small call).
     """
 
-    def __init__(self, artifact: Path, manifest: Manifest) -> None:
+    def __init__(self, artifact: Path, manifest: Manifest, _: LoadOptions) -> None:
         import onnxruntime as ort
 
         if not artifact.is_file():

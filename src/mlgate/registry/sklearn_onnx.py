@@ -11,6 +11,11 @@ when every probability matches within :data:`TOLERANCE` and the classes agree;
 otherwise scikit-learn keeps serving and the reason is kept for the model's info.
 Until the twin is ready (a few seconds), scikit-learn serves.
 
+A twin that passed is kept in a :class:`~mlgate.registry.twin_cache.TwinCache` with the
+estimator's probabilities on the check rows; the next start of the same artifact under
+the same libraries checks the kept graph against those and serves it at once, without
+loading the estimator (:func:`cached_twin`).
+
 ``python -m mlgate.registry.sklearn_onnx ARTIFACT N_FEATURES`` is the subprocess: it
 writes the converted graph to stdout.
 """
@@ -32,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from mlgate.registry.manifest import Manifest
+from mlgate.registry.twin_cache import TwinCache
 
 log = logging.getLogger("mlgate.registry")
 
@@ -115,12 +121,9 @@ def converted_graph(artifact: Path, n_features: int) -> tuple[bytes | None, str]
     return done.stdout, ""
 
 
-def twin_of(graph: bytes, estimator: Any, manifest: Manifest) -> tuple[Twin | None, str]:
-    """Load ``graph`` and check it against ``estimator``: (twin, how it serves) or
-    (None, why not)."""
-    rows = check_rows(manifest)
-    if rows is None:
-        return None, "no reference profile in the manifest to check a conversion against"
+def checked_twin(graph: bytes, rows: np.ndarray, expected: np.ndarray) -> tuple[Twin | None, str]:
+    """Load ``graph`` and check that it gives the estimator's probabilities ``expected``
+    on ``rows``: (twin, how it serves) or (None, why not)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -137,7 +140,6 @@ def twin_of(graph: bytes, estimator: Any, manifest: Manifest) -> tuple[Twin | No
     if "probabilities" not in outputs:
         return None, f"the converted graph has no probabilities output ({outputs})"
     twin = Twin(session, session.get_inputs()[0].name, "probabilities", 0.0, len(rows), 0.0)
-    expected = np.asarray(estimator.predict_proba(rows), dtype=np.float64)
     try:
         got = twin.run(rows)
     except Exception as exc:
@@ -160,14 +162,38 @@ def twin_of(graph: bytes, estimator: Any, manifest: Manifest) -> tuple[Twin | No
     )
 
 
+def cache_key(cache: TwinCache, manifest: Manifest, rows: np.ndarray) -> str:
+    assert manifest.artifact_sha256 is not None  # the registry loads only verified artifacts
+    return cache.key(manifest.artifact_sha256, len(manifest.features), rows, TOLERANCE)
+
+
+def cached_twin(cache: TwinCache, manifest: Manifest) -> tuple[Twin | None, str]:
+    """The twin kept in ``cache`` for this artifact, checked again on the same rows
+    against the probabilities the estimator gave when it was kept: (twin, how it
+    serves), or (None, why not) - then the estimator loads and the twin is made."""
+    rows = check_rows(manifest)
+    if rows is None or manifest.artifact_sha256 is None:
+        return None, "nothing to check a kept twin against"
+    entry = cache.get(cache_key(cache, manifest, rows))
+    if entry is None:
+        return None, "no twin kept for this artifact and these library versions"
+    twin, how = checked_twin(entry.graph, rows, entry.expected)
+    if twin is None:
+        log.warning("the kept ONNX twin of %s is not used: %s", manifest.name, how)
+        return None, how
+    return twin, how.replace("(converted from scikit-learn;", "(kept twin of scikit-learn;", 1)
+
+
 def convert_in_background(
     artifact: Path,
     estimator: Any,
     manifest: Manifest,
     done: Callable[[Twin | None, str], None],
+    cache: TwinCache | None = None,
 ) -> threading.Thread:
     """Convert and check in a daemon thread (the conversion itself in a subprocess);
-    ``done(twin, how)`` is called with the result."""
+    ``done(twin, how)`` is called with the result. A twin that passes is kept in
+    ``cache`` for the next start."""
 
     def work() -> None:
         if manifest.reference is None:
@@ -178,7 +204,12 @@ def convert_in_background(
             done(None, why)
             return
         try:
-            twin, how = twin_of(graph, estimator, manifest)
+            rows = check_rows(manifest)
+            assert rows is not None
+            expected = np.asarray(estimator.predict_proba(rows), dtype=np.float64)
+            twin, how = checked_twin(graph, rows, expected)
+            if twin is not None and cache is not None:
+                cache.put(cache_key(cache, manifest, rows), graph, expected)
         except Exception as exc:  # a bug here must never take the model down
             log.exception("checking the ONNX twin failed")
             twin, how = None, f"the check failed ({type(exc).__name__})"
