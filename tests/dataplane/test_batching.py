@@ -19,7 +19,7 @@ import yaml
 
 from mlgate.dataplane.batching import AdaptiveBatcher, BatcherClosed
 from mlgate.registry.manifest import Manifest
-from mlgate.registry.runtimes import register_runtime
+from mlgate.registry.runtimes import LoadOptions, register_runtime
 from tests.conftest import make_settings, running_app
 
 # -- the batcher on its own ------------------------------------------------------------
@@ -123,7 +123,7 @@ class SlowRuntime:
     firsts: ClassVar[list[float]] = []
     lock = threading.Lock()
 
-    def __init__(self, artifact: Path, manifest: Manifest) -> None:
+    def __init__(self, artifact: Path, manifest: Manifest, _: LoadOptions) -> None:
         self.n = len(manifest.classes)
         self.sleep_s = float(manifest.runtime_options.get("sleep_s", 0.0))
 

@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from mlgate.registry.manifest import Manifest, sha256_file
-from mlgate.registry.runtimes import register_runtime
+from mlgate.registry.runtimes import LoadOptions, register_runtime
 
 RUNTIME = "sensor-test"
 FEATURES = ["a", "b", "c"]
@@ -31,7 +31,7 @@ QUANTILES = {f"p{round(p * 100):02d}": p for p in PROBABILITIES}
 class SensorRuntime:
     input_dtype = np.dtype(np.float64)
 
-    def __init__(self, artifact: Path, manifest: Manifest) -> None:
+    def __init__(self, artifact: Path, manifest: Manifest, _: LoadOptions) -> None:
         spec = json.loads(artifact.read_text())
         self.scale = float(spec["scale"])
         self.fail = bool(spec.get("fail", False))
