@@ -13,7 +13,13 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from mlgate.db.engine import build_engine, sqlite_path
-from mlgate.db.migrate import alembic_config, current_revision, head_revision, upgrade
+from mlgate.db.migrate import (
+    HEAD_REVISION,
+    alembic_config,
+    current_revision,
+    head_revision,
+    upgrade,
+)
 from mlgate.db.models import Base
 from tests.conftest import make_settings, running_app
 
@@ -29,6 +35,32 @@ async def test_upgrade_builds_the_tables_once(database: dict[str, Any]) -> None:
         async with engine.connect() as conn:
             tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
         assert {"users", "api_keys", "alembic_version"} <= tables
+    finally:
+        await engine.dispose()
+
+
+def test_the_head_revision_constant_is_alembics_head() -> None:
+    """A new migration must move HEAD_REVISION too, or every start would skip it."""
+    assert head_revision() == HEAD_REVISION
+
+
+async def test_a_database_at_head_is_recognised_without_alembic(
+    database: dict[str, Any], monkeypatch: Any
+) -> None:
+    settings = make_settings(**database)
+    engine = build_engine(settings)
+    schema = settings.database.schema_name
+    try:
+        await upgrade(engine, schema=schema)
+        calls: list[str] = []
+        monkeypatch.setattr(command, "upgrade", lambda *a: calls.append("upgrade"))
+        assert await upgrade(engine, schema=schema) == head_revision()
+        assert calls == []  # one SELECT, no Alembic
+        # One revision behind: Alembic runs (here the stand-in, which records the call).
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = '0006'"))
+        await upgrade(engine, schema=schema)
+        assert calls == ["upgrade"]
     finally:
         await engine.dispose()
 

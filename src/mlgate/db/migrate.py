@@ -3,6 +3,9 @@
 Several workers may start at once: on PostgreSQL an advisory lock, on SQLite a lock
 file beside the database, makes one of them migrate while the others wait and then
 find nothing to do.
+
+A database already at :data:`HEAD_REVISION` is recognised with one plain query, without
+importing Alembic (and the template engine it brings): that is every start but the first.
 """
 
 from __future__ import annotations
@@ -12,16 +15,17 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mlgate.db.engine import safe_url, sqlite_path
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 try:
     import fcntl
@@ -33,10 +37,14 @@ log = logging.getLogger("mlgate.db")
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # An arbitrary constant: the key of the PostgreSQL advisory lock taken while migrating.
 _PG_LOCK_KEY = 0x6D6C67617465
+#: The newest migration under migrations/versions (a test checks it is Alembic's head).
+HEAD_REVISION = "0007"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config pointing at the packaged migrations (no alembic.ini)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
@@ -44,22 +52,26 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str | None:
-    """The newest migration shipped with this version of mlgate."""
+    """The newest migration shipped with this version of mlgate (as Alembic finds it)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
     """The revision the database is at (None: not migrated yet)."""
     async with engine.connect() as conn:
-        return await conn.run_sync(
-            lambda sync: MigrationContext.configure(sync).get_current_revision()
-        )
+        return await _revision(conn)
 
 
 async def upgrade(
     engine: AsyncEngine, *, schema: str | None = None, revision: str = "head"
 ) -> str | None:
     """Bring the database to ``revision``; returns the revision it ends at."""
+    if revision == "head" and await _stored_revision(engine) == HEAD_REVISION:
+        return HEAD_REVISION
+    from alembic import command
+
     async with _sqlite_lock(engine), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
@@ -77,7 +89,20 @@ async def upgrade(
 
 
 async def _revision(conn: AsyncConnection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+
+
+async def _stored_revision(engine: AsyncEngine) -> str | None:
+    """The revision in ``alembic_version``, read with plain SQL; None when there is no
+    such table (a new database), no single row, or it cannot be read (Alembic decides)."""
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+    except SQLAlchemyError:
+        return None
+    return str(rows[0][0]) if len(rows) == 1 else None
 
 
 @contextlib.asynccontextmanager
