@@ -150,6 +150,24 @@ def test_an_unconvertible_estimator_falls_back(tmp_path: Path, mlp: tuple) -> No
     assert "cannot convert" in runtime.execution
 
 
+def test_the_conversion_runs_at_the_lowest_priority(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The conversion's subprocess lowers its own priority before it imports anything,
+    and gets its module's arguments unchanged."""
+    import os
+
+    (tmp_path / "niceness_probe.py").write_text(
+        "import os, sys\nprint(os.getpriority(os.PRIO_PROCESS, 0), *sys.argv[1:])\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    command = sklearn_onnx.low_priority_command("niceness_probe", "a b", "7")
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert done.stdout.split(maxsplit=1) == [str(min(19, ours + 19)), "a b 7\n"]
+    assert sklearn_onnx.CONVERSION_NICENESS == 19
+
+
 # -- the twin cache: a restart serves the checked twin without loading scikit-learn --------
 
 

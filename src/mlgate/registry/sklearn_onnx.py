@@ -3,10 +3,11 @@
 scikit-learn spends most of a single-row ``predict_proba`` in Python overhead (about
 100 µs for a small MLP, against 10-20 µs for the same graph in onnxruntime). After a
 classifier loads, it is converted with skl2onnx in double precision - in a short-lived
-subprocess, off the serving process: skl2onnx and onnx take seconds and ~100 MB to
-import, which the server neither waits for nor keeps - and the twin is checked here
-against the estimator on rows built from the manifest's reference profile (the mean,
-every recorded quantile, and rows drawn between the extreme quantiles). It serves only
+subprocess at the lowest CPU priority, off the serving process: skl2onnx and onnx take
+seconds and ~100 MB to import, which the server neither waits for nor keeps - and the
+twin is checked here against the estimator on rows built from the manifest's reference
+profile (the mean, every recorded quantile, and rows drawn between the extreme
+quantiles). It serves only
 when every probability matches within :data:`TOLERANCE` and the classes agree;
 otherwise scikit-learn keeps serving and the reason is kept for the model's info.
 Until the twin is ready (a few seconds), scikit-learn serves.
@@ -46,6 +47,25 @@ TOLERANCE = 1e-9
 CHECK_ROWS = 64
 #: Seconds the conversion subprocess may take.
 CONVERSION_TIMEOUT_S = 120.0
+#: The conversion is background work: its subprocess runs at the lowest CPU priority,
+#: so that on a busy (or a one-core) machine it takes what the server leaves, and a
+#: starting server is ready as soon as it would be without it.
+CONVERSION_NICENESS = 19
+#: ``python -c`` program that lowers its own priority before importing anything, then
+#: runs the module named by its first argument with the rest as arguments.
+_LOW_PRIORITY_MAIN = (
+    "import os, runpy, sys\n"
+    "try:\n"
+    "    os.nice(int(sys.argv.pop(1)))\n"
+    "except (AttributeError, OSError):\n"
+    "    pass\n"
+    "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)\n"
+)
+
+
+def low_priority_command(module: str, *args: str) -> list[str]:
+    """The command that runs ``python -m module args...`` at :data:`CONVERSION_NICENESS`."""
+    return [sys.executable, "-c", _LOW_PRIORITY_MAIN, str(CONVERSION_NICENESS), module, *args]
 
 
 @dataclass(frozen=True)
@@ -108,7 +128,7 @@ def converted_graph(artifact: Path, n_features: int) -> tuple[bytes | None, str]
     """Run the conversion in a subprocess: (graph, "") or (None, why)."""
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "mlgate.registry.sklearn_onnx", str(artifact), str(n_features)],
+            low_priority_command("mlgate.registry.sklearn_onnx", str(artifact), str(n_features)),
             capture_output=True,
             timeout=CONVERSION_TIMEOUT_S,
             check=False,
