@@ -4,10 +4,12 @@ in a subprocess), and the fallbacks."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import subprocess
 import sys
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +85,10 @@ def test_a_classifier_is_served_by_its_exact_twin(tmp_path: Path, mlp: tuple) ->
     # scikit-learn serves until the twin is ready...
     assert runtime.execution == "scikit-learn (an ONNX twin is being made)"
     np.testing.assert_array_equal(runtime.run(x[:3]), model.predict_proba(x[:3]))
+    estimator = weakref.ref(runtime.estimator)
     assert runtime.converted.wait(120)
+    gc.collect()
+    assert estimator() is None  # let go once the twin serves
     # ...and then the twin, which is faster and exact.
     assert runtime.execution.startswith("onnxruntime (converted from scikit-learn")
     assert runtime.current_single_row_us is not None

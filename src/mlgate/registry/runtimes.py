@@ -173,6 +173,10 @@ class SklearnRuntime:
             self.current_single_row_us = twin.single_row_us
             self.twin = twin  # one assignment: calls switch over atomically
             self.execution = how
+            # The twin serves from now on: the estimator (a forest can be hundreds of
+            # MB) is let go; the property would load it again if it were ever needed.
+            with self._estimator_lock:
+                self._estimator = None
         else:
             self.execution = f"scikit-learn ({how})"
         self.converted.set()

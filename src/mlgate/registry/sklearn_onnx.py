@@ -216,6 +216,7 @@ def convert_in_background(
     ``cache`` for the next start."""
 
     def work() -> None:
+        nonlocal estimator
         if manifest.reference is None:
             done(None, "no reference profile in the manifest to check a conversion against")
             return
@@ -227,6 +228,7 @@ def convert_in_background(
             rows = check_rows(manifest)
             assert rows is not None
             expected = np.asarray(estimator.predict_proba(rows), dtype=np.float64)
+            estimator = None  # the runtime lets it go once the twin serves
             twin, how = checked_twin(graph, rows, expected)
             if twin is not None and cache is not None:
                 cache.put(cache_key(cache, manifest, rows), graph, expected)
