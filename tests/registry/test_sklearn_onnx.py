@@ -272,6 +272,44 @@ def test_another_artifact_misses(tmp_path: Path, mlp: tuple) -> None:
     np.testing.assert_allclose(runtime.run(x[:20]), other.predict_proba(x[:20]), atol=1e-9)
 
 
+def test_models_list_makes_the_twins_a_first_start_serves(
+    tmp_path: Path, mlp: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mlgate models list`` waits for the twins and keeps them: run before the
+    servers (or at image build), their first start serves the twin at once."""
+    from click.testing import CliRunner
+
+    from mlgate.cli.main import cli
+
+    version_dir = write_mlp(tmp_path / "repo", mlp)
+    monkeypatch.setenv("MLGATE_MODELS__TWIN_CACHE_DIR", str(tmp_path / "twins"))
+    monkeypatch.setenv("COLUMNS", "250")
+    result = CliRunner().invoke(cli, ["models", "list", "--repository", str(tmp_path / "repo")])
+    assert result.exit_code == 0, result.output
+    assert "onnxruntime (converted from scikit-learn" in result.output
+    assert _only_entry(tmp_path / "twins").is_file()
+
+    _refuse_joblib(monkeypatch)
+    first = load_runtime(version_dir, load_manifest(version_dir), cached(tmp_path / "twins"))
+    assert first.execution.startswith("onnxruntime (kept twin of scikit-learn")
+
+
+def test_models_list_without_waiting_shows_the_twin_being_made(
+    tmp_path: Path, mlp: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_mlp(tmp_path / "repo", mlp)
+    monkeypatch.setenv("MLGATE_MODELS__TWIN_CACHE", "false")
+    monkeypatch.setenv("COLUMNS", "250")
+    from click.testing import CliRunner
+
+    from mlgate.cli.main import cli
+
+    args = ["models", "list", "--repository", str(tmp_path / "repo"), "--twin-timeout", "0"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "scikit-learn (an ONNX twin is being made)" in result.output
+
+
 def _only_entry(directory: Path) -> Path:
     (entry,) = directory.glob("*.npz")
     return entry

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -19,6 +22,9 @@ from mlgate.cli.predict import predict
 from mlgate.cli.train import train
 from mlgate.cli.users import users_group
 from mlgate.settings import Settings
+
+if TYPE_CHECKING:
+    from mlgate.registry.registry import ModelRegistry
 
 FACTORY = "mlgate.api.app:create_app"
 
@@ -172,8 +178,20 @@ def models() -> None:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Model repository directory (default: the configured one).",
 )
-def models_list(repository: Path | None) -> None:
-    """Load every version (as the server would) and show what loads and what fails."""
+@click.option(
+    "--twin-timeout",
+    type=click.FloatRange(min=0),
+    default=180.0,
+    show_default=True,
+    help="Seconds to wait for the ONNX twins of scikit-learn classifiers (0: do not wait).",
+)
+def models_list(repository: Path | None, twin_timeout: float) -> None:
+    """Load every version (as the server would) and show what loads and what fails.
+
+    It waits for the ONNX twins of scikit-learn classifiers, which are kept in the twin
+    cache: run it where the servers will start (or at image build) and their first start
+    serves the twins at once, without loading scikit-learn.
+    """
     from mlgate.registry.registry import ModelRegistry
 
     settings = Settings()
@@ -185,8 +203,10 @@ def models_list(repository: Path | None) -> None:
         load_options=settings.models.load_options(),
     )
     report = registry.reload()
+    _wait_for_twins(registry, twin_timeout)
     table = Table(title=f"models in {repo}")
-    for column in ("model", "version", "task", "runtime", "aliases", "latency µs", "status"):
+    columns = ("model", "version", "task", "runtime", "execution", "aliases", "latency µs")
+    for column in (*columns, "status"):
         table.add_column(column)
     for entry in registry.models():
         by_version: dict[str, list[str]] = {}
@@ -198,18 +218,40 @@ def models_list(repository: Path | None) -> None:
                 version,
                 mv.manifest.task,
                 mv.manifest.runtime,
+                str(getattr(mv.runtime, "execution", mv.manifest.runtime)),
                 ", ".join(sorted(by_version.get(version, []))),
                 f"{mv.single_row_us:.0f}",
                 "ok",
             )
         for version in entry.errors:
-            table.add_row(entry.name, version, "", "", "", "", "[red]failed[/red]")
+            table.add_row(entry.name, version, "", "", "", "", "", "[red]failed[/red]")
     Console().print(table)
     for entry in registry.models():
         for version, error in entry.errors.items():
             click.echo(f"{entry.name}/{version}: {error}", err=True)
     if report.failed:
         sys.exit(1)
+
+
+def _wait_for_twins(registry: ModelRegistry, timeout: float) -> None:
+    """Wait (up to ``timeout`` s in all) for the versions whose ONNX twin is being made."""
+    pending: list[tuple[str, str, threading.Event]] = []
+    for entry in registry.models():
+        for version, mv in sorted(entry.versions.items()):
+            converted = getattr(mv.runtime, "converted", None)
+            if isinstance(converted, threading.Event) and not converted.is_set():
+                pending.append((entry.name, version, converted))
+    if not pending or timeout <= 0:
+        return
+    deadline = time.monotonic() + timeout
+    with Console(stderr=True).status(f"making {len(pending)} ONNX twin(s)") as status:
+        for name, version, converted in pending:
+            status.update(f"making the ONNX twin of {name}/{version}")
+            if not converted.wait(max(0.0, deadline - time.monotonic())):
+                click.echo(
+                    f"{name}/{version}: its ONNX twin is not ready after {timeout:g} s", err=True
+                )
+                return
 
 
 @models.command("reload")
