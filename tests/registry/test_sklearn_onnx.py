@@ -104,13 +104,18 @@ async def test_http_answers_are_the_estimators(tmp_path: Path, mlp: tuple) -> No
     async with running_app(make_settings(models={"repository": tmp_path})) as (app, client):
         runtime = app.state.mlgate.registry.resolve("mlp").runtime
         assert await asyncio.to_thread(runtime.converted.wait, 120)
-        info = (await client.get("/v1/models/mlp")).json()
-        response = await client.post(
-            "/v1/models/mlp/predict/batch", json={"instances": x[:20].tolist()}
-        )
-    assert info["versions"][0]["execution"].startswith("onnxruntime")
-    got = [list(p["probabilities"].values()) for p in response.json()["predictions"]]
+        execution, got = await served_over_http(client, x[:20])
+    assert execution.startswith("onnxruntime")
     np.testing.assert_allclose(got, model.predict_proba(x[:20]), rtol=0, atol=1e-9)
+
+
+async def served_over_http(client: Any, rows: np.ndarray) -> tuple[str, list[list[float]]]:
+    """The mlp's execution, and its probabilities for ``rows`` through /v1."""
+    info = (await client.get("/v1/models/mlp")).json()
+    response = await client.post("/v1/models/mlp/predict/batch", json={"instances": rows.tolist()})
+    assert response.status_code == 200, response.text
+    got = [list(p["probabilities"].values()) for p in response.json()["predictions"]]
+    return info["versions"][0]["execution"], got
 
 
 def test_convert_onnx_false_keeps_scikit_learn(tmp_path: Path, mlp: tuple) -> None:
@@ -186,6 +191,14 @@ def loaded_with(version_dir: Path, options: LoadOptions) -> Any:
     return runtime
 
 
+def twin_kept(tmp_path: Path, mlp: tuple) -> tuple[Path, LoadOptions, Any]:
+    """The mlp written under ``tmp_path/repo``, loaded once with a twin cache in
+    ``tmp_path/twins`` (so its twin is kept): the version, the options, the runtime."""
+    version_dir = write_mlp(tmp_path / "repo", mlp)
+    options = cached(tmp_path / "twins")
+    return version_dir, options, loaded_with(version_dir, options)
+
+
 def _refuse_joblib(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_: Any, **__: Any) -> None:
         raise AssertionError("the estimator was loaded")
@@ -197,9 +210,7 @@ def test_a_kept_twin_serves_at_once_without_the_estimator(
     tmp_path: Path, mlp: tuple, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, x, _, model = mlp
-    version_dir = write_mlp(tmp_path / "repo", mlp)
-    options = cached(tmp_path / "twins")
-    first = loaded_with(version_dir, options)
+    version_dir, options, first = twin_kept(tmp_path, mlp)
     assert first.execution.startswith("onnxruntime (converted from scikit-learn")
     assert len(list((tmp_path / "twins").glob("*.npz"))) == 1
 
@@ -214,8 +225,7 @@ def test_a_kept_twin_serves_at_once_without_the_estimator(
 
 def test_a_restart_with_a_kept_twin_never_imports_scikit_learn(tmp_path: Path, mlp: tuple) -> None:
     _, x, _, model = mlp
-    version_dir = write_mlp(tmp_path / "repo", mlp)
-    loaded_with(version_dir, cached(tmp_path / "twins"))
+    version_dir, _, _ = twin_kept(tmp_path, mlp)
     np.save(tmp_path / "rows.npy", x[:10])
     script = f"""
 import sys, numpy as np
@@ -243,9 +253,7 @@ print(sorted(m for m in ("sklearn", "scipy", "joblib") if m in sys.modules))
 def test_other_library_versions_miss_and_check_the_twin_again(
     tmp_path: Path, mlp: tuple, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    version_dir = write_mlp(tmp_path / "repo", mlp)
-    options = cached(tmp_path / "twins")
-    loaded_with(version_dir, options)
+    version_dir, options, _ = twin_kept(tmp_path, mlp)
     versions = twin_cache.library_versions()
     monkeypatch.setattr(
         twin_cache, "library_versions", lambda: (*versions[:-1], "onnxruntime=0.0.1")
@@ -318,9 +326,7 @@ def _only_entry(directory: Path) -> Path:
 def test_a_damaged_entry_is_ignored_and_replaced(
     tmp_path: Path, mlp: tuple, caplog: pytest.LogCaptureFixture
 ) -> None:
-    version_dir = write_mlp(tmp_path / "repo", mlp)
-    options = cached(tmp_path / "twins")
-    loaded_with(version_dir, options)
+    version_dir, options, _ = twin_kept(tmp_path, mlp)
     entry = _only_entry(tmp_path / "twins")
     good = entry.read_bytes()
     entry.write_bytes(good[: len(good) // 2])
@@ -340,9 +346,7 @@ def test_a_kept_twin_that_no_longer_reproduces_is_not_served(
     tmp_path: Path, mlp: tuple, caplog: pytest.LogCaptureFixture
 ) -> None:
     _, x, _, model = mlp
-    version_dir = write_mlp(tmp_path / "repo", mlp)
-    options = cached(tmp_path / "twins")
-    loaded_with(version_dir, options)
+    version_dir, options, _ = twin_kept(tmp_path, mlp)
     entry = _only_entry(tmp_path / "twins")
     with np.load(entry) as data:
         kept = {k: data[k] for k in data.files}
@@ -381,12 +385,8 @@ async def test_a_restarted_app_serves_the_kept_twin_over_http(tmp_path: Path, ml
         runtime = app.state.mlgate.registry.resolve("mlp").runtime
         assert await asyncio.to_thread(runtime.converted.wait, 120)
     async with running_app(settings) as (_, client):
-        info = (await client.get("/v1/models/mlp")).json()
-        response = await client.post(
-            "/v1/models/mlp/predict/batch", json={"instances": x[:20].tolist()}
-        )
-    assert info["versions"][0]["execution"].startswith("onnxruntime (kept twin")
-    got = [list(p["probabilities"].values()) for p in response.json()["predictions"]]
+        execution, got = await served_over_http(client, x[:20])
+    assert execution.startswith("onnxruntime (kept twin")
     np.testing.assert_allclose(got, model.predict_proba(x[:20]), rtol=0, atol=1e-9)
 
 
