@@ -71,6 +71,37 @@ async def test_batches_never_exceed_the_maximum() -> None:
     await batcher.close()
 
 
+async def test_a_batch_that_fills_runs_without_waiting_out_the_delay() -> None:
+    calls = Calls()
+    batcher = AdaptiveBatcher(calls, max_batch_size=4, max_delay_s=30.0)
+    # Well inside the 30 s delay: only the filling request can have started the batch.
+    async with asyncio.timeout(5):
+        await asyncio.gather(*(batcher.submit(rows(i)) for i in range(4)))
+    assert calls.sizes == [4]
+    await batcher.close()
+
+
+async def test_a_lone_request_waits_at_most_the_delay() -> None:
+    calls = Calls()
+    batcher = AdaptiveBatcher(calls, max_batch_size=64, max_delay_s=0.05)
+    async with asyncio.timeout(5):
+        assert (await batcher.submit(rows(3))).tolist() == [6]
+    assert calls.sizes == [1]
+    await batcher.close()
+
+
+async def test_close_ends_a_gathering_batch_at_once() -> None:
+    calls = Calls()
+    batcher = AdaptiveBatcher(calls, max_batch_size=64, max_delay_s=30.0)
+    waiting = asyncio.ensure_future(batcher.submit(rows(1, 2)))
+    await asyncio.sleep(0.01)
+    assert batcher.queued_rows == 2
+    async with asyncio.timeout(5):
+        await batcher.close()
+        assert (await waiting).tolist() == [2, 4]
+    assert batcher.queued_rows == 0
+
+
 async def test_an_error_reaches_only_its_caller() -> None:
     calls = Calls(fail_on=13.0)
     batcher = AdaptiveBatcher(calls, max_batch_size=64, max_delay_s=0.05)
@@ -91,11 +122,13 @@ async def test_a_caller_that_gives_up_leaves_no_rows_queued() -> None:
     gone = asyncio.ensure_future(batcher.submit(rows(99)))
     stays = asyncio.ensure_future(batcher.submit(rows(2)))
     await asyncio.sleep(0.01)
+    assert batcher.queued_rows == 2  # the first is with the model
     gone.cancel()
     calls.release.set()
     assert (await first).tolist() == [2]
     assert (await stays).tolist() == [4]
     assert sum(calls.sizes) == 2  # the 99 never reached the model
+    assert batcher.queued_rows == 0
     await batcher.close()
 
 

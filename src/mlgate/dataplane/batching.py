@@ -68,7 +68,9 @@ class AdaptiveBatcher:
         self.max_batch_size = max_batch_size
         self.max_delay_s = max(0.0, max_delay_s)
         self._queue: deque[_Pending] = deque()
+        self._rows = 0  # rows of the requests in _queue
         self._arrived: asyncio.Event | None = None
+        self._full: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._observer = observer
@@ -79,7 +81,7 @@ class AdaptiveBatcher:
 
     @property
     def queued_rows(self) -> int:
-        return sum(len(p.rows) for p in self._queue)
+        return self._rows
 
     async def submit(self, rows: np.ndarray) -> np.ndarray:
         """The model's output for ``rows``, computed together with other callers'."""
@@ -89,11 +91,15 @@ class AdaptiveBatcher:
         if self._task is None:
             # Created lazily, inside the loop that serves the requests.
             self._arrived = asyncio.Event()
+            self._full = asyncio.Event()
             self._task = loop.create_task(self._serve(), name="mlgate-batcher")
         pending = _Pending(rows, loop.create_future(), loop.time())
         self._queue.append(pending)
-        assert self._arrived is not None
+        self._rows += len(rows)
+        assert self._arrived is not None and self._full is not None
         self._arrived.set()
+        if self._rows >= self.max_batch_size:
+            self._full.set()
         try:
             result = await pending.future
         finally:
@@ -129,19 +135,15 @@ class AdaptiveBatcher:
                 await self._run(batch)
 
     async def _gather(self) -> None:
-        """Wait (at most max_delay_s from now) for the batch to fill."""
-        assert self._arrived is not None
-        if self.max_delay_s <= 0 or self._closed:
+        """Wait (at most max_delay_s from now) for the batch to fill: one wait per batch,
+        woken by the request that fills it (or by close()), not by every arrival."""
+        assert self._full is not None
+        if self.max_delay_s <= 0 or self._closed or self._rows >= self.max_batch_size:
             return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_delay_s
-        while self.queued_rows < self.max_batch_size and not self._closed:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+        self._full.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.max_delay_s):
+                await self._full.wait()
 
     def _take(self) -> list[_Pending]:
         """Queued requests up to max_batch_size rows (at least one), skipping those whose
@@ -152,10 +154,12 @@ class AdaptiveBatcher:
             head = self._queue[0]
             if head.done or head.future.done():
                 self._queue.popleft()
+                self._rows -= len(head.rows)
                 continue
             if batch and rows + len(head.rows) > self.max_batch_size:
                 break
             batch.append(self._queue.popleft())
+            self._rows -= len(head.rows)
             rows += len(head.rows)
         return batch
 
@@ -198,8 +202,9 @@ class AdaptiveBatcher:
         self._closed = True
         if self._task is None:
             return
-        assert self._arrived is not None
+        assert self._arrived is not None and self._full is not None
         self._arrived.set()
+        self._full.set()  # a batch gathering runs now
         try:
             await self._task
         except Exception:
