@@ -7,10 +7,9 @@ subprocess at the lowest CPU priority, off the serving process: skl2onnx and onn
 seconds and ~100 MB to import, which the server neither waits for nor keeps - and the
 twin is checked here against the estimator on rows built from the manifest's reference
 profile (the mean, every recorded quantile, and rows drawn between the extreme
-quantiles). It serves only
-when every probability matches within :data:`TOLERANCE` and the classes agree;
-otherwise scikit-learn keeps serving and the reason is kept for the model's info.
-Until the twin is ready (a few seconds), scikit-learn serves.
+quantiles). It serves only when every probability matches within :data:`TOLERANCE` and
+the classes agree; otherwise scikit-learn keeps serving and the reason is kept for the
+model's info. Until the twin is ready (a few seconds), scikit-learn serves.
 
 A twin that passed is kept in a :class:`~mlgate.registry.twin_cache.TwinCache` with the
 estimator's probabilities on the check rows; the next start of the same artifact under
