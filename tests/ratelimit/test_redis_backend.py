@@ -9,7 +9,7 @@ import time
 import pytest
 import redis.asyncio
 
-from mlgate.ratelimit import Limit, RateLimiterUnavailable, redis_backend
+from mlgate.ratelimit import Hit, Limit, RateLimiterUnavailable, redis_backend
 from mlgate.ratelimit.redis_backend import RedisRateLimiter
 from tests.ratelimit.conftest import LogRecorder, SilentServer, TcpProxy
 
@@ -198,3 +198,111 @@ async def test_check_alone_detects_recovery(redis_proxy: TcpProxy) -> None:
         assert not (await limiter.hit("k", Limit.per_minute(1))).degraded
     finally:
         await limiter.close()
+
+
+class ScriptRuns:
+    """Counts the script runs a limiter sends (to the real Redis behind it)."""
+
+    def __init__(self, limiter: RedisRateLimiter, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[int] = []  # the number of callers each run decided
+        run = limiter._run
+
+        async def counted(keys: list[str], args: list[int]) -> list[int]:
+            self.calls.append(args[0])
+            return await run(keys, args)
+
+        monkeypatch.setattr(limiter, "_run", counted)
+
+
+async def test_concurrent_calls_share_script_runs(
+    redis_limiter: RedisRateLimiter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = ScriptRuns(redis_limiter, monkeypatch)
+    limit = Limit.per_minute(30)
+    decisions = await asyncio.gather(*(redis_limiter.hit("pipelined", limit) for _ in range(90)))
+    # All 90 were made before the sender ran: one script run decides them.
+    assert runs.calls == [90]
+    assert sum(d.allowed for d in decisions) == 30
+    # Decided in arrival order, each seeing the ones before it.
+    assert [d.remaining for d in decisions[:30]] == list(range(29, -1, -1))
+    assert not any(d.allowed for d in decisions[30:])
+
+
+async def test_a_lone_call_is_sent_at_once(
+    redis_limiter: RedisRateLimiter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = ScriptRuns(redis_limiter, monkeypatch)
+    for _ in range(3):
+        assert (await redis_limiter.hit("alone", Limit.per_minute(10))).allowed
+    assert runs.calls == [1, 1, 1]
+
+
+async def test_calls_in_one_run_stay_all_or_nothing_each(
+    redis_limiter: RedisRateLimiter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = ScriptRuns(redis_limiter, monkeypatch)
+    requests, rows = Limit(100, 86400.0, 100), Limit(10, 86400.0, 10)
+    costs = [1, 6, 5, 4, 2, 9]  # 10 rows: 1 and 6 fit, 5 and 4 do not, 2 does, 9 not
+    results = await asyncio.gather(
+        *(
+            redis_limiter.hit_many([Hit("req:g", requests), Hit("rows:g", rows, cost)])
+            for cost in costs
+        )
+    )
+    assert runs.calls == [6]
+    assert [[d.allowed for d in r] for r in results] == [
+        [True, True],
+        [True, True],
+        [True, False],  # a refused call charges none of its buckets...
+        [True, False],
+        [True, True],
+        [True, False],
+    ]
+    # ...so the request bucket counts only the three admitted calls.
+    assert (await redis_limiter.hit("req:g", requests, 0)).remaining == 97
+
+
+async def test_a_caller_gone_before_its_run_is_not_charged(
+    redis_limiter: RedisRateLimiter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = ScriptRuns(redis_limiter, monkeypatch)
+    limit = Limit(10, 86400.0, 10)
+    first = asyncio.create_task(redis_limiter.hit("gone", limit))
+    await asyncio.sleep(0)  # the first call is on its way
+    second = asyncio.create_task(redis_limiter.hit("gone", limit, 5))
+    await asyncio.sleep(0)
+    second.cancel()
+    assert (await first).remaining == 9
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    assert (await redis_limiter.hit("gone", limit, 0)).remaining == 9
+    assert runs.calls == [1, 1]
+
+
+async def test_calls_behind_a_hanging_run_cost_no_second_timeout(
+    silent_server: SilentServer,
+) -> None:
+    url = f"redis://127.0.0.1:{silent_server.port}/0"
+    limiter = RedisRateLimiter.from_url(url, timeout=0.2, retry_interval=30)
+    try:
+        first = asyncio.create_task(limiter.hit("k", Limit.per_minute(1)))
+        first_done: list[float] = []
+        first.add_done_callback(lambda _: first_done.append(time.perf_counter()))
+        await asyncio.sleep(0.05)  # its run hangs; the next calls queue behind it
+        queued = await asyncio.gather(*(limiter.hit("k", Limit.per_minute(1)) for _ in range(20)))
+        queued_done = time.perf_counter()
+        assert (await first).degraded
+    finally:
+        await limiter.close()
+    assert all(d.degraded for d in queued)
+    # Answered as soon as the first run failed, not after a run of their own timed out.
+    assert queued_done - first_done[0] < 0.05
+
+
+async def test_close_waits_for_the_calls_on_their_way(redis_url: str, key_prefix: str) -> None:
+    limiter = RedisRateLimiter.from_url(redis_url, prefix=key_prefix, fail_open=False)
+    calls = [asyncio.create_task(limiter.hit("closing", Limit.per_minute(5))) for _ in range(8)]
+    await asyncio.sleep(0)
+    await limiter.close()
+    decisions = [await call for call in calls]
+    assert sum(d.allowed for d in decisions) == 5
