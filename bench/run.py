@@ -187,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         "MLGATE_MODELS__REPOSITORY": str(mlgate_repo),
         # Kept twins live with this run: its first mlgate start makes the MLP's twin (and
         # loads scikit-learn), the later ones start from the kept twin; both are reported.
+        # (An MLPClassifier is served by numpy since 2026-12-03: no twin is made.)
         "MLGATE_MODELS__TWIN_CACHE_DIR": str(run_dir / "servers" / "onnx-twins"),
     }
     if args.no_bundled:

@@ -217,9 +217,10 @@ RSS_MB = 300.0
 
 
 def _twin_starts(mlgate: list[Cell]) -> str:
-    """The slowest start of each kind: the MLP's ONNX twin made at that start (scikit-learn
-    loaded first) or kept from an earlier one (scikit-learn never loaded)."""
-    kinds = {"twin made": "converted from", "twin kept": "kept twin of"}
+    """The slowest start of each kind: the MLP served by numpy (read without scikit-learn),
+    or by an ONNX twin made at that start (scikit-learn loaded first) or kept from an
+    earlier one (scikit-learn never loaded)."""
+    kinds = {"numpy": "numpy (", "twin made": "converted from", "twin kept": "kept twin of"}
     parts = []
     for kind, marker in kinds.items():
         times = [c.ready_s for c in mlgate if c.ready_s is not None and marker in c.served_by]

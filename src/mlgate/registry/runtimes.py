@@ -10,6 +10,7 @@ the artifact's path, the manifest and the :class:`LoadOptions` the registry was 
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from collections.abc import Callable
@@ -21,8 +22,11 @@ import numpy as np
 
 from mlgate.registry.manifest import Manifest, ManifestError
 from mlgate.registry.paths import hide_paths
+from mlgate.registry.sklearn_numpy import NumpyMLP, numpy_mlp
 from mlgate.registry.sklearn_onnx import Twin, cached_twin, convert_in_background
 from mlgate.registry.twin_cache import TwinCache
+
+log = logging.getLogger("mlgate.registry")
 
 
 class Runtime(Protocol):
@@ -91,11 +95,13 @@ class SklearnRuntime:
     - ``reconstruction_error``: the last pipeline step reconstructs the output of the steps
       before it (an autoencoder); the score is the mean squared reconstruction error.
 
-    A classifier is served through an exact ONNX twin once one is made and checked, a few
-    seconds after loading, in the background (:mod:`mlgate.registry.sklearn_onnx`;
-    ``runtime_options.convert_onnx: false`` keeps scikit-learn); ``execution`` says which
-    serves and why. With a twin cache (:class:`LoadOptions`), a twin checked at an earlier
-    start serves at once and the estimator is not loaded unless something asks for it.
+    An ``MLPClassifier`` is served by numpy from the start, read without scikit-learn
+    (:mod:`mlgate.registry.sklearn_numpy`). Another classifier is served through an exact
+    ONNX twin once one is made and checked, a few seconds after loading, in the
+    background (:mod:`mlgate.registry.sklearn_onnx`); with a twin cache
+    (:class:`LoadOptions`), a twin checked at an earlier start serves at once and the
+    estimator is not loaded unless something asks for it. ``runtime_options.convert_onnx:
+    false`` keeps scikit-learn for both. ``execution`` says which serves and why.
     """
 
     input_dtype = np.dtype(np.float64)
@@ -114,7 +120,7 @@ class SklearnRuntime:
         self._manifest = manifest
         self._estimator: Any = None
         self._estimator_lock = threading.Lock()
-        self.twin: Twin | None = None
+        self.twin: Twin | NumpyMLP | None = None
         self.current_single_row_us: float | None = None
         """The twin's single-row time once it serves (the runner's inline decision)."""
         self.converted = threading.Event()
@@ -123,6 +129,14 @@ class SklearnRuntime:
         convert = self.method == "predict_proba" and manifest.runtime_options.get(
             "convert_onnx", True
         )
+        if convert:
+            mlp, why_not = numpy_mlp(artifact, len(manifest.features))
+            if mlp is not None:
+                self.twin = mlp
+                self.execution = "numpy (MLPClassifier's forward pass, read without scikit-learn)"
+                self.converted.set()
+                return
+            log.debug("%s is not served by numpy: %s", manifest.name, why_not)
         cache = options.twin_cache
         if convert and cache is not None:
             twin, how = cached_twin(cache, manifest)
