@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from mlgate.registry import sklearn_numpy
 from mlgate.registry.manifest import load_manifest
@@ -72,9 +74,40 @@ def test_a_bare_mlp_is_served_by_numpy_at_once(tmp_path: Path, flows: tuple) -> 
     model = fitted(MLPClassifier((32, 16), max_iter=60, random_state=0), x, y)
     version_dir = write_mlp(tmp_path, (names, x, y, model))
     runtime = load_runtime(version_dir, load_manifest(version_dir))
-    assert runtime.execution == "numpy (MLPClassifier's forward pass, read without scikit-learn)"
+    assert runtime.execution == "numpy (MLPClassifier, read without scikit-learn)"
     assert runtime.converted.is_set()  # nothing is made in the background
     np.testing.assert_array_equal(runtime.run(x), model.predict_proba(x))
+
+
+def test_an_mlp_fitted_without_a_seed_is_served_too(tmp_path: Path, flows: tuple) -> None:
+    _, x, y = flows
+    model = fitted(MLPClassifier((16,), max_iter=20), x, y)  # its state holds numpy's RNG
+    mlp, why_not = numpy_mlp(dumped(tmp_path, model), x.shape[1])
+    assert mlp is not None, why_not
+    np.testing.assert_array_equal(mlp.run(x), model.predict_proba(x))
+
+
+@pytest.mark.parametrize("with_mean", [True, False])
+def test_an_mlp_after_standard_scalers_is_served_by_numpy(
+    tmp_path: Path, flows: tuple, with_mean: bool
+) -> None:
+    names, x, y = flows
+    model = fitted(
+        make_pipeline(
+            StandardScaler(with_mean=with_mean),
+            StandardScaler(with_std=False),
+            MLPClassifier((32, 16), max_iter=60, random_state=0),
+        ),
+        x,
+        y,
+    )
+    version_dir = write_mlp(tmp_path, (names, x, y, model))
+    runtime = load_runtime(version_dir, load_manifest(version_dir))
+    assert runtime.execution == (
+        "numpy (StandardScaler + StandardScaler + MLPClassifier, read without scikit-learn)"
+    )
+    rows = rows_to_check(x)
+    np.testing.assert_array_equal(runtime.run(rows), model.predict_proba(rows))
 
 
 def test_serving_it_never_imports_scikit_learn(tmp_path: Path, flows: tuple) -> None:
@@ -127,6 +160,13 @@ def test_other_artifacts_are_left_to_scikit_learn(tmp_path: Path, flows: tuple) 
     assert numpy_mlp(dumped(tmp_path, logistic), width) == (
         None,
         "the file holds sklearn.linear_model._logistic.LogisticRegression, not an MLPClassifier",
+    )
+    other_step = fitted(make_pipeline(MinMaxScaler(), MLPClassifier((8,), max_iter=20)), x, y)
+    assert numpy_mlp(dumped(tmp_path, other_step), width) == (None, "a MinMaxScaler in the file")
+    other_end = fitted(make_pipeline(StandardScaler(), LogisticRegression(max_iter=50)), x, y)
+    assert numpy_mlp(dumped(tmp_path, other_end), width) == (
+        None,
+        "the pipeline ends in LogisticRegression, not an MLPClassifier",
     )
     multilabel = fitted(
         MLPClassifier((8,), max_iter=20, random_state=0),

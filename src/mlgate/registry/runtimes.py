@@ -95,7 +95,8 @@ class SklearnRuntime:
     - ``reconstruction_error``: the last pipeline step reconstructs the output of the steps
       before it (an autoencoder); the score is the mean squared reconstruction error.
 
-    An ``MLPClassifier`` is served by numpy from the start, read without scikit-learn
+    An ``MLPClassifier`` (alone, or after ``StandardScaler`` steps in a pipeline) is
+    served by numpy from the start, read without scikit-learn
     (:mod:`mlgate.registry.sklearn_numpy`). Another classifier is served through an exact
     ONNX twin once one is made and checked, a few seconds after loading, in the
     background (:mod:`mlgate.registry.sklearn_onnx`); with a twin cache
@@ -133,7 +134,7 @@ class SklearnRuntime:
             mlp, why_not = numpy_mlp(artifact, len(manifest.features))
             if mlp is not None:
                 self.twin = mlp
-                self.execution = "numpy (MLPClassifier's forward pass, read without scikit-learn)"
+                self.execution = f"numpy ({mlp.described}, read without scikit-learn)"
                 self.converted.set()
                 return
             log.debug("%s is not served by numpy: %s", manifest.name, why_not)

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 MLP_CLASSIFIER = ("sklearn.neural_network._multilayer_perceptron", "MLPClassifier")
+PIPELINE = ("sklearn.pipeline", "Pipeline")
+STANDARD_SCALER = ("sklearn.preprocessing._data", "StandardScaler")
 _HEAD_BYTES = 4096
 
 #: The globals an MLP's joblib file may name besides scikit-learn's own classes: numpy
@@ -44,6 +46,19 @@ _ALLOWED = frozenset(
         ("numpy.random._pickle", "__randomstate_ctor"),
         ("numpy.random._pickle", "__bit_generator_ctor"),
         ("numpy.random._mt19937", "MT19937"),
+        ("numpy.random.bit_generator", "SeedSequence"),
+        ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+    }
+)
+#: The scikit-learn classes such a file may name: the served ones and the MLP's parts.
+_SKLEARN_READ = frozenset(
+    {
+        MLP_CLASSIFIER,
+        PIPELINE,
+        STANDARD_SCALER,
+        ("sklearn.preprocessing._label", "LabelBinarizer"),
+        ("sklearn.neural_network._stochastic_optimizers", "AdamOptimizer"),
+        ("sklearn.neural_network._stochastic_optimizers", "SGDOptimizer"),
     }
 )
 
@@ -91,24 +106,25 @@ def read_state(artifact: Path) -> tuple[tuple[str, str], dict[str, Any]]:
     return obj.qualified, obj.state
 
 
-def first_global(artifact: Path) -> tuple[str, str] | None:
-    """(module, name) of the first global a pickle file names, read from its first
-    bytes without running anything (None: not found there)."""
+def named_at_start(artifact: Path) -> list[tuple[str, str]]:
+    """(module, name) of the globals a pickle file names in its first bytes, read
+    without running anything; the first is its top-level object's class."""
     with artifact.open("rb") as raw:
         head = raw.read(_HEAD_BYTES)
+    named: list[tuple[str, str]] = []
     strings: list[str] = []
     try:
         for opcode, arg, _ in pickletools.genops(io.BytesIO(head)):
             if opcode.name == "GLOBAL" and isinstance(arg, str):
                 module, _, name = arg.partition(" ")
-                return module, name
-            if opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                return strings[-2], strings[-1]
-            if isinstance(arg, str) and "UNICODE" in opcode.name:
+                named.append((module, name))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                named.append((strings[-2], strings[-1]))
+            elif isinstance(arg, str) and "UNICODE" in opcode.name:
                 strings.append(arg)
     except Exception:  # the head ends mid-opcode, or it is not a pickle
-        return None
-    return None
+        pass
+    return named
 
 
 def _softmax(x: np.ndarray) -> None:
@@ -140,12 +156,40 @@ def _activation(name: str) -> Callable[[np.ndarray], None]:
     raise NotServable(f"activation {name!r}")
 
 
+class Standardize:
+    """A fitted ``StandardScaler``'s ``transform`` in numpy."""
+
+    def __init__(self, state: dict[str, Any], n_features: int) -> None:
+        self.mean = self._vector(state, "mean_", n_features) if state.get("with_mean") else None
+        self.scale = self._vector(state, "scale_", n_features) if state.get("with_std") else None
+
+    @staticmethod
+    def _vector(state: dict[str, Any], name: str, n_features: int) -> np.ndarray:
+        value = state.get(name)
+        if not isinstance(value, np.ndarray) or value.shape != (n_features,):
+            raise NotServable(f"StandardScaler's {name} does not fit the manifest's features")
+        return value
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        # transform(copy=True): a copy, then the in-place operations of that release.
+        x = np.array(x, dtype=np.float64)
+        if self.mean is not None:
+            x -= self.mean.astype(x.dtype)
+        if self.scale is not None:
+            x /= self.scale.astype(x.dtype)
+        return x
+
+
 class NumpyMLP:
-    """A fitted ``MLPClassifier``'s ``predict_proba`` in numpy."""
+    """A fitted ``MLPClassifier``'s ``predict_proba`` in numpy, after the pipeline's
+    scalers (when it was saved in a pipeline)."""
 
     input_dtype = np.dtype(np.float64)
 
-    def __init__(self, state: dict[str, Any], n_features: int) -> None:
+    def __init__(
+        self, state: dict[str, Any], n_features: int, scalers: list[Standardize] | None = None
+    ) -> None:
+        self.scalers = scalers or []
         coefs, intercepts = state.get("coefs_"), state.get("intercepts_")
         if not isinstance(coefs, list) or not isinstance(intercepts, list) or not coefs:
             raise NotServable("no fitted layers")
@@ -179,7 +223,13 @@ class NumpyMLP:
         self.output = _activation(str(out))
         self.binary = width == 1
 
+    @property
+    def described(self) -> str:
+        return " + ".join([*(["StandardScaler"] * len(self.scalers)), "MLPClassifier"])
+
     def run(self, x: np.ndarray) -> np.ndarray:
+        for scaler in self.scalers:
+            x = scaler.run(x)
         # scikit-learn's _forward_pass_fast, then predict_proba.
         activation = x
         last = len(self.coefs) - 1
@@ -195,20 +245,40 @@ class NumpyMLP:
         return activation
 
 
+def _estimators(qualified: tuple[str, str], state: dict[str, Any]) -> list[_Record]:
+    """The steps of a pipeline, or the estimator alone, as records."""
+    if qualified == MLP_CLASSIFIER:
+        record = _Record()
+        record.qualified, record.state = qualified, state
+        return [record]
+    steps = state.get("steps")
+    if qualified != PIPELINE or not isinstance(steps, list) or not steps:
+        raise NotServable(f"the file holds {'.'.join(qualified)}, not an MLPClassifier")
+    records = [step[1] for step in steps if isinstance(step, tuple) and len(step) == 2]
+    if len(records) != len(steps) or not all(
+        isinstance(r, _Record) and isinstance(getattr(r, "state", None), dict) for r in records
+    ):
+        raise NotServable("a pipeline step that is not an estimator")
+    return records
+
+
 def numpy_mlp(artifact: Path, n_features: int) -> tuple[NumpyMLP | None, str]:
-    """(the MLP, "") when ``artifact`` is an ``MLPClassifier`` this module serves
-    exactly, else (None, why not)."""
+    """(the MLP, "") when ``artifact`` is an ``MLPClassifier`` (alone, or after
+    ``StandardScaler`` steps in a pipeline) this module serves exactly, else (None, why
+    not)."""
     try:
-        # The pickle's first global is its top-level object's class: anything else is
-        # not worth importing joblib (0.15 s) for. (A compressed file is left to joblib.)
-        first = first_global(artifact)
-        if first is None:
+        # The pickle's first global is its top-level object's class, and a pipeline's
+        # steps are named soon after: a file that shows anything else there is not worth
+        # importing joblib (0.15 s) for. (A compressed file is left to joblib.)
+        named = named_at_start(artifact)
+        if not named:
             raise NotServable("no class named at the start of the file")
-        if first != MLP_CLASSIFIER:
-            raise NotServable(f"the file holds {'.'.join(first)}, not an MLPClassifier")
+        if named[0] not in (MLP_CLASSIFIER, PIPELINE):
+            raise NotServable(f"the file holds {'.'.join(named[0])}, not an MLPClassifier")
+        for qualified in named:
+            if qualified[0].startswith("sklearn.") and qualified not in _SKLEARN_READ:
+                raise NotServable(f"a {qualified[1]} in the file")
         qualified, state = read_state(artifact)
-        if qualified != MLP_CLASSIFIER:
-            raise NotServable(f"the file holds {'.'.join(qualified)}, not an MLPClassifier")
         try:
             installed = metadata.version("scikit-learn")
         except metadata.PackageNotFoundError:
@@ -216,7 +286,18 @@ def numpy_mlp(artifact: Path, n_features: int) -> tuple[NumpyMLP | None, str]:
         written = state.get("_sklearn_version")
         if written != installed:
             raise NotServable(f"written by scikit-learn {written}, {installed} is installed")
-        return NumpyMLP(state, n_features), ""
+        *before, last = _estimators(qualified, state)
+        for record in (*before, last):
+            if record.state.get("_sklearn_version") != installed:
+                raise NotServable(f"a {record.qualified[1]} of another scikit-learn release")
+        scalers = []
+        for record in before:
+            if record.qualified != STANDARD_SCALER:
+                raise NotServable(f"a pipeline step {record.qualified[1]}")
+            scalers.append(Standardize(record.state, n_features))
+        if last.qualified != MLP_CLASSIFIER:
+            raise NotServable(f"the pipeline ends in {last.qualified[1]}, not an MLPClassifier")
+        return NumpyMLP(last.state, n_features, scalers), ""
     except NotServable as exc:
         return None, str(exc)
     except Exception as exc:  # an unreadable file: joblib's own load says what is wrong
