@@ -306,3 +306,22 @@ async def test_close_waits_for_the_calls_on_their_way(redis_url: str, key_prefix
     await limiter.close()
     decisions = [await call for call in calls]
     assert sum(d.allowed for d in decisions) == 5
+
+
+async def test_callers_are_answered_when_the_sender_is_cancelled(
+    silent_server: SilentServer,
+) -> None:
+    url = f"redis://127.0.0.1:{silent_server.port}/0"
+    limiter = RedisRateLimiter.from_url(url, timeout=5, retry_interval=30)
+    try:
+        on_its_way = asyncio.create_task(limiter.hit("k", Limit.per_minute(1)))
+        await asyncio.sleep(0.05)  # its run hangs on the silent server
+        queued = asyncio.create_task(limiter.hit("k", Limit.per_minute(1)))
+        await asyncio.sleep(0)
+        sender = limiter._sender
+        assert sender is not None
+        sender.cancel()  # as at shutdown
+        decisions = await asyncio.wait_for(asyncio.gather(on_its_way, queued), 1)
+    finally:
+        await limiter.close()
+    assert all(d.degraded for d in decisions)  # failed open, not left hanging

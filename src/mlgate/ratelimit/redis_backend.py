@@ -261,6 +261,10 @@ class RedisRateLimiter:
                 if not call.future.done():
                     call.future.set_exception(exc)
             return
+        except asyncio.CancelledError:  # the sender itself was cancelled (shutdown)
+            for call in live:
+                self._answer_without_redis(call)
+            raise
         self._mark_up()
         now = int(out[0])
         at = 1
