@@ -9,7 +9,7 @@ import time
 import pytest
 import redis.asyncio
 
-from mlgate.ratelimit import Hit, Limit, RateLimiterUnavailable, redis_backend
+from mlgate.ratelimit import Decision, Hit, Limit, RateLimiterUnavailable, redis_backend
 from mlgate.ratelimit.redis_backend import RedisRateLimiter
 from tests.ratelimit.conftest import LogRecorder, SilentServer, TcpProxy
 
@@ -279,16 +279,27 @@ async def test_a_caller_gone_before_its_run_is_not_charged(
     assert runs.calls == [1, 1]
 
 
+def silent_limiter(server: SilentServer, timeout: float) -> RedisRateLimiter:
+    """A fail-open limiter whose script runs hang (until ``timeout``)."""
+    url = f"redis://127.0.0.1:{server.port}/0"
+    return RedisRateLimiter.from_url(url, timeout=timeout, retry_interval=30)
+
+
+async def a_hanging_call(limiter: RedisRateLimiter) -> asyncio.Task[Decision]:
+    """A call whose script run is on its way (and hangs): calls made now queue behind it."""
+    call = asyncio.create_task(limiter.hit("k", Limit.per_minute(1)))
+    await asyncio.sleep(0.05)
+    return call
+
+
 async def test_calls_behind_a_hanging_run_cost_no_second_timeout(
     silent_server: SilentServer,
 ) -> None:
-    url = f"redis://127.0.0.1:{silent_server.port}/0"
-    limiter = RedisRateLimiter.from_url(url, timeout=0.2, retry_interval=30)
+    limiter = silent_limiter(silent_server, timeout=0.2)
     try:
-        first = asyncio.create_task(limiter.hit("k", Limit.per_minute(1)))
         first_done: list[float] = []
+        first = await a_hanging_call(limiter)
         first.add_done_callback(lambda _: first_done.append(time.perf_counter()))
-        await asyncio.sleep(0.05)  # its run hangs; the next calls queue behind it
         queued = await asyncio.gather(*(limiter.hit("k", Limit.per_minute(1)) for _ in range(20)))
         queued_done = time.perf_counter()
         assert (await first).degraded
@@ -311,11 +322,9 @@ async def test_close_waits_for_the_calls_on_their_way(redis_url: str, key_prefix
 async def test_callers_are_answered_when_the_sender_is_cancelled(
     silent_server: SilentServer,
 ) -> None:
-    url = f"redis://127.0.0.1:{silent_server.port}/0"
-    limiter = RedisRateLimiter.from_url(url, timeout=5, retry_interval=30)
+    limiter = silent_limiter(silent_server, timeout=5)
     try:
-        on_its_way = asyncio.create_task(limiter.hit("k", Limit.per_minute(1)))
-        await asyncio.sleep(0.05)  # its run hangs on the silent server
+        on_its_way = await a_hanging_call(limiter)
         queued = asyncio.create_task(limiter.hit("k", Limit.per_minute(1)))
         await asyncio.sleep(0)
         sender = limiter._sender
