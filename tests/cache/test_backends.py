@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from mlgate.cache.backends import CacheBackend, MemoryCache, RedisCache, pack, unpack
+from mlgate.cache.backends import CacheBackend, MemoryCache, pack, unpack
+from mlgate.cache.redis_backend import RedisCache
 from tests.ratelimit.conftest import scratch_prefix
 
 

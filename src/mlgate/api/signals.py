@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mlgate.aliases.store import AliasStore, AliasSync
-from mlgate.cache.backends import CacheBackend, MemoryCache, RedisCache
+from mlgate.cache.backends import CacheBackend, MemoryCache
 from mlgate.cache.step import PredictionCache
 from mlgate.dataplane import DataPlane
 from mlgate.drift.observer import DriftObserver
@@ -80,6 +80,8 @@ def _cache_backend(settings: Settings) -> CacheBackend:
     cache = settings.cache
     if cache.backend == "redis":
         assert settings.redis_url is not None  # the settings refuse it otherwise
+        from mlgate.cache.redis_backend import RedisCache
+
         return RedisCache.from_url(
             settings.redis_url,
             prefix=cache.redis_key_prefix,

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mlgate.audit.catalog import VersionCatalog
@@ -33,6 +32,7 @@ from mlgate.audit.writer import AuditLog
 from mlgate.auth.principal import Principal
 from mlgate.auth.scopes import ADMIN
 from mlgate.dataplane.ids import parse_prediction_id
+from mlgate.db.engine import dialect_insert
 from mlgate.db.models import PredictionFeedback
 from mlgate.errors import MlgateError, NotFound, ServiceUnavailable, ValidationFailed
 
@@ -240,7 +240,7 @@ class FeedbackService:
         return label.label, None
 
     async def _upsert(self, rows: list[dict[str, Any]]) -> None:
-        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        insert = dialect_insert(self.engine.dialect.name)
         stmt = insert(PredictionFeedback)
         stmt = stmt.on_conflict_do_update(
             index_elements=["request_key", "row_index"],

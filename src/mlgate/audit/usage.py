@@ -20,13 +20,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, and_, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 
 from mlgate.auth.principal import Principal
 from mlgate.context import model_var
 from mlgate.dataplane.types import InferenceEvent
+from mlgate.db.engine import dialect_insert
 from mlgate.db.models import UsageCounter, UsageFlush
 
 log = logging.getLogger("mlgate.audit.usage")
@@ -152,7 +152,7 @@ class UsageMeter:
 
     async def _add(self, flush_id: str, rows: list[dict[str, Any]]) -> None:
         dialect = self.engine.dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        insert = dialect_insert(dialect)
         add = insert(UsageCounter)
         add = add.on_conflict_do_update(
             index_elements=["day", "principal", "tier", "model"],

@@ -134,3 +134,16 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int, *, in_memory: b
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions whose objects stay readable after commit (they are handed to presenters)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def dialect_insert(dialect: str) -> Any:
+    """The ``insert`` construct of the dialect named ``dialect`` (``postgresql`` or
+    ``sqlite``), for its ``ON CONFLICT`` upserts. Imported when first asked for, so a
+    server on SQLite never imports the PostgreSQL dialect (and asyncpg)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert

@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import delete, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from mlgate.db.engine import dialect_insert
 from mlgate.db.models import DeviceBaselineRow, DeviceShareRow
 from mlgate.errors import Conflict, ValidationFailed
 
@@ -81,8 +81,8 @@ async def lock_row(
     SQLite: the insert, the transaction's first statement, takes the write lock.
     """
     dialect = session.get_bind().dialect.name
-    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    await session.execute(dialect_insert(table).values(**values).on_conflict_do_nothing())
+    insert = dialect_insert(dialect)
+    await session.execute(insert(table).values(**values).on_conflict_do_nothing())
     statement = (
         select(table)
         .filter_by(**{key: values[key] for key in keys})

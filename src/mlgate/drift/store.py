@@ -12,9 +12,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mlgate.db.engine import dialect_insert
 from mlgate.db.models import DriftCount
 
 
@@ -33,7 +33,7 @@ class DriftStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._insert = dialect_insert(engine.dialect.name)
 
     async def add(self, rows: list[CountRow]) -> None:
         """Add ``rows`` to the stored counts, in one transaction."""

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio.to_thread
-import httpx
 import orjson
 
 from mlgate.sinks.signing import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
@@ -39,6 +38,8 @@ class WebhookSink:
     name = "webhook"
 
     def __init__(self, url: str, secret: bytes, timeout_s: float) -> None:
+        import httpx  # ~0.1 s to import: only servers that deliver to a webhook pay it
+
         self.url = url
         self._secret = secret
         self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
@@ -61,6 +62,8 @@ class WebhookSink:
             return
         if 400 <= status < 500 and status not in _RETRYABLE_4XX:
             raise DeliveryRefused(f"webhook answered {status}")
+        import httpx
+
         raise httpx.HTTPStatusError(
             f"webhook answered {status}", request=response.request, response=response
         )
