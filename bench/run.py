@@ -189,6 +189,8 @@ def run(args: argparse.Namespace) -> int:
         # loads scikit-learn), the later ones start from the kept twin; both are reported.
         # (An MLPClassifier is served by numpy since 2026-12-03: no twin is made.)
         "MLGATE_MODELS__TWIN_CACHE_DIR": str(run_dir / "servers" / "onnx-twins"),
+        # Parsed manifests too: the run's first start parses the YAML, the later ones not.
+        "MLGATE_MODELS__MANIFEST_CACHE_DIR": str(run_dir / "servers" / "manifests"),
     }
     if args.no_bundled:
         mlgate_settings["MLGATE_MODELS__DEFAULT_MODEL"] = bench_model.MODEL_NAME

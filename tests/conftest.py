@@ -93,9 +93,14 @@ def make_settings(**overrides: Any) -> Settings:
     the models load (``server={"gc_freeze": True}`` to test it).
     """
     overrides.setdefault("rate_limit", {"enabled": False})
-    # No ONNX twin cache (it would live in the user's cache directory): tests that are
+    # No ONNX twin or manifest cache (in the user's cache directory): tests that are
     # about it give it a directory of their own.
-    models = {"load_in_background": False, "twin_cache": False, **overrides.pop("models", {})}
+    models = {
+        "load_in_background": False,
+        "twin_cache": False,
+        "manifest_cache": False,
+        **overrides.pop("models", {}),
+    }
     auth = {
         "anonymous_enabled": True,
         "jwt_secret": TEST_JWT_SECRET,

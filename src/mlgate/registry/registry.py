@@ -368,7 +368,7 @@ class ModelRegistry:
         try:
             if not self.follow_symlinks:
                 refuse_links(self.repository, model_dir / MODEL_FILE)
-            model_file = load_model_file(model_dir)
+            model_file = load_model_file(model_dir, self.load_options.yaml_cache)
         except ManifestError as exc:
             errors[MODEL_FILE] = str(exc)
             model_file = None
@@ -452,7 +452,7 @@ class ModelRegistry:
         # Only files inside the repository, and only a verified artifact (paths.py).
         if not self.follow_symlinks:
             refuse_links(self.repository, version_dir / MANIFEST_FILE)
-        manifest = load_manifest(version_dir)
+        manifest = load_manifest(version_dir, self.load_options.yaml_cache)
         verified_artifact(
             self.repository, version_dir, manifest, follow_symlinks=self.follow_symlinks
         )

@@ -25,6 +25,7 @@ from mlgate.registry.paths import hide_paths
 from mlgate.registry.sklearn_numpy import NumpyMLP, numpy_mlp
 from mlgate.registry.sklearn_onnx import Twin, cached_twin, convert_in_background
 from mlgate.registry.twin_cache import TwinCache
+from mlgate.registry.yaml_cache import YamlCache
 
 log = logging.getLogger("mlgate.registry")
 
@@ -46,6 +47,8 @@ class LoadOptions:
 
     #: Where checked ONNX twins of scikit-learn classifiers are kept (None: not kept).
     twin_cache: TwinCache | None = None
+    #: Where the registry keeps parsed manifests and model files (None: not kept).
+    yaml_cache: YamlCache | None = None
 
 
 RuntimeLoader = Callable[[Path, Manifest, LoadOptions], Runtime]
