@@ -8,7 +8,6 @@ the generic 500 envelope so that even crashes carry the request id and no intern
 from __future__ import annotations
 
 import logging
-import os
 import re
 
 from starlette.requests import ClientDisconnect
@@ -27,6 +26,7 @@ from mlgate.context import (
     version_var,
 )
 from mlgate.errors import PayloadTooLarge
+from mlgate.randomness import random_bytes
 
 log = logging.getLogger("mlgate.request")
 
@@ -54,8 +54,8 @@ def _content_length(scope: Scope) -> int | None:
 
 def new_request_id() -> str:
     """A random version-4 UUID as 32 hex digits, as ``uuid.uuid4().hex`` writes it (a
-    few times cheaper: no UUID object)."""
-    raw = bytearray(os.urandom(16))
+    few times cheaper: no UUID object, and the OS's random bytes drawn in bulk)."""
+    raw = bytearray(random_bytes(16))
     raw[6] = raw[6] & 0x0F | 0x40  # version 4
     raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
     return raw.hex()

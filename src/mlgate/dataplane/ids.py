@@ -2,15 +2,16 @@
 
 A request gets one key - 48 bits of milliseconds since the epoch and 80 random bits in
 Crockford base32 (26 characters, sortable by time, like a ULID) - and its row ``i`` is
-``<key>-<i>``. Making the key costs one ``os.urandom`` call per request; the per-row
-strings are built only where a codec or the audit log needs them.
+``<key>-<i>``. The random bits are the OS's, drawn in bulk (:mod:`mlgate.randomness`);
+the per-row strings are built only where a codec or the audit log needs them.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import time
+
+from mlgate.randomness import random_bytes
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 PREDICTION_ID = re.compile(r"^([0-9A-HJKMNP-TV-Z]{26})-(0|[1-9][0-9]{0,8})$")
@@ -30,7 +31,7 @@ def encode_key(value: int) -> str:
 
 def new_key() -> str:
     """A fresh request key (26 characters, time-ordered)."""
-    return encode_key((int(time.time() * 1000) << 80) | int.from_bytes(os.urandom(10), "big"))
+    return encode_key((int(time.time() * 1000) << 80) | int.from_bytes(random_bytes(10), "big"))
 
 
 def prediction_id(key: str, row: int) -> str:
