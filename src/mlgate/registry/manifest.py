@@ -313,21 +313,25 @@ def _read_yaml(path: Path, shown: str, cache: YamlCache | None = None) -> Any:
         raise ManifestError(f"{shown} does not exist") from None
     except OSError as exc:
         raise ManifestError(f"{shown} cannot be read: {exc.strerror}") from None
-    if cache is not None:
-        found, document = cache.get(data)
-        if found:
-            return document
+    if cache is None:
+        return _parse_yaml(data, shown)
+    key = cache.key(data)
+    found, document = cache.get(key)
+    if not found:
+        document = _parse_yaml(data, shown)
+        cache.put(key, document)
+    return document
+
+
+def _parse_yaml(data: bytes, shown: str) -> Any:
     try:
         # A string: errors name no file path. libyaml's loader parses the manifests
         # (with their reference profiles) about 10x faster than the pure-Python one.
-        document = yaml.load(data.decode("utf-8"), Loader=_SAFE_LOADER)
+        return yaml.load(data.decode("utf-8"), Loader=_SAFE_LOADER)
     except UnicodeDecodeError as exc:
         raise ManifestError(f"{shown} cannot be read: not UTF-8 ({exc.reason})") from None
     except yaml.YAMLError as exc:
         raise ManifestError(f"{shown} cannot be read: {exc}") from None
-    if cache is not None:
-        cache.put(data, document)
-    return document
 
 
 def _validation_message(exc: ValidationError) -> str:

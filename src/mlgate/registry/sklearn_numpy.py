@@ -11,9 +11,10 @@ release, and runs scikit-learn's own forward pass (``_forward_pass_fast`` and
 ``predict_proba`` of that release: the same operations in the same order, so the same
 floating-point results) in numpy.
 
-Anything else - another estimator, a pipeline, a multi-label MLP, a release mismatch,
-any global the unpickler does not expect - yields ``None``, and the caller loads the
-artifact with joblib and scikit-learn as before.
+A pipeline whose steps before the MLP are ``StandardScaler``s is served the same way
+(their ``transform`` in numpy first). Anything else - another estimator or step, a
+multi-label MLP, a release mismatch, any global the unpickler does not expect - yields
+``None``, and the caller loads the artifact with joblib and scikit-learn as before.
 """
 
 from __future__ import annotations
@@ -80,9 +81,10 @@ def _record_class(module: str, name: str) -> type[_Record]:
     return type(name, (_Record,), {"qualified": (module, name)})
 
 
-def read_state(artifact: Path) -> tuple[tuple[str, str], dict[str, Any]]:
-    """The top-level object's class and pickled state, read without importing any class
-    of scikit-learn. Raises :class:`NotServable` when the file names anything else."""
+def read_record(artifact: Path) -> _Record:
+    """The top-level object as a record of its class and pickled state, read without
+    importing any class of scikit-learn. Raises :class:`NotServable` when the file names
+    anything else."""
     from joblib.numpy_pickle import NumpyUnpickler
     from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
 
@@ -103,7 +105,7 @@ def read_state(artifact: Path) -> tuple[tuple[str, str], dict[str, Any]]:
         obj = Unpickler(str(artifact), handle, True).load()
     if not isinstance(obj, _Record) or not isinstance(getattr(obj, "state", None), dict):
         raise NotServable(f"the file holds a {type(obj).__name__}, not an estimator")
-    return obj.qualified, obj.state
+    return obj
 
 
 def named_at_start(artifact: Path) -> list[tuple[str, str]]:
@@ -184,8 +186,6 @@ class NumpyMLP:
     """A fitted ``MLPClassifier``'s ``predict_proba`` in numpy, after the pipeline's
     scalers (when it was saved in a pipeline)."""
 
-    input_dtype = np.dtype(np.float64)
-
     def __init__(
         self, state: dict[str, Any], n_features: int, scalers: list[Standardize] | None = None
     ) -> None:
@@ -245,15 +245,13 @@ class NumpyMLP:
         return activation
 
 
-def _estimators(qualified: tuple[str, str], state: dict[str, Any]) -> list[_Record]:
-    """The steps of a pipeline, or the estimator alone, as records."""
-    if qualified == MLP_CLASSIFIER:
-        record = _Record()
-        record.qualified, record.state = qualified, state
-        return [record]
-    steps = state.get("steps")
-    if qualified != PIPELINE or not isinstance(steps, list) or not steps:
-        raise NotServable(f"the file holds {'.'.join(qualified)}, not an MLPClassifier")
+def _estimators(top: _Record) -> list[_Record]:
+    """The steps of a pipeline, or the estimator alone."""
+    if top.qualified == MLP_CLASSIFIER:
+        return [top]
+    steps = top.state.get("steps")
+    if top.qualified != PIPELINE or not isinstance(steps, list) or not steps:
+        raise NotServable(f"the file holds {'.'.join(top.qualified)}, not an MLPClassifier")
     records = [step[1] for step in steps if isinstance(step, tuple) and len(step) == 2]
     if len(records) != len(steps) or not all(
         isinstance(r, _Record) and isinstance(getattr(r, "state", None), dict) for r in records
@@ -278,18 +276,19 @@ def numpy_mlp(artifact: Path, n_features: int) -> tuple[NumpyMLP | None, str]:
         for qualified in named:
             if qualified[0].startswith("sklearn.") and qualified not in _SKLEARN_READ:
                 raise NotServable(f"a {qualified[1]} in the file")
-        qualified, state = read_state(artifact)
+        top = read_record(artifact)
         try:
             installed = metadata.version("scikit-learn")
         except metadata.PackageNotFoundError:
             raise NotServable("scikit-learn is not installed to vouch for the file") from None
-        written = state.get("_sklearn_version")
-        if written != installed:
-            raise NotServable(f"written by scikit-learn {written}, {installed} is installed")
-        *before, last = _estimators(qualified, state)
-        for record in (*before, last):
-            if record.state.get("_sklearn_version") != installed:
-                raise NotServable(f"a {record.qualified[1]} of another scikit-learn release")
+        *before, last = _estimators(top)
+        for record in (top, *before, last):  # a lone MLP is top and last: checked twice
+            written = record.state.get("_sklearn_version")
+            if written != installed:
+                raise NotServable(
+                    f"a {record.qualified[1]} written by scikit-learn {written}, "
+                    f"{installed} is installed"
+                )
         scalers = []
         for record in before:
             if record.qualified != STANDARD_SCALER:

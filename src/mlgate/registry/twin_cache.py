@@ -41,10 +41,15 @@ ENTRY_FORMAT = 1
 LIBRARIES = ("numpy", "scipy", "scikit-learn", "onnxruntime")
 
 
+def user_cache_directory(name: str) -> Path:
+    """``$XDG_CACHE_HOME/mlgate/<name>`` (``~/.cache/mlgate/<name>``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mlgate" / name
+
+
 def default_directory() -> Path:
     """``$XDG_CACHE_HOME/mlgate/onnx-twins`` (``~/.cache/mlgate/onnx-twins``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mlgate" / "onnx-twins"
+    return user_cache_directory("onnx-twins")
 
 
 @cache

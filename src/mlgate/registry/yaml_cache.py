@@ -26,6 +26,8 @@ from typing import Any
 import orjson
 import yaml
 
+from mlgate.registry.twin_cache import user_cache_directory
+
 log = logging.getLogger("mlgate.registry")
 
 #: Bumped when what an entry holds changes.
@@ -34,8 +36,7 @@ ENTRY_FORMAT = 1
 
 def default_directory() -> Path:
     """``$XDG_CACHE_HOME/mlgate/manifests`` (``~/.cache/mlgate/manifests``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mlgate" / "manifests"
+    return user_cache_directory("manifests")
 
 
 class YamlCache:
@@ -44,20 +45,21 @@ class YamlCache:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def _path(self, data: bytes) -> Path:
+    def key(self, data: bytes) -> Path:
+        """Where the document parsed from ``data`` is kept."""
         digest = hashlib.sha256(data)
         digest.update(f"\0{ENTRY_FORMAT}\0{yaml.__version__}".encode())
         return self.directory / f"{digest.hexdigest()}.json"
 
-    def get(self, data: bytes) -> tuple[bool, Any]:
-        """(True, document) when the document parsed from ``data`` is kept."""
+    def get(self, key: Path) -> tuple[bool, Any]:
+        """(True, document) when a document is kept under ``key``."""
         try:
-            return True, orjson.loads(self._path(data).read_bytes())
+            return True, orjson.loads(key.read_bytes())
         except (OSError, orjson.JSONDecodeError):
             return False, None
 
-    def put(self, data: bytes, document: Any) -> None:
-        """Keep ``document`` (parsed from ``data``) if JSON holds it exactly."""
+    def put(self, key: Path, document: Any) -> None:
+        """Keep ``document`` under ``key`` if JSON holds it exactly."""
         try:
             encoded = orjson.dumps(document)
         except TypeError:  # a date, a set, a non-string key: not kept
@@ -73,7 +75,7 @@ class YamlCache:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(encoded)
-            os.replace(temporary, self._path(data))
+            os.replace(temporary, key)
         except OSError as exc:
             Path(temporary).unlink(missing_ok=True)
             log.debug("parsed YAML not kept: %s", exc)
