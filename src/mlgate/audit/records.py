@@ -3,7 +3,8 @@
 
 One event (one request) becomes one row per scored input row, in the column order of
 :data:`COLUMNS`. Arrays are turned into Python values a column at a time (``tolist``),
-not cell by cell.
+not cell by cell. The JSON columns hold Python lists: the sink encodes them, a row at a
+time for one-row records, a request at a time for blocks (:mod:`mlgate.audit.sink`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
-import orjson
 
 from mlgate.dataplane.types import AnomalyOutput, ClassificationOutput, InferenceEvent, Output
 
@@ -49,7 +49,7 @@ COLUMNS: tuple[str, ...] = (
     "calibration_seen",
     "inputs",
 )
-#: Columns holding JSON, passed to the database as already-encoded text.
+#: Columns holding JSON (Python lists in the rows; encoded by the sink).
 JSON_COLUMNS = frozenset({"probabilities", "inputs"})
 
 Row = tuple[Any, ...]
@@ -73,15 +73,13 @@ def _finite_or_none(values: np.ndarray) -> list[float | None]:
     return [v if math.isfinite(v) else None for v in np.asarray(values, dtype=np.float64).tolist()]
 
 
-def _json_rows(matrix: np.ndarray) -> list[str]:
-    """Each row as a JSON array (non-finite values as null)."""
+def _json_rows(matrix: np.ndarray) -> list[list[float | None]]:
+    """Each row as a list of floats (non-finite values as None)."""
     as_float = np.asarray(matrix, dtype=np.float64)
     if np.isfinite(as_float).all():
-        return [orjson.dumps(row).decode() for row in as_float.tolist()]
-    return [
-        orjson.dumps([v if math.isfinite(v) else None for v in row]).decode()
-        for row in as_float.tolist()
-    ]
+        rows: list[list[float | None]] = as_float.tolist()
+        return rows
+    return [[v if math.isfinite(v) else None for v in row] for row in as_float.tolist()]
 
 
 def _head(event: InferenceEvent) -> tuple[Any, ...]:
@@ -191,7 +189,7 @@ def _rows(
     if n == 0:
         return []
     hashes = input_hashes(matrix)
-    inputs: list[str | None] = [None] * n
+    inputs: list[list[float | None] | None] = [None] * n
     if raw_inputs:
         inputs = list(_json_rows(matrix))
     heads = [_head(event) for event in events]
@@ -233,7 +231,7 @@ def _output_columns(out: Output, n: int, classes: tuple[str, ...] | None) -> lis
             if classes is not None
             else none
         )
-        probabilities = [orjson.dumps(p).decode() for p in out.probabilities.tolist()]
+        probabilities = out.probabilities.tolist()
         return [
             predicted,
             names,
