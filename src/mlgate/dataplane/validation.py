@@ -188,7 +188,10 @@ def _substitute(
     matrix = matrix.copy()
     done: list[Substitution] = []
     total = 0
-    for i, j in zip(*np.nonzero(bad), strict=True):
+    # The few rows with a bad cell first: nonzero over the whole mask is ~4x slower.
+    rows = np.flatnonzero(bad.any(axis=1))
+    at_row, columns = np.nonzero(bad[rows])
+    for i, j in zip(rows[at_row], columns, strict=True):
         row, col = int(i), int(j)
         value = float(matrix[row, col])
         feature = features[col]
