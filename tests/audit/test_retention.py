@@ -17,30 +17,28 @@ DAY = 86_400.0
 
 
 async def _old_and_new(
-    a: AuditApp, *, old_requests: int, old_single: int = 0, label_old: bool = True
+    a: AuditApp, *, old_requests: int, label_old: bool = True
 ) -> tuple[list[str], list[str]]:
-    """Recent predictions, and records of ``old_requests`` two-row requests (stored as
-    blocks) and ``old_single`` one-row requests (stored as rows) answered three days ago
-    (recorded through the audit log like any answer). Two old rows and one new get
-    feedback; with ``label_old`` False only the new one (a pruner already running may
-    delete the old rows first)."""
+    """Recent predictions, and records of ``old_requests`` two-row requests answered three
+    days ago (recorded through the audit log like any answer). Two old rows and one new
+    get feedback; with ``label_old`` False only the new one (a pruner already running
+    may delete the old rows first)."""
     alice = await a.caller("alice")
     recorder = Recorder()
     a.app.state.mlgate.dataplane.add_observer(recorder)
     new = [p["prediction_id"] for p in await a.predict(alice, "ids", [ROW] * 3)]
-    await a.predict(alice, "ids", [ROW])
-    single = recorder.events[-1]
     await a.predict(alice, "ids", [ROW, ROW])
     template = recorder.events[-1]
     old: list[str] = []
     log = a.audit.log
     assert log is not None
-    for i in range(old_requests + old_single):
+    for i in range(old_requests):
         key = key_floor(time.time() - 3 * DAY + i)
-        like = template if i < old_requests else single
-        log.observe(dataclasses.replace(like, prediction_key=key, timestamp=time.time() - 3 * DAY))
-        old += [f"{key}-{r}" for r in range(like.rows)]
-    new += [f"{e.prediction_key}-{r}" for e in (single, template) for r in range(e.rows)]
+        log.observe(
+            dataclasses.replace(template, prediction_key=key, timestamp=time.time() - 3 * DAY)
+        )
+        old += [f"{key}-0", f"{key}-1"]
+    new += [f"{template.prediction_key}-0", f"{template.prediction_key}-1"]
     labelled = (old[0], old[3], new[0]) if label_old else (new[0],)
     labels = [{"prediction_id": pid, "label": "DoS"} for pid in labelled]
     response = await a.client.post(
@@ -58,28 +56,21 @@ async def _recorded(a: AuditApp) -> set[str]:
 async def test_pruning_deletes_old_records_in_batches(audit_app: AppFactory) -> None:
     settings = {"retention_days": 1, "prune_batch": 4, "prune_interval_s": 3600}
     async with audit_app(audit=settings) as a:
-        old, new = await _old_and_new(a, old_requests=7, old_single=5)
+        old, new = await _old_and_new(a, old_requests=7)
         assert await _recorded(a) == set(old) | set(new)
-        deletes: dict[str, int] = {}
+        deletes: list[str] = []
 
         def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-            words = statement.split()
-            if words[:2] == ["DELETE", "FROM"]:
-                deletes[words[2]] = deletes.get(words[2], 0) + 1
+            if statement.lstrip().upper().startswith("DELETE FROM PREDICTION_ROWS"):
+                deletes.append(statement)
 
         engine = a.audit.engine.sync_engine
         sa_event.listen(engine, "before_cursor_execute", count)
         try:
-            assert await a.audit.pruner.prune() == 7 * 2 + 5
+            assert await a.audit.pruner.prune() == 14
         finally:
             sa_event.remove(engine, "before_cursor_execute", count)
-        # Batches of 4: 5 one-row records, 7 blocks, 12 request records, 2 labels.
-        assert deletes == {
-            "prediction_rows": 2,
-            "prediction_row_blocks": 2,
-            "prediction_requests": 4,
-            "prediction_feedback": 1,
-        }
+        assert len(deletes) == 4  # 4 + 4 + 4 + 2 rows (then 7 request records in 2)
         assert await _recorded(a) == set(new)
         alice_quality = await a.client.get(
             "/v1/models/ids/quality",

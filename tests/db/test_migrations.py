@@ -4,7 +4,6 @@ concurrency, and the server applies them on start (or not, when told)."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from mlgate.audit.sink import SqlAuditSink
 from mlgate.db.engine import build_engine, sqlite_path
 from mlgate.db.migrate import (
     HEAD_REVISION,
@@ -237,59 +235,5 @@ async def test_0007_moves_the_audit_log_into_two_tables_and_back(
             assert [tuple(r) for r in (await conn.execute(query)).all()] == before
             tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
             assert "predictions" in tables and "prediction_rows" not in tables
-    finally:
-        await engine.dispose()
-
-
-def _audit_rows(key: str, n: int) -> list[tuple[Any, ...]]:
-    """Audit rows (COLUMNS order) of one ``n``-row classification request."""
-    when = datetime(2026, 1, 1, tzinfo=UTC)
-    head = (False, when, "r", "user:1", 1, None, "ids", "1", "v1", "classification", 2.5)
-    rows = []
-    for i in range(n):
-        request = (key, i, *head, None, False)
-        output = (f"h{i}", i % 3, "DoS", 0.5 + i / 10, [0.25, 0.75], i % 2 == 0)
-        rows.append((*request, *output, None, None, None, None, [i + 0.5, None]))
-    return rows
-
-
-async def test_0008_keeps_row_records_and_unnests_blocks_on_downgrade(
-    database: dict[str, Any],
-) -> None:
-    """Records written as rows before 0008 read the same after it; a request written
-    as a block after it reads the same as its rows would, and a downgrade turns the
-    block back into rows that read the same."""
-    settings = make_settings(**database)
-    engine = build_engine(settings)
-    schema = settings.database.schema_name
-    query = text(
-        "SELECT request_key, row_index, shadow, model, input_hash, predicted_class, "
-        "predicted, confidence, probabilities, is_attack, score, is_anomaly, inputs "
-        "FROM predictions ORDER BY request_key, row_index"
-    )
-    try:
-        assert await upgrade(engine, schema=schema, revision="0007") == "0007"
-        sink = SqlAuditSink(engine)
-        for row in _audit_rows("K1", 1) + _audit_rows("K2", 2):
-            await sink.write([row])  # one row at a time: one-row records
-        async with engine.connect() as conn:  # 0007: rows only
-            as_rows = [tuple(r) for r in (await conn.execute(query)).all()]
-        assert [r[:2] for r in as_rows] == [("K1", 0), ("K2", 0), ("K2", 1)]
-        assert await upgrade(engine, schema=schema) == head_revision()
-        async with engine.begin() as conn:
-            assert [tuple(r) for r in (await conn.execute(query)).all()] == as_rows
-            await conn.execute(text("DELETE FROM prediction_rows WHERE request_key = 'K2'"))
-            await conn.execute(text("DELETE FROM prediction_requests WHERE request_key = 'K2'"))
-        await SqlAuditSink(engine).write(_audit_rows("K2", 2))  # now a block
-        async with engine.connect() as conn:
-            assert [tuple(r) for r in (await conn.execute(query)).all()] == as_rows
-            blocks = await conn.execute(text("SELECT COUNT(*) FROM prediction_row_blocks"))
-            assert blocks.scalar() == 1
-        async with engine.begin() as conn:
-            await conn.run_sync(lambda sync: command.downgrade(alembic_config(sync), "0007"))
-        async with engine.connect() as conn:
-            assert [tuple(r) for r in (await conn.execute(query)).all()] == as_rows
-            tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
-            assert "prediction_row_blocks" not in tables
     finally:
         await engine.dispose()

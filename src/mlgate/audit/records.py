@@ -3,8 +3,7 @@
 
 One event (one request) becomes one row per scored input row, in the column order of
 :data:`COLUMNS`. Arrays are turned into Python values a column at a time (``tolist``),
-not cell by cell. The JSON columns hold Python lists: the sink encodes them, a row at a
-time for one-row records, a request at a time for blocks (:mod:`mlgate.audit.sink`).
+not cell by cell.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
+import orjson
 
 from mlgate.dataplane.types import AnomalyOutput, ClassificationOutput, InferenceEvent, Output
 
@@ -49,7 +49,7 @@ COLUMNS: tuple[str, ...] = (
     "calibration_seen",
     "inputs",
 )
-#: Columns holding JSON (Python lists in the rows; encoded by the sink).
+#: Columns holding JSON, passed to the database as already-encoded text.
 JSON_COLUMNS = frozenset({"probabilities", "inputs"})
 
 Row = tuple[Any, ...]
@@ -73,13 +73,15 @@ def _finite_or_none(values: np.ndarray) -> list[float | None]:
     return [v if math.isfinite(v) else None for v in np.asarray(values, dtype=np.float64).tolist()]
 
 
-def _json_rows(matrix: np.ndarray) -> list[list[float | None]]:
-    """Each row as a list of floats (non-finite values as None)."""
+def _json_rows(matrix: np.ndarray) -> list[str]:
+    """Each row as a JSON array (non-finite values as null)."""
     as_float = np.asarray(matrix, dtype=np.float64)
     if np.isfinite(as_float).all():
-        rows: list[list[float | None]] = as_float.tolist()
-        return rows
-    return [[v if math.isfinite(v) else None for v in row] for row in as_float.tolist()]
+        return [orjson.dumps(row).decode() for row in as_float.tolist()]
+    return [
+        orjson.dumps([v if math.isfinite(v) else None for v in row]).decode()
+        for row in as_float.tolist()
+    ]
 
 
 def _head(event: InferenceEvent) -> tuple[Any, ...]:
@@ -189,7 +191,7 @@ def _rows(
     if n == 0:
         return []
     hashes = input_hashes(matrix)
-    inputs: list[list[float | None] | None] = [None] * n
+    inputs: list[str | None] = [None] * n
     if raw_inputs:
         inputs = list(_json_rows(matrix))
     heads = [_head(event) for event in events]
@@ -231,7 +233,7 @@ def _output_columns(out: Output, n: int, classes: tuple[str, ...] | None) -> lis
             if classes is not None
             else none
         )
-        probabilities = out.probabilities.tolist()
+        probabilities = [orjson.dumps(p).decode() for p in out.probabilities.tolist()]
         return [
             predicted,
             names,

@@ -12,18 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mlgate.audit.keys import key_floor
-from mlgate.db.models import (
-    PredictionBlock,
-    PredictionFeedback,
-    PredictionRequest,
-    PredictionRow,
-)
+from mlgate.db.models import PredictionFeedback, PredictionRequest, PredictionRow
 
 log = logging.getLogger("mlgate.audit.retention")
 
@@ -51,34 +45,22 @@ class Pruner:
             return 0
         cutoff = key_floor((time.time() if now is None else now) - self.retention_s)
         deleted = 0
-        # Rows and blocks first: they never outlive their request record (the view joins).
+        # Rows first: a row never outlives its request record (the view joins them).
         for table, columns in (
             (
                 PredictionRow,
                 (PredictionRow.request_key, PredictionRow.row_index, PredictionRow.shadow),
             ),
-            (
-                PredictionBlock,
-                (PredictionBlock.request_key, PredictionBlock.shadow, PredictionBlock.first_row),
-            ),
             (PredictionRequest, (PredictionRequest.request_key, PredictionRequest.shadow)),
             (PredictionFeedback, (PredictionFeedback.request_key, PredictionFeedback.row_index)),
         ):
-            oldest = (
-                select(*columns).where(columns[0] < cutoff).order_by(*columns).limit(self.batch)
-            )
-            stmt: Any = delete(table).where(tuple_(*columns).in_(oldest))
-            if table is PredictionBlock:  # how many rows the deleted blocks held
-                stmt = stmt.returning(PredictionBlock.rows)
+            oldest = select(*columns).where(columns[0] < cutoff).limit(self.batch)
+            stmt = delete(table).where(tuple_(*columns).in_(oldest))
             while True:
                 async with self.engine.begin() as conn:
-                    result = await conn.execute(stmt)
-                    if table is PredictionBlock:
-                        held = list(result.scalars())
-                        count, deleted = len(held), deleted + sum(held)
-                    else:
-                        count = result.rowcount
-                        deleted += count if table is PredictionRow else 0
+                    count = (await conn.execute(stmt)).rowcount
+                if table is PredictionRow:
+                    deleted += count
                 if count < self.batch:
                     break
                 await asyncio.sleep(0)  # let requests in between batches

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from mlgate.audit.records import Row, batch_rows, event_rows
 from mlgate.audit.settings import AuditSettings
-from mlgate.audit.sink import AuditSink, InvalidRows, request_starts
+from mlgate.audit.sink import AuditSink, InvalidRows
 from mlgate.dataplane.types import InferenceEvent
 from mlgate.errors import AuditBehind
 from mlgate.observability.tracing import step
@@ -267,10 +267,9 @@ class AuditLog:
         return True
 
     async def _write_valid(self, rows: list[Row]) -> bool:
-        """Write a batch the database refused as invalid, halving it (between requests:
-        a request is written whole or not at all) until the bad requests are isolated (a
-        bug: each is logged and its rows counted; the others are written). On a database
-        failure meanwhile, what is left stays pending."""
+        """Write a batch the database refused as invalid, halving it until the bad rows
+        are isolated (a bug: each is logged and counted; the others are written). On a
+        database failure meanwhile, what is left stays pending."""
         parts: list[list[Row]] = [rows]
         while parts:
             part = parts.pop()
@@ -278,15 +277,14 @@ class AuditLog:
                 async with asyncio.timeout(self.settings.write_timeout_s):
                     await self.sink.write(part)
             except InvalidRows:
-                starts = request_starts(part)
-                if len(starts) > 1:
-                    half = starts[len(starts) // 2]
+                if len(part) > 1:
+                    half = len(part) // 2
                     parts += [part[half:], part[:half]]
                     continue
-                self.rejected += len(part)
+                self.rejected += 1
                 log.exception(
                     "audit record refused by the database",
-                    extra={"prediction_id": f"{part[0][0]}-{part[0][1]}", "rows": len(part)},
+                    extra={"prediction_id": f"{part[0][0]}-{part[0][1]}"},
                 )
             except Exception as exc:
                 parts.append(part)

@@ -313,23 +313,6 @@ class PredictionRow(Base):
     inputs: Mapped[list[float | None] | None] = mapped_column(JSON)
 
 
-class PredictionBlock(Base):
-    """Consecutive rows of one request in one record (migration 0008): what
-    :class:`PredictionRow` holds for each, as a JSON array of arrays in the column order
-    of ``prediction_rows`` from ``input_hash`` on (the JSON columns as nested arrays).
-    Row ``first_row + i`` is the array's element ``i``. Multi-row requests are written
-    this way: one record instead of one per row (measured: see :mod:`mlgate.audit.sink`);
-    the ``predictions`` view unnests them."""
-
-    __tablename__ = "prediction_row_blocks"
-
-    request_key: Mapped[str] = mapped_column(String(26), primary_key=True)
-    shadow: Mapped[bool] = mapped_column(Boolean, primary_key=True)
-    first_row: Mapped[int] = mapped_column(Integer, primary_key=True)
-    rows: Mapped[int] = mapped_column(Integer)
-    data: Mapped[list[Any]] = mapped_column(JSON)
-
-
 class ViewBase(DeclarativeBase):
     """Classes mapped onto views (created by migrations, never by ``create_all``)."""
 
@@ -338,9 +321,8 @@ class ViewBase(DeclarativeBase):
 
 class PredictionRecord(ViewBase):
     """One prediction (a row with its request's columns), read-only: the ``predictions``
-    view over :class:`PredictionRequest` with :class:`PredictionRow` and the unnested
-    :class:`PredictionBlock` (created by migrations 0007 and 0008), on which the readers
-    of the audit log query."""
+    view over :class:`PredictionRequest` and :class:`PredictionRow` (created by migration
+    0007), on which the readers of the audit log query."""
 
     __tablename__ = "predictions"
 
