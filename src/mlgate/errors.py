@@ -163,6 +163,13 @@ class ServiceUnavailable(MlgateError):
     code = "not_ready"
 
 
+class SchemaTooNew(ServiceUnavailable):
+    """The database was migrated by a newer mlgate: its revision is not one this version
+    ships, so nothing here can read or migrate it safely."""
+
+    code = "schema_too_new"
+
+
 class Overloaded(ServiceUnavailable):
     """Too many requests are already waiting for this model version: shed at once with
     ``Retry-After`` rather than queued until they time out (503)."""

@@ -9,9 +9,12 @@ import time
 from typing import Any
 
 from click.testing import CliRunner, Result
+from sqlalchemy import text
 
 from mlgate.cli.main import cli
+from mlgate.db.engine import build_engine
 from mlgate.db.migrate import head_revision
+from mlgate.errors import SchemaTooNew
 from tests.auth.conftest import api_key
 from tests.conftest import make_settings, running_app
 
@@ -139,3 +142,60 @@ async def test_keys_create_list_revoke(
     assert json.loads((await aok("keys", "list", "--json")).output)[0]["status"] == "revoked"
     await aok("keys", "revoke", str(listed[0]["id"]))
     assert (await arun("keys", "revoke", "999")).exit_code == 1
+
+
+def _set_revision(database: dict[str, Any], revision: str) -> None:
+    """Write ``revision`` into the database's alembic_version, as another mlgate would."""
+    settings = make_settings(**database)
+
+    async def write() -> None:
+        engine = build_engine(settings)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text("UPDATE alembic_version SET version_num = :r"), {"r": revision}
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(write())
+
+
+def test_db_downgrade_and_back(database_env: dict[str, Any]) -> None:
+    """Before rolling back to an older mlgate, the newer one takes the database back;
+    `db current` then says an upgrade is due, and `db upgrade` brings it to head again."""
+    ok("db", "upgrade")
+    assert "database at revision 0006" in ok("db", "downgrade", "0006").output
+    assert "0006" in (out := ok("db", "current").output) and "run `mlgate db upgrade`" in out
+    assert f"revision {head_revision()}" in ok("db", "upgrade").output
+    refused = run("db", "downgrade", "nosuch")
+    assert refused.exit_code == 1 and "cannot downgrade to 'nosuch'" in refused.output
+    assert "Traceback" not in refused.output
+
+
+def test_a_database_migrated_by_a_newer_mlgate_is_refused_clearly(
+    database_env: dict[str, Any],
+) -> None:
+    """A database at a revision this mlgate does not ship (a newer one migrated it): the
+    CLI and the server refuse it with a message naming both revisions and the way out,
+    instead of Alembic's 'Can't locate revision'."""
+    ok("db", "upgrade")
+    _set_revision(database_env, "9999")
+    assert "migrated by a newer mlgate" in ok("db", "current").output
+    for command in (("db", "upgrade"), ("db", "downgrade", "0006")):
+        refused = run(*command)
+        assert refused.exit_code == 1, refused.output
+        assert "schema revision 9999" in refused.output and head_revision() in refused.output
+        assert f"mlgate db downgrade {head_revision()}" in refused.output
+        assert "Traceback" not in refused.output
+
+    async def start() -> None:
+        async with running_app(make_settings(**database_env)):
+            raise AssertionError("the server started on a database it does not know")
+
+    try:
+        asyncio.run(start())
+    except SchemaTooNew as exc:
+        assert exc.details == {"database_revision": "9999", "newest_shipped": head_revision()}
+    else:  # pragma: no cover - the assertion above
+        raise AssertionError("no SchemaTooNew")

@@ -14,7 +14,13 @@ from mlgate.auth.accounts import Accounts
 from mlgate.auth.passwords import Passwords
 from mlgate.auth.principal_cache import account_changes
 from mlgate.db.engine import build_engine, safe_url, session_factory
-from mlgate.db.migrate import current_revision, head_revision, upgrade
+from mlgate.db.migrate import (
+    current_revision,
+    downgrade,
+    head_revision,
+    known_revisions,
+    upgrade,
+)
 from mlgate.errors import MlgateError
 from mlgate.settings import Settings
 
@@ -100,5 +106,24 @@ def db_current() -> None:
 
     current = run_with_engine(work)
     head = head_revision()
-    state = "up to date" if current == head else "run `mlgate db upgrade`"
+    if current == head:
+        state = "up to date"
+    elif current is None or current in known_revisions():
+        state = "run `mlgate db upgrade`"
+    else:
+        state = "migrated by a newer mlgate: run that version, or downgrade with it"
     click.echo(f"database at revision {current or '(none)'}; newest shipped: {head} ({state})")
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Take the database back to REVISION (before rolling back to an older mlgate: run
+    this with the version that migrated it; `mlgate db current` shows both). What the
+    newer migrations added is dropped or folded back, as each one's downgrade says."""
+
+    async def work(_settings: Settings, engine: AsyncEngine) -> str | None:
+        return await downgrade(engine, revision=revision)
+
+    reached = run_with_engine(work)
+    click.echo(f"database at revision {reached or '(none)'} (newest shipped: {head_revision()})")

@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mlgate.db.engine import safe_url, sqlite_path
+from mlgate.errors import BadRequest, SchemaTooNew
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -67,9 +68,12 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 async def upgrade(
     engine: AsyncEngine, *, schema: str | None = None, revision: str = "head"
 ) -> str | None:
-    """Bring the database to ``revision``; returns the revision it ends at."""
-    if revision == "head" and await _stored_revision(engine) == HEAD_REVISION:
+    """Bring the database to ``revision``; returns the revision it ends at.
+    :class:`~mlgate.errors.SchemaTooNew` when a newer mlgate migrated it."""
+    stored = await _stored_revision(engine)
+    if revision == "head" and stored == HEAD_REVISION:
         return HEAD_REVISION
+    check_known(stored)
     from alembic import command
 
     async with _sqlite_lock(engine), engine.begin() as conn:
@@ -85,6 +89,50 @@ async def upgrade(
             "database migrated",
             extra={"database": safe_url(str(engine.url)), "from": before, "to": after},
         )
+    return after
+
+
+def known_revisions() -> frozenset[str]:
+    """Every revision this version of mlgate ships."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    return frozenset(r.revision for r in script.walk_revisions())
+
+
+def check_known(revision: str | None) -> None:
+    """SchemaTooNew unless ``revision`` (None: not migrated) is one this mlgate ships."""
+    if revision is None or revision in known_revisions():
+        return
+    head = head_revision()
+    raise SchemaTooNew(
+        f"the database is at schema revision {revision}, which this mlgate (newest "
+        f"revision {head}) does not ship: a newer mlgate migrated it. Run that version, "
+        f"or downgrade the database with it first (`mlgate db downgrade {head}`)",
+        details={"database_revision": revision, "newest_shipped": head},
+    )
+
+
+async def downgrade(engine: AsyncEngine, *, revision: str) -> str | None:
+    """Take the database back to ``revision`` (the migrations' own downgrade steps);
+    returns the revision it ends at."""
+    from alembic import command
+    from alembic.util.exc import CommandError
+
+    check_known(await _stored_revision(engine))
+    async with _sqlite_lock(engine), engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        before = await _revision(conn)
+        try:
+            await conn.run_sync(lambda sync: command.downgrade(alembic_config(sync), revision))
+        except CommandError as exc:  # no such revision, or not below the current one
+            raise BadRequest(f"cannot downgrade to {revision!r}: {exc}") from None
+        after = await _revision(conn)
+    log.info(
+        "database downgraded",
+        extra={"database": safe_url(str(engine.url)), "from": before, "to": after},
+    )
     return after
 
 
