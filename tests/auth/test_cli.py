@@ -189,13 +189,16 @@ def test_a_database_migrated_by_a_newer_mlgate_is_refused_clearly(
         assert f"mlgate db downgrade {head_revision()}" in refused.output
         assert "Traceback" not in refused.output
 
-    async def start() -> None:
-        async with running_app(make_settings(**database_env)):
+    async def start(auto_migrate: bool) -> None:
+        settings = make_settings(**database_env)
+        settings.database.auto_migrate = auto_migrate
+        async with running_app(settings):
             raise AssertionError("the server started on a database it does not know")
 
-    try:
-        asyncio.run(start())
-    except SchemaTooNew as exc:
-        assert exc.details == {"database_revision": "9999", "newest_shipped": head_revision()}
-    else:  # pragma: no cover - the assertion above
-        raise AssertionError("no SchemaTooNew")
+    for auto_migrate in (True, False):
+        try:
+            asyncio.run(start(auto_migrate))
+        except SchemaTooNew as exc:
+            assert exc.details == {"database_revision": "9999", "newest_shipped": head_revision()}
+        else:  # pragma: no cover - the assertion above
+            raise AssertionError("no SchemaTooNew")

@@ -26,7 +26,7 @@ from mlgate.auth.tokens import TokenCodec
 from mlgate.dataplane import DataPlane
 from mlgate.dataplane.runner import Runner, RunnerPolicy
 from mlgate.db.engine import build_engine, session_factory
-from mlgate.db.migrate import upgrade
+from mlgate.db.migrate import check_schema, upgrade
 from mlgate.devices.detector_store import DetectorStore
 from mlgate.devices.scoring import DeviceScorer
 from mlgate.devices.store import BaselineStore
@@ -127,6 +127,8 @@ async def prepare_database(state: AppState) -> None:
     settings = state.settings
     if settings.database.auto_migrate:
         await upgrade(state.engine, schema=settings.database.schema_name)
+    else:
+        await check_schema(state.engine)  # never run on a newer mlgate's schema
     if settings.bootstrap_admin_enabled:
         key = await bootstrap_admin(state.accounts, tier=settings.auth.tiers[-1])
         if key is not None:

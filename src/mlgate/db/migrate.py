@@ -113,6 +113,14 @@ def check_known(revision: str | None) -> None:
     )
 
 
+async def check_schema(engine: AsyncEngine) -> None:
+    """SchemaTooNew when a newer mlgate migrated the database (one plain query; for a
+    server that does not migrate on start)."""
+    stored = await _stored_revision(engine)
+    if stored is not None and stored != HEAD_REVISION:
+        check_known(stored)
+
+
 async def downgrade(engine: AsyncEngine, *, revision: str) -> str | None:
     """Take the database back to ``revision`` (the migrations' own downgrade steps);
     returns the revision it ends at."""
