@@ -8,6 +8,7 @@ import re
 import time
 from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import text
 
@@ -196,9 +197,7 @@ def test_a_database_migrated_by_a_newer_mlgate_is_refused_clearly(
             raise AssertionError("the server started on a database it does not know")
 
     for auto_migrate in (True, False):
-        try:
+        with pytest.raises(SchemaTooNew) as refused_start:
             asyncio.run(start(auto_migrate))
-        except SchemaTooNew as exc:
-            assert exc.details == {"database_revision": "9999", "newest_shipped": head_revision()}
-        else:  # pragma: no cover - the assertion above
-            raise AssertionError("no SchemaTooNew")
+        details = {"database_revision": "9999", "newest_shipped": head_revision()}
+        assert refused_start.value.details == details

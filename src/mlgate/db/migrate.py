@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,17 +76,28 @@ async def upgrade(
     check_known(stored)
     from alembic import command
 
+    return await _run(
+        engine, lambda sync: command.upgrade(alembic_config(sync), revision), "migrated", schema
+    )
+
+
+async def _run(
+    engine: AsyncEngine, step: Callable[[Connection], None], done: str, schema: str | None = None
+) -> str | None:
+    """Run an Alembic ``step`` under the migration lock (a file lock beside a SQLite
+    database, an advisory lock on PostgreSQL); log ``database <done>`` when the revision
+    moved; returns the revision it ends at."""
     async with _sqlite_lock(engine), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
             if schema:
                 await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         before = await _revision(conn)
-        await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
+        await conn.run_sync(step)
         after = await _revision(conn)
     if after != before:
         log.info(
-            "database migrated",
+            f"database {done}",
             extra={"database": safe_url(str(engine.url)), "from": before, "to": after},
         )
     return after
@@ -117,7 +128,7 @@ async def check_schema(engine: AsyncEngine) -> None:
     """SchemaTooNew when a newer mlgate migrated the database (one plain query; for a
     server that does not migrate on start)."""
     stored = await _stored_revision(engine)
-    if stored is not None and stored != HEAD_REVISION:
+    if stored != HEAD_REVISION:
         check_known(stored)
 
 
@@ -128,20 +139,14 @@ async def downgrade(engine: AsyncEngine, *, revision: str) -> str | None:
     from alembic.util.exc import CommandError
 
     check_known(await _stored_revision(engine))
-    async with _sqlite_lock(engine), engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-        before = await _revision(conn)
+
+    def step(sync: Connection) -> None:
         try:
-            await conn.run_sync(lambda sync: command.downgrade(alembic_config(sync), revision))
+            command.downgrade(alembic_config(sync), revision)
         except CommandError as exc:  # no such revision, or not below the current one
             raise BadRequest(f"cannot downgrade to {revision!r}: {exc}") from None
-        after = await _revision(conn)
-    log.info(
-        "database downgraded",
-        extra={"database": safe_url(str(engine.url)), "from": before, "to": after},
-    )
-    return after
+
+    return await _run(engine, step, "downgraded")
 
 
 async def _revision(conn: AsyncConnection) -> str | None:
