@@ -240,9 +240,12 @@ class LiveServer:
 
 
 @contextmanager
-def live_server_with_admin(workdir: Path, models: Iterable[str]) -> Iterator[LiveServer]:
+def live_server_with_admin(
+    workdir: Path, models: Iterable[str], **settings: str
+) -> Iterator[LiveServer]:
     """``mlgate serve`` on SQLite with only ``models`` of the bundled repository (quicker
-    to load) and the admin the first start creates; usage counted every 0.5 s."""
+    to load) and the admin the first start creates; usage counted every 0.5 s;
+    ``settings``: more environment variables (``MLGATE_...``)."""
     from mlgate.settings import bundled_repository
 
     repository = workdir / "models"
@@ -257,6 +260,7 @@ def live_server_with_admin(workdir: Path, models: Iterable[str]) -> Iterator[Liv
         MLGATE_AUTH__ARGON2_MEMORY_COST_KIB="8",
         MLGATE_AUTH__ARGON2_PARALLELISM="1",
         MLGATE_AUDIT__USAGE_FLUSH_INTERVAL_S="0.5",
+        **settings,
     )
     with mlgate_serve(workdir, env) as running:
         (admin_key,) = set(re.findall(r"mlg_[A-Za-z0-9_-]+", running.log.read_text()))

@@ -17,7 +17,12 @@ Overrides = dict[str, int | float]
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    username: str = Field(min_length=1, max_length=64)
+    username: str = Field(
+        min_length=1,
+        max_length=64,
+        description="Case-insensitive (stored in lower case)",
+        json_schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}$"},
+    )
     password: str | None = Password
     """None: the user cannot log in with a password, only with API keys."""
     scopes: list[str] = Field(default_factory=list)

@@ -12,9 +12,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from mlgate.api.responses import ORJSONResponse
 from mlgate.audit.usage import count_error_response
@@ -134,9 +136,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     if exc.status_code == 404 and message == "Not Found":
         message = f"no route {request.method} {request.url.path}"
-    elif exc.status_code == 405:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
-    return error_response(request, exc.status_code, code, message, None, dict(exc.headers or {}))
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return error_response(request, exc.status_code, code, message, None, headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on the request's path (RFC 9110: a 405's ``Allow``
+    lists them all; Starlette's router names only the first matching route's)."""
+    methods: set[str] = set()
+    # FastAPI keeps included routers as branches: walk the routes they hold.
+    for context in iter_route_contexts(request.app.routes):
+        match, _ = context.route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(context.methods or ())
+    return sorted(methods)
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> str:

@@ -9,13 +9,13 @@ wins, and the one 401 envelope).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
 from mlgate.api.limits import EdgeLimits, request_client_key
-from mlgate.api.schemas import ErrorEnvelope
+from mlgate.api.schemas import OipError, error_responses
 from mlgate.auth.principal import Principal
 from mlgate.auth.scopes import SCOPES
 from mlgate.auth.service import AuthService
@@ -37,10 +37,15 @@ api_key_scheme = APIKeyHeader(
 )
 
 
-AUTH_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorEnvelope, "description": "No, invalid, expired or revoked credentials"},
-    403: {"model": ErrorEnvelope, "description": "Missing scope, or the user is disabled"},
+_AUTH_ERRORS = {
+    401: "No, invalid, expired or revoked credentials",
+    403: "Missing scope, or the user is disabled",
+    429: "A rate limit of the caller's tier, or too many failed authentications from this address",
 }
+#: What any authenticated route may answer besides its own responses.
+AUTH_ERROR_RESPONSES = error_responses(_AUTH_ERRORS)
+#: The same on /v2, in the Open Inference Protocol's error shape.
+OIP_AUTH_ERROR_RESPONSES = error_responses(_AUTH_ERRORS, OipError)
 
 
 def credentials(request: Request) -> tuple[str | None, str | None]:

@@ -10,15 +10,17 @@ device, as the owner does.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from mlgate.api.deps import DevicesDep, RequireAdmin
 from mlgate.api.responses import ORJSONResponse
 from mlgate.api.schemas import ERROR_RESPONSES
 from mlgate.api.security import AUTH_ERROR_RESPONSES
-from mlgate.devices.owners import check_owner
+from mlgate.devices.owners import OWNER_PATTERN, check_owner
 from mlgate.devices.store import check_device_id
 from mlgate.errors import NotFound, ValidationFailed
 
@@ -28,12 +30,14 @@ router = APIRouter(
     dependencies=[RequireAdmin],
     responses={**ERROR_RESPONSES, **AUTH_ERROR_RESPONSES},
 )
+#: Documents what :func:`check_owner` accepts (which checks it, with its own 422).
+_OWNER: dict[str, Any] = {"pattern": OWNER_PATTERN}
 
 
 class ShareBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    owner: str
+    owner: str = Field(json_schema_extra={"pattern": OWNER_PATTERN})
     """Whose device: `user:<id>`, `tenant:<name>` or `unowned`."""
 
 
@@ -47,8 +51,12 @@ class ShareOut(BaseModel):
 @router.get("", summary="List device shares", response_model=list[ShareOut])
 async def list_shares(
     devices: DevicesDep,
-    owner: str | None = Query(default=None, description="Only this owner's devices."),
-    grantee: str | None = Query(default=None, description="Only shares with this owner."),
+    owner: str | None = Query(
+        default=None, description="Only this owner's devices.", json_schema_extra=_OWNER
+    ),
+    grantee: str | None = Query(
+        default=None, description="Only shares with this owner.", json_schema_extra=_OWNER
+    ),
     device_id: str | None = Query(default=None),
 ) -> Response:
     shares = await devices.store.shares(
@@ -65,7 +73,10 @@ async def list_shares(
     response_model=ShareOut,
 )
 async def share_device(
-    grantee: str, device_id: str, body: ShareBody, devices: DevicesDep
+    grantee: Annotated[str, Path(json_schema_extra=_OWNER)],
+    device_id: str,
+    body: ShareBody,
+    devices: DevicesDep,
 ) -> Response:
     """Replaces an earlier share of that id with the grantee; reaches every worker within
     `MLGATE_DEVICES__CACHE_TTL_S`. 409 when it would chain shares."""
@@ -84,7 +95,9 @@ async def share_device(
 @router.delete(
     "/{grantee}/{device_id}", summary="End a device share", status_code=204, response_model=None
 )
-async def unshare_device(grantee: str, device_id: str, devices: DevicesDep) -> Response:
+async def unshare_device(
+    grantee: Annotated[str, Path(json_schema_extra=_OWNER)], device_id: str, devices: DevicesDep
+) -> Response:
     """The grantee's id names its own device again (404 when there was no share)."""
     check_owner(grantee, "grantee")
     check_device_id(device_id)

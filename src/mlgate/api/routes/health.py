@@ -11,7 +11,7 @@ import mlgate
 from mlgate.api.deps import RequireAdmin, StateDep
 from mlgate.api.errors import error_response
 from mlgate.api.responses import ORJSONResponse
-from mlgate.api.schemas import ERROR_RESPONSES
+from mlgate.api.schemas import ERROR_RESPONSES, error_responses
 from mlgate.api.security import AUTH_ERROR_RESPONSES
 from mlgate.api.state import AppState
 from mlgate.db.engine import sqlite_path
@@ -58,7 +58,11 @@ async def detailed(state: StateDep) -> Response:
     return ORJSONResponse(await detailed_health(state))
 
 
-@router.get("/health/ready", summary="Readiness: models loaded, database writable, rate limiter up")
+@router.get(
+    "/health/ready",
+    summary="Readiness: models loaded, database writable, rate limiter up",
+    responses=error_responses({503: "Not ready: `details.checks` names the failing check"}),
+)
 async def ready(request: Request, state: StateDep) -> Response:
     """200 when this worker can serve predictions; 503 (with the failing check named)
     while models load, when the database cannot be written (missing SQLite file,

@@ -21,7 +21,14 @@ from mlgate.api.deps import DataPlaneDep, InferencePredict, RequireModelsRead, S
 from mlgate.api.inference import charging, encoded_response, http_context
 from mlgate.api.presenters import model_view
 from mlgate.api.responses import ORJSONResponse
-from mlgate.api.schemas import ERROR_RESPONSES
+from mlgate.api.schemas import (
+    ERROR_RESPONSES,
+    INFERENCE_ERROR_RESPONSES,
+    SeedFlow,
+    SeedReading,
+    SeedReadings,
+    request_body,
+)
 from mlgate.api.security import AUTH_ERROR_RESPONSES, authenticate, authorize
 from mlgate.auth.scopes import PREDICT
 from mlgate.dataplane import Codec
@@ -50,6 +57,8 @@ def _iot_payload(settings: ModelSettings, body: dict[str, Any], *, batch: bool) 
     "/predict",
     summary="Score one flow (`features`) or one sensor reading (`sensor_data`)",
     dependencies=[InferencePredict],
+    responses=INFERENCE_ERROR_RESPONSES,
+    openapi_extra=request_body(SeedFlow | SeedReading),
 )
 async def predict(request: Request, state: StateDep, dataplane: DataPlaneDep) -> Response:
     async with charging(request):
@@ -81,6 +90,8 @@ async def _predict(request: Request, state: StateDep, dataplane: DataPlaneDep) -
     "/predict/batch",
     summary="Score a list of flows or a set of sensor readings",
     dependencies=[InferencePredict],
+    responses=INFERENCE_ERROR_RESPONSES,
+    openapi_extra=request_body(list[SeedFlow] | SeedReadings),
 )
 async def predict_batch(request: Request, state: StateDep, dataplane: DataPlaneDep) -> Response:
     async with charging(request):

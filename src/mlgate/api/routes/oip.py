@@ -19,7 +19,13 @@ from mlgate.api.deps import DataPlaneDep, InferencePredict, RequireModelsRead, S
 from mlgate.api.inference import charging, encoded_response, http_context
 from mlgate.api.responses import ORJSONResponse
 from mlgate.api.routes.health import readiness
-from mlgate.api.security import AUTH_ERROR_RESPONSES, authenticate, authorize
+from mlgate.api.schemas import (
+    OIP_ERROR_RESPONSES,
+    RETRY_AFTER,
+    OipInferRequest,
+    request_body,
+)
+from mlgate.api.security import OIP_AUTH_ERROR_RESPONSES, authenticate, authorize
 from mlgate.auth.scopes import PREDICT
 from mlgate.dataplane import DataPlane
 from mlgate.errors import PayloadTooLarge, UnsupportedMediaType
@@ -40,7 +46,16 @@ async def live() -> Response:
     return ORJSONResponse({"live": True})
 
 
-@router.get("/health/ready", summary="Readiness (OIP): 200 ready, 503 not")
+@router.get(
+    "/health/ready",
+    summary="Readiness (OIP): 200 ready, 503 not",
+    responses={
+        503: {
+            "description": 'Not ready: `{"ready": false, "error": ..., "checks": {...}}`',
+            "headers": RETRY_AFTER,
+        }
+    },
+)
 async def ready(state: StateDep) -> Response:
     checks, problems = await readiness(state)
     if problems:
@@ -56,7 +71,7 @@ async def ready(state: StateDep) -> Response:
     "",
     summary="Server metadata",
     dependencies=[RequireModelsRead],
-    responses=AUTH_ERROR_RESPONSES,
+    responses=OIP_AUTH_ERROR_RESPONSES,
 )
 async def server_metadata() -> Response:
     return ORJSONResponse(
@@ -88,7 +103,7 @@ def model_metadata(mv: ModelVersion, versions: list[str]) -> dict[str, Any]:
 models_router = APIRouter(
     prefix="/v2/models/{model}",
     tags=["open-inference-protocol"],
-    responses=AUTH_ERROR_RESPONSES,
+    responses={**OIP_AUTH_ERROR_RESPONSES, **OIP_ERROR_RESPONSES},
 )
 
 
@@ -150,9 +165,22 @@ async def _body(request: Request) -> bytes:
     return inflated
 
 
-@models_router.post("/infer", summary="Inference", dependencies=[InferencePredict])
+_INFER_BODY = request_body(
+    OipInferRequest,
+    binary="Binary tensor data: the JSON header (an inference request whose inputs carry "
+    "`parameters.binary_data_size`), its length in the `Inference-Header-Content-Length` "
+    "header, then each input's data, little-endian and row-major, in input order",
+)
+
+
 @models_router.post(
-    "/versions/{version}/infer", summary="Inference on a version", dependencies=[InferencePredict]
+    "/infer", summary="Inference", dependencies=[InferencePredict], openapi_extra=_INFER_BODY
+)
+@models_router.post(
+    "/versions/{version}/infer",
+    summary="Inference on a version",
+    dependencies=[InferencePredict],
+    openapi_extra=_INFER_BODY,
 )
 async def infer(
     model: str, request: Request, dataplane: DataPlaneDep, version: str | None = None

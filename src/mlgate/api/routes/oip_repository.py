@@ -18,7 +18,8 @@ from starlette.responses import Response
 from mlgate.api.body import read_json
 from mlgate.api.deps import RegistryDep, RequireAdmin
 from mlgate.api.responses import ORJSONResponse
-from mlgate.api.security import AUTH_ERROR_RESPONSES
+from mlgate.api.schemas import OIP_ERROR_RESPONSES
+from mlgate.api.security import OIP_AUTH_ERROR_RESPONSES
 from mlgate.dataplane.validation import fail
 from mlgate.errors import ServiceUnavailable
 from mlgate.registry.manifest import ManifestError
@@ -28,7 +29,7 @@ router = APIRouter(
     prefix="/v2/repository",
     tags=["open-inference-protocol"],
     dependencies=[RequireAdmin],
-    responses=AUTH_ERROR_RESPONSES,
+    responses={**OIP_AUTH_ERROR_RESPONSES, **OIP_ERROR_RESPONSES},
 )
 
 

@@ -9,7 +9,7 @@ from mlgate.api.body import read_body
 from mlgate.api.deps import DataPlaneDep, InferencePredict
 from mlgate.api.inference import charging, encoded_response, http_context
 from mlgate.api.schemas import (
-    ERROR_RESPONSES,
+    INFERENCE_ERROR_RESPONSES,
     BatchPredictRequest,
     BatchPredictResponse,
     PredictRequest,
@@ -50,7 +50,7 @@ async def _predict(
     "/{model}/predict",
     summary="Score one instance",
     response_model=None,
-    responses={200: {"model": PredictResponse}, **ERROR_RESPONSES},
+    responses={200: {"model": PredictResponse}, **INFERENCE_ERROR_RESPONSES},
     openapi_extra=request_body(PredictRequest),
 )
 async def predict(
@@ -63,7 +63,7 @@ async def predict(
     "/{model}/predict/batch",
     summary="Score many instances",
     response_model=None,
-    responses={200: {"model": BatchPredictResponse}, **ERROR_RESPONSES},
+    responses={200: {"model": BatchPredictResponse}, **INFERENCE_ERROR_RESPONSES},
     openapi_extra=request_body(BatchPredictRequest),
 )
 async def predict_batch(
