@@ -37,6 +37,33 @@ from mlgate.observability.metrics import Metrics, multiprocess_dir
 from mlgate.observability.tracing import build_tracing
 from mlgate.settings import Settings
 
+#: Headers a browser client may send cross-origin: credentials, the request id, binary
+#: tensors' header length, compressed bodies, and W3C trace context (which OpenTelemetry's
+#: browser instrumentation adds to every fetch).
+CORS_REQUEST_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Content-Encoding",
+    "X-API-Key",
+    "X-Request-ID",
+    "Inference-Header-Content-Length",
+    "traceparent",
+    "tracestate",
+]
+#: Response headers a browser client may read: ids, limits and waits, the cache's verdict,
+#: binary tensors' header length, the trace, why credentials were refused.
+CORS_RESPONSE_HEADERS = [
+    "X-Request-ID",
+    "Retry-After",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "X-Cache",
+    "Inference-Header-Content-Length",
+    "traceparent",
+    "WWW-Authenticate",
+]
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build an isolated application; settings default to the environment."""
@@ -102,8 +129,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.server.cors_origins,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_RESPONSE_HEADERS,
         )
     # Every response, even a crash, gets the request id.
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.server.max_body_bytes)
