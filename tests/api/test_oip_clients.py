@@ -320,3 +320,43 @@ async def test_the_kserve_rest_client(server: Server, binary: bool) -> None:
         [list(p["probabilities"].values()) for p in expected],
         rtol=1e-12,
     )
+
+
+async def test_the_kserve_rest_client_on_the_v1_protocol(server: Server) -> None:
+    """KServe's client with ``protocol="v1"`` (TensorFlow Serving's REST shape): liveness
+    at ``/``, readiness at ``/v1/models/{m}``, ``POST /v1/models/{m}:predict`` with
+    ``instances``; the answer's ``predictions`` are /v1's."""
+    kserve = pytest.importorskip("kserve")
+    rows = ids_rows()
+    client = kserve.InferenceRESTClient(kserve.RESTConfig(protocol="v1", timeout=30))
+    try:
+        assert await client.is_server_live(server.url, headers=server.headers) is True
+        ready = await client.is_model_ready(server.url, "ids", headers=server.headers)
+        assert ready is True
+        answer = await client.infer(
+            server.url, {"instances": rows.tolist()}, model_name="ids", headers=server.headers
+        )
+        expected = v1_batch(server, "ids", rows)
+        assert [p["predicted_class_name"] for p in answer["predictions"]] == [
+            p["predicted_class_name"] for p in expected
+        ]
+        assert answer["model_version"] == "3"
+        # A version by path, as TensorFlow Serving names one.
+        pinned = httpx.post(
+            f"{server.url}/v1/models/ids/versions/4:predict",
+            json={"instances": rows.tolist()},
+            headers=server.headers,
+        )
+        assert pinned.status_code == 200, pinned.text
+        assert pinned.json()["model_version"] == "4"
+        # Its errors are /v1's: the client raises on them.
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            await client.infer(
+                server.url, {"instances": [[1.0]]}, model_name="ids", headers=server.headers
+            )
+        assert refused.value.response.status_code == 422
+        with pytest.raises(httpx.HTTPStatusError) as unknown:  # as from KServe's own server
+            await client.is_model_ready(server.url, "nope", headers=server.headers)
+        assert unknown.value.response.status_code == 404
+    finally:
+        await client._client.aclose()

@@ -22,6 +22,7 @@ from tests.conftest import TEST_JWT_SECRET, make_settings
 OPEN = {
     ("GET", "/health"),
     ("GET", "/health/live"),
+    ("GET", "/"),
     ("GET", "/health/ready"),
     ("POST", "/v1/token"),
     # FastAPI's documentation: open when enabled (see MLGATE_SERVER__DOCS_ENABLED).
@@ -41,6 +42,8 @@ ANY_PRINCIPAL = None
 PROTECTED: dict[tuple[str, str], str | None] = {
     ("POST", "/v1/models/{model}/predict"): "predict",
     ("POST", "/v1/models/{model}/predict/batch"): "predict",
+    ("POST", "/v1/models/{model}:predict"): "predict",
+    ("POST", "/v1/models/{model}/versions/{version}:predict"): "predict",
     ("POST", "/predict"): "predict",
     ("POST", "/predict/batch"): "predict",
     ("GET", "/v1/models"): "models:read",

@@ -118,6 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes=[
             ("/v1/models/{model}/predict", predict.hot_predict),
             ("/v1/models/{model}/predict/batch", predict.hot_predict_batch),
+            ("/v1/models/{model}:predict", predict.hot_predict_v1_protocol),
+            ("/v1/models/{model}/versions/{version}:predict", predict.hot_predict_v1_protocol),
             ("/predict", legacy.hot_predict),
             ("/predict/batch", legacy.hot_predict_batch),
             ("/v2/models/{model}/infer", oip.hot_infer),

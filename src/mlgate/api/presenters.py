@@ -47,6 +47,8 @@ def model_view(entry: ModelEntry, *, full: bool = False) -> dict[str, Any]:
         "description": entry.description,
         "task": current.manifest.task if current else None,
         "default_version": default,
+        # Whether a request without a version is served (KServe's v1 readiness field).
+        "ready": current is not None,
         "aliases": entry.aliases,
         "versions": versions,
         "n_features": current.n_features if current else None,

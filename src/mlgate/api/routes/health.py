@@ -42,6 +42,7 @@ async def health(state: StateDep) -> Response:
 
 
 @router.get("/health/live", summary="Liveness: the process answers")
+@router.get("/", summary="Liveness, where KServe's v1 protocol asks for it")
 async def live() -> Response:
     return ORJSONResponse({"status": "alive"})
 

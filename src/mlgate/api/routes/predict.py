@@ -72,6 +72,28 @@ async def predict_batch(
     return await _predict(model, request, dataplane, version, batch=True)
 
 
+@router.post(
+    "/{model}:predict",
+    summary="Score many instances (KServe v1 and TensorFlow Serving REST)",
+    description='`{"instances": [...]}` as for `/predict/batch`; the answer\'s '
+    "`predictions` hold one result per instance.",
+    response_model=None,
+    responses={200: {"model": BatchPredictResponse}, **INFERENCE_ERROR_RESPONSES},
+    openapi_extra=request_body(BatchPredictRequest),
+)
+@router.post(
+    "/{model}/versions/{version}:predict",
+    summary="Score many instances with one version (KServe v1 and TensorFlow Serving REST)",
+    response_model=None,
+    responses={200: {"model": BatchPredictResponse}, **INFERENCE_ERROR_RESPONSES},
+    openapi_extra=request_body(BatchPredictRequest),
+)
+async def predict_v1_protocol(
+    model: str, request: Request, dataplane: DataPlaneDep, version: str | None = None
+) -> Response:
+    return await _predict(model, request, dataplane, version, batch=True)
+
+
 async def hot_predict(request: Request, model: str) -> Response:
     """``POST /v1/models/{model}/predict`` as :mod:`mlgate.api.hot` serves it."""
     authorize(await authenticate(request), PREDICT)
@@ -83,4 +105,13 @@ async def hot_predict_batch(request: Request, model: str) -> Response:
     """``POST /v1/models/{model}/predict/batch`` as :mod:`mlgate.api.hot` serves it."""
     authorize(await authenticate(request), PREDICT)
     version = request.query_params.get("version")
+    return await _predict(model, request, request.app.state.mlgate.dataplane, version, batch=True)
+
+
+async def hot_predict_v1_protocol(
+    request: Request, model: str, version: str | None = None
+) -> Response:
+    """``POST /v1/models/{model}[/versions/{version}]:predict`` as :mod:`mlgate.api.hot`
+    serves it (a batch: the path's version wins over the body's)."""
+    authorize(await authenticate(request), PREDICT)
     return await _predict(model, request, request.app.state.mlgate.dataplane, version, batch=True)
