@@ -342,11 +342,12 @@ async def test_the_kserve_rest_client_on_the_v1_protocol(server: Server) -> None
         ]
         assert answer["model_version"] == "3"
         # A version by path, as TensorFlow Serving names one.
-        pinned = httpx.post(
-            f"{server.url}/v1/models/ids/versions/4:predict",
-            json={"instances": rows.tolist()},
-            headers=server.headers,
-        )
+        async with httpx.AsyncClient() as plain:
+            pinned = await plain.post(
+                f"{server.url}/v1/models/ids/versions/4:predict",
+                json={"instances": rows.tolist()},
+                headers=server.headers,
+            )
         assert pinned.status_code == 200, pinned.text
         assert pinned.json()["model_version"] == "4"
         # Its errors are /v1's: the client raises on them.
