@@ -109,7 +109,7 @@ def test_a_405_lists_every_method_of_the_path(server: LiveServer) -> None:
         response = httpx.request("TRACE", f"{server.url}{path}", headers=headers)
         assert response.status_code == 405, (template, response.text)
         allowed = {m.strip() for m in response.headers["allow"].split(",")}
-        assert allowed == methods, template
+        assert allowed == methods | ({"HEAD"} if "GET" in methods else set()), template
         assert response.json()["error"]["code"] == "method_not_allowed"
 
 
@@ -131,3 +131,29 @@ def test_v2_errors_are_documented_in_the_protocol_shape(server: LiveServer) -> N
     assert response.status_code == 404
     assert set(response.json()) == {"error"}
     assert "Retry-After" in infer["responses"]["429"]["headers"]
+
+
+#: GET routes whose body is the same from one call to the next.
+SAME_BODY = {"/health/live", "/v1/models/{model}", "/v2/models/{model}", "/model/info"}
+
+
+def test_head_answers_as_get_without_a_body(server: LiveServer) -> None:
+    """RFC 9110: every GET route answers HEAD with GET's status and headers, no body."""
+    document = httpx.get(f"{server.url}/openapi.json").json()
+    headers = {"X-API-Key": server.admin_key}
+    gets = [path for path, operations in document["paths"].items() if "get" in operations]
+    assert "/health/live" in gets and "/v1/models/{model}" in gets
+    with httpx.Client(base_url=server.url, headers=headers) as client:
+        for template in gets:
+            path = template.replace("{model}", "ids").replace("{", "x").replace("}", "")
+            got, head = client.get(path), client.head(path)
+            assert head.status_code == got.status_code, template
+            assert head.content == b"", template
+            assert head.headers.get("content-type") == got.headers.get("content-type"), template
+            if template in SAME_BODY:  # others hold times and counters that move
+                assert head.headers["content-length"] == got.headers["content-length"]
+            assert head.headers["x-request-id"] != got.headers["x-request-id"]
+    # A path without GET: 405, and the message names HEAD.
+    refused = httpx.head(f"{server.url}/v1/models/ids/predict", headers=headers)
+    assert refused.status_code == 405
+    assert refused.headers["allow"] == "POST"

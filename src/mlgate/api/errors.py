@@ -41,6 +41,9 @@ _HTTP_CODES = {
 }
 
 
+#: Set in the scope of a HEAD request, which the routes see as a GET (the request-context
+#: middleware answers HEAD for every GET route).
+HEAD_KEY = "mlgate.head"
 #: Routes of the Open Inference Protocol answer errors in its own shape.
 OIP_PREFIX = "/v2"
 #: Longest message, and longest string anywhere in ``details``, an error carries.
@@ -138,7 +141,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = f"no route {request.method} {request.url.path}"
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
-        message = f"method {request.method} is not allowed on {request.url.path}"
+        method = "HEAD" if request.scope.get(HEAD_KEY) else request.method
+        message = f"method {method} is not allowed on {request.url.path}"
         headers["Allow"] = ", ".join(allowed_methods(request))
     return error_response(request, exc.status_code, code, message, None, headers)
 
@@ -152,6 +156,8 @@ def allowed_methods(request: Request) -> list[str]:
         match, _ = context.route.matches(request.scope)
         if match is not Match.NONE:
             methods.update(context.methods or ())
+    if "GET" in methods:
+        methods.add("HEAD")  # answered for every GET route (see HEAD_KEY)
     return sorted(methods)
 
 

@@ -13,7 +13,7 @@ import re
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlgate.api.errors import error_content, is_oip_path
+from mlgate.api.errors import HEAD_KEY, error_content, is_oip_path
 from mlgate.api.limits import HEADERS_STATE as RATE_LIMIT_HEADERS
 from mlgate.api.responses import dumps
 from mlgate.context import (
@@ -73,6 +73,13 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
 
+        # RFC 9110: a server that answers GET answers HEAD with the same status and
+        # headers and no body. The routes see a GET; the method is HEAD again from the
+        # response on (the server then sends no body, and the access log says HEAD).
+        head = scope["method"] == "HEAD"
+        if head:
+            scope["method"] = "GET"
+            scope[HEAD_KEY] = True
         request_id = _incoming_request_id(scope) or new_request_id()
         token = request_id_var.set(request_id)
         # A server runs each request in a task of its own (a fresh context); in-process
@@ -90,11 +97,15 @@ class RequestContextMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                if head:
+                    scope["method"] = "HEAD"
                 headers = [*message.get("headers", []), header]
                 limits = state.get(RATE_LIMIT_HEADERS)
                 if limits and not any(name == b"ratelimit-limit" for name, _ in headers):
                     headers += [(k.lower().encode(), v.encode()) for k, v in limits.items()]
                 message["headers"] = headers
+            elif head and message.get("body"):
+                message = {**message, "body": b""}
             await send(message)
 
         try:
@@ -123,6 +134,8 @@ class RequestContextMiddleware:
                 )
         finally:
             request_id_var.reset(token)
+            if head:
+                scope["method"] = "HEAD"
 
     def _limited(self, receive: Receive) -> Receive:
         """Count streamed body bytes (chunked uploads carry no Content-Length)."""
