@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from mlgate.api.body import read_body
@@ -46,47 +49,44 @@ async def _predict(
     return encoded_response(encoded)
 
 
-@router.post(
-    "/{model}/predict",
-    summary="Score one instance",
-    response_model=None,
-    responses={200: {"model": PredictResponse}, **INFERENCE_ERROR_RESPONSES},
-    openapi_extra=request_body(PredictRequest),
-)
+def _route(path: str, summary: str, body: type[BaseModel], answer: type[BaseModel]) -> Any:
+    """A prediction route's decorator: its summary, documented body and answers."""
+    return router.post(
+        path,
+        summary=summary,
+        response_model=None,
+        responses={200: {"model": answer}, **INFERENCE_ERROR_RESPONSES},
+        openapi_extra=request_body(body),
+    )
+
+
+@_route("/{model}/predict", "Score one instance", PredictRequest, PredictResponse)
 async def predict(
     model: str, request: Request, dataplane: DataPlaneDep, version: str | None = VersionQuery
 ) -> Response:
     return await _predict(model, request, dataplane, version, batch=False)
 
 
-@router.post(
-    "/{model}/predict/batch",
-    summary="Score many instances",
-    response_model=None,
-    responses={200: {"model": BatchPredictResponse}, **INFERENCE_ERROR_RESPONSES},
-    openapi_extra=request_body(BatchPredictRequest),
-)
+@_route("/{model}/predict/batch", "Score many instances", BatchPredictRequest, BatchPredictResponse)
 async def predict_batch(
     model: str, request: Request, dataplane: DataPlaneDep, version: str | None = VersionQuery
 ) -> Response:
     return await _predict(model, request, dataplane, version, batch=True)
 
 
-@router.post(
+# KServe's v1 protocol and TensorFlow Serving's REST API: `{"instances": [...]}` as for
+# /predict/batch; the answer's `predictions` hold one result per instance.
+@_route(
     "/{model}:predict",
-    summary="Score many instances (KServe v1 and TensorFlow Serving REST)",
-    description='`{"instances": [...]}` as for `/predict/batch`; the answer\'s '
-    "`predictions` hold one result per instance.",
-    response_model=None,
-    responses={200: {"model": BatchPredictResponse}, **INFERENCE_ERROR_RESPONSES},
-    openapi_extra=request_body(BatchPredictRequest),
+    "Score many instances (KServe v1 and TensorFlow Serving REST)",
+    BatchPredictRequest,
+    BatchPredictResponse,
 )
-@router.post(
+@_route(
     "/{model}/versions/{version}:predict",
-    summary="Score many instances with one version (KServe v1 and TensorFlow Serving REST)",
-    response_model=None,
-    responses={200: {"model": BatchPredictResponse}, **INFERENCE_ERROR_RESPONSES},
-    openapi_extra=request_body(BatchPredictRequest),
+    "Score many instances with one version (KServe v1 and TensorFlow Serving REST)",
+    BatchPredictRequest,
+    BatchPredictResponse,
 )
 async def predict_v1_protocol(
     model: str, request: Request, dataplane: DataPlaneDep, version: str | None = None
