@@ -191,6 +191,27 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _database_rejected_value(request: Request, exc: Exception) -> Response:
+    """A value the database refuses to store or compare (SQLSTATE class 22, "data
+    exception": a NUL character in a text, which PostgreSQL never accepts; a number out of
+    a column's range): the request's input, so a 422, never a 500. Any other driver error
+    is a bug: the generic 500 (logged with its SQLSTATE, without the statement)."""
+    assert isinstance(exc, sa_exc.DBAPIError)
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith("22"):
+        log.info("database refused a value", extra={"sqlstate": sqlstate})
+        return error_response(
+            request,
+            422,
+            "validation_error",
+            "a value of the request cannot be stored or looked up: text must not contain "
+            "NUL characters, numbers must fit their field",
+            [{"field": "request", "message": "refused by the database", "sqlstate": sqlstate}],
+        )
+    log.error("database error", extra={"db_error": type(exc.orig).__name__, "sqlstate": sqlstate})
+    return error_response(request, 500, "internal_error", "internal server error")
+
+
 #: Database failures that say "the database is unavailable", not "mlgate has a bug".
 DATABASE_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     sa_exc.OperationalError,
@@ -204,5 +225,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MlgateError, _mlgate_error)
     for error in DATABASE_UNAVAILABLE_ERRORS:
         app.add_exception_handler(error, _database_error)
+    # The other driver errors (the handlers above take their subclasses first).
+    app.add_exception_handler(sa_exc.DBAPIError, _database_rejected_value)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

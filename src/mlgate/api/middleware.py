@@ -121,6 +121,18 @@ class RequestContextMiddleware:
                     scope,
                 )
                 return
+            if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+                # No name, id or filter of this API holds one, and PostgreSQL refuses
+                # them in any text: refused here, the same on every database.
+                await self._send_error(
+                    send_with_id,
+                    400,
+                    "bad_request",
+                    "the URL contains a NUL character (%00)",
+                    [{"field": "url", "message": "NUL character"}],
+                    scope,
+                )
+                return
             await self.app(scope, self._limited(receive), send_with_id)
         except ClientDisconnect:
             # The client went away (or the server timed its body out and answered 408):

@@ -381,7 +381,8 @@ def _no_key(key_id: int) -> NotFound:
 
 
 def _key_name(name: str) -> str:
-    """A key's name, trimmed (422 unless 1-100 characters)."""
-    if not name.strip() or len(name) > 100:
-        raise _invalid("name", "give the key a name of 1-100 characters")
+    """A key's name, trimmed (422 unless 1-100 printable characters: it is shown in
+    listings and logs, and PostgreSQL refuses NUL characters)."""
+    if not name.strip() or len(name) > 100 or not name.isprintable():
+        raise _invalid("name", "give the key a name of 1-100 printable characters")
     return name.strip()

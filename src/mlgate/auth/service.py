@@ -21,7 +21,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from mlgate.auth.accounts import normalize_username
+from mlgate.auth.accounts import USERNAME_PATTERN, normalize_username
 from mlgate.auth.api_keys import key_matches, key_prefix, looks_like_key
 from mlgate.auth.passwords import Passwords
 from mlgate.auth.principal import Principal, frozen_overrides
@@ -287,12 +287,16 @@ class AuthService:
                 f"unknown scopes {unknown}", details=[{"field": "scope", "message": "unknown"}]
             )
         name = normalize_username(username)
-        try:
-            async with self._sessions() as session:
-                user = await session.scalar(select(User).where(User.username == name))
-        except SQLAlchemyError:
-            log.exception("login query failed")
-            raise _database_down() from None
+        user = None
+        # A name no user can have is not looked up (PostgreSQL refuses NUL characters in
+        # a query's text, for one); it still costs the argon2 check below.
+        if USERNAME_PATTERN.match(name):
+            try:
+                async with self._sessions() as session:
+                    user = await session.scalar(select(User).where(User.username == name))
+            except SQLAlchemyError:
+                log.exception("login query failed")
+                raise _database_down() from None
         stored = user.password_hash if user is not None else None
         # Always one argon2 verification, so timing does not reveal which usernames exist.
         if not await self._passwords.verify(stored, password) or user is None:
