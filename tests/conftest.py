@@ -9,7 +9,7 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -209,10 +209,18 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[st
     if request.param == "sqlite":
         yield {"database_url": f"sqlite+aiosqlite:///{tmp_path / 'auth' / 'mlgate.db'}"}
         return
+    with postgres_schema() as schema:
+        yield {"database_url": POSTGRES_URL, "database": {"schema_name": schema}}
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """The name of a fresh schema on the test PostgreSQL (skips without it, fails under
+    CI), dropped afterwards; whoever connects first creates it (mlgate migrates it)."""
     _require_postgres()
     schema = f"mlgate_test_{secrets.token_hex(6)}"
     try:
-        yield {"database_url": POSTGRES_URL, "database": {"schema_name": schema}}
+        yield schema
     finally:
         _in_thread(_run_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 

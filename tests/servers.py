@@ -245,23 +245,24 @@ def live_server_with_admin(
 ) -> Iterator[LiveServer]:
     """``mlgate serve`` on SQLite with only ``models`` of the bundled repository (quicker
     to load) and the admin the first start creates; usage counted every 0.5 s;
-    ``settings``: more environment variables (``MLGATE_...``)."""
+    ``settings``: more environment variables (``MLGATE_...``; they win over these, e.g.
+    ``MLGATE_DATABASE_URL`` for another database)."""
     from mlgate.settings import bundled_repository
 
     repository = workdir / "models"
     for model in models:
         shutil.copytree(bundled_repository() / model, repository / model)
-    env = clean_env(
-        MLGATE_MODELS__REPOSITORY=str(repository),
-        MLGATE_DATABASE_URL=f"sqlite+aiosqlite:///{workdir / 'mlgate.db'}",
-        MLGATE_AUTH__JWT_SECRET=secrets.token_urlsafe(48),
-        MLGATE_AUTH__BOOTSTRAP_ADMIN="true",
-        MLGATE_AUTH__ARGON2_TIME_COST="1",
-        MLGATE_AUTH__ARGON2_MEMORY_COST_KIB="8",
-        MLGATE_AUTH__ARGON2_PARALLELISM="1",
-        MLGATE_AUDIT__USAGE_FLUSH_INTERVAL_S="0.5",
-        **settings,
-    )
+    defaults = {
+        "MLGATE_MODELS__REPOSITORY": str(repository),
+        "MLGATE_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'mlgate.db'}",
+        "MLGATE_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
+        "MLGATE_AUTH__BOOTSTRAP_ADMIN": "true",
+        "MLGATE_AUTH__ARGON2_TIME_COST": "1",
+        "MLGATE_AUTH__ARGON2_MEMORY_COST_KIB": "8",
+        "MLGATE_AUTH__ARGON2_PARALLELISM": "1",
+        "MLGATE_AUDIT__USAGE_FLUSH_INTERVAL_S": "0.5",
+    }
+    env = clean_env(**{**defaults, **settings})
     with mlgate_serve(workdir, env) as running:
         (admin_key,) = set(re.findall(r"mlg_[A-Za-z0-9_-]+", running.log.read_text()))
         yield LiveServer(running, admin_key)

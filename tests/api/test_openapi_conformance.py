@@ -9,6 +9,7 @@ these: an undocumented 429 or a /v2 error in the /v1 envelope's place breaks the
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import checks as st_checks
 from schemathesis.core.failures import FailureGroup
 
+from tests.conftest import POSTGRES_URL, postgres_schema
 from tests.servers import LiveServer, live_server_with_admin
 
 #: Operations that would take the test's own credentials away (disable the admin user,
@@ -40,16 +42,22 @@ CHECKS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    # Rate limits off so that generated requests reach the routes (a 429 is documented
-    # on every authenticated route, and tested in tests/ratelimit).
-    with live_server_with_admin(
-        tmp_path_factory.mktemp("openapi"),
-        ["ids", "iot"],
-        MLGATE_RATE_LIMIT__ENABLED="false",
-    ) as running:
-        yield running
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """A server on SQLite, then on PostgreSQL (which refuses what SQLite lets through,
+    NUL characters in text for one). Rate limits off so that generated requests reach
+    the routes (a 429 is documented on every authenticated route, and tested in
+    tests/ratelimit)."""
+    workdir = tmp_path_factory.mktemp("openapi")
+    settings = {"MLGATE_RATE_LIMIT__ENABLED": "false"}
+    with ExitStack() as stack:
+        if request.param == "postgresql":
+            schema = stack.enter_context(postgres_schema())
+            settings["MLGATE_DATABASE_URL"] = POSTGRES_URL
+            settings["MLGATE_DATABASE__SCHEMA_NAME"] = schema
+        yield stack.enter_context(live_server_with_admin(workdir, ["ids", "iot"], **settings))
 
 
 @pytest.fixture(scope="module")
