@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import literal, select
+from sqlalchemy import literal, select, text
 from sqlalchemy.exc import DBAPIError
 from starlette.requests import Request
 
@@ -63,15 +63,23 @@ async def test_a_value_postgresql_refuses_is_a_422_not_a_500(database: dict[str,
         async with engine.connect() as connection:
             with pytest.raises(DBAPIError) as refused:
                 await connection.execute(select(literal("a\x00b")))
+        async with engine.connect() as connection:
+            with pytest.raises(DBAPIError) as bug:  # a statement PostgreSQL cannot parse
+                await connection.execute(text("SELEC 1"))
     finally:
         await engine.dispose()
     async with running_app(settings) as (app, client):
+        for path, error in (("/refused", refused.value), ("/bug", bug.value)):
 
-        async def route(request: Request) -> None:
-            raise refused.value
+            async def route(request: Request, error: Exception = error) -> None:
+                raise error
 
-        app.add_route("/refused-by-the-database", route)
-        response = await client.get("/refused-by-the-database")
-    assert response.status_code == 422, response.text
-    (detail,) = response.json()["error"]["details"]
-    assert detail["sqlstate"] == "22021"
+            app.add_route(path, route)
+        response = await client.get("/refused")
+        assert response.status_code == 422, response.text
+        (detail,) = response.json()["error"]["details"]
+        assert detail["sqlstate"] == "22021"
+        # Any other driver error is a bug: the generic 500, with the request id.
+        response = await client.get("/bug")
+        assert response.status_code == 500
+        assert response.json()["error"]["code"] == "internal_error"

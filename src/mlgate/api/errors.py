@@ -195,7 +195,7 @@ async def _database_rejected_value(request: Request, exc: Exception) -> Response
     """A value the database refuses to store or compare (SQLSTATE class 22, "data
     exception": a NUL character in a text, which PostgreSQL never accepts; a number out of
     a column's range): the request's input, so a 422, never a 500. Any other driver error
-    is a bug: the generic 500 (logged with its SQLSTATE, without the statement)."""
+    is a bug: raised on to the last-resort handler (the generic 500, the traceback logged)."""
     assert isinstance(exc, sa_exc.DBAPIError)
     sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     if isinstance(sqlstate, str) and sqlstate.startswith("22"):
@@ -208,8 +208,7 @@ async def _database_rejected_value(request: Request, exc: Exception) -> Response
             "NUL characters, numbers must fit their field",
             [{"field": "request", "message": "refused by the database", "sqlstate": sqlstate}],
         )
-    log.error("database error", extra={"db_error": type(exc.orig).__name__, "sqlstate": sqlstate})
-    return error_response(request, 500, "internal_error", "internal server error")
+    raise exc
 
 
 #: Database failures that say "the database is unavailable", not "mlgate has a bug".
