@@ -325,7 +325,7 @@ async def test_the_kserve_rest_client(server: Server, binary: bool) -> None:
 async def test_the_kserve_rest_client_on_the_v1_protocol(server: Server) -> None:
     """KServe's client with ``protocol="v1"`` (TensorFlow Serving's REST shape): liveness
     at ``/``, readiness at ``/v1/models/{m}``, ``POST /v1/models/{m}:predict`` with
-    ``instances``; the answer's ``predictions`` are /v1's."""
+    ``instances`` (the answer's ``predictions`` are /v1's) and ``:explain``."""
     kserve = pytest.importorskip("kserve")
     rows = ids_rows()
     client = kserve.InferenceRESTClient(kserve.RESTConfig(protocol="v1", timeout=30))
@@ -359,5 +359,13 @@ async def test_the_kserve_rest_client_on_the_v1_protocol(server: Server) -> None
         with pytest.raises(httpx.HTTPStatusError) as unknown:  # as from KServe's own server
             await client.is_model_ready(server.url, "nope", headers=server.headers)
         assert unknown.value.response.status_code == 404
+        # Its explain: the same answers, each row with its top features (5 by default).
+        explained = await client.explain(
+            server.url, "ids", {"instances": rows[:2].tolist()}, headers=server.headers
+        )
+        for row, plain in zip(explained["predictions"], answer["predictions"], strict=False):
+            assert row["predicted_class_name"] == plain["predicted_class_name"]
+            assert len(row["explanation"]["top"]) == 5
+            assert row["explanation"]["method"] == "tree_shap"
     finally:
         await client._client.aclose()

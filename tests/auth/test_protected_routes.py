@@ -44,6 +44,8 @@ PROTECTED: dict[tuple[str, str], str | None] = {
     ("POST", "/v1/models/{model}/predict/batch"): "predict",
     ("POST", "/v1/models/{model}:predict"): "predict",
     ("POST", "/v1/models/{model}/versions/{version}:predict"): "predict",
+    ("POST", "/v1/models/{model}:explain"): "predict",
+    ("POST", "/v1/models/{model}/versions/{version}:explain"): "predict",
     ("POST", "/predict"): "predict",
     ("POST", "/predict/batch"): "predict",
     ("GET", "/v1/models"): "models:read",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -22,6 +23,7 @@ from mlgate.api.schemas import (
 from mlgate.api.security import AUTH_ERROR_RESPONSES, authenticate, authorize
 from mlgate.auth.scopes import PREDICT
 from mlgate.protocols import v1
+from mlgate.protocols.common import DEFAULT_EXPLAIN_TOP
 
 router = APIRouter(
     prefix="/v1/models",
@@ -35,10 +37,18 @@ CODEC = v1.V1Codec()
 
 
 async def _predict(
-    model: str, request: Request, dataplane: DataPlaneDep, version: str | None, *, batch: bool
+    model: str,
+    request: Request,
+    dataplane: DataPlaneDep,
+    version: str | None,
+    *,
+    batch: bool,
+    explain: bool = False,
 ) -> Response:
     async with charging(request):
         payload = v1.parse(await read_body(request), batch=batch)
+        if explain and payload.explain is None:
+            payload = replace(payload, explain=DEFAULT_EXPLAIN_TOP)
         encoded = await dataplane.infer(
             model,
             version or payload.version,
@@ -74,24 +84,37 @@ async def predict_batch(
     return await _predict(model, request, dataplane, version, batch=True)
 
 
+def _v1_protocol(verb: str, summary: str) -> Any:
+    """Both paths of a KServe v1 verb: ``/{model}:verb`` and, as TensorFlow Serving names
+    a version, ``/{model}/versions/{version}:verb``; the body is /predict/batch's."""
+
+    def register(endpoint: Any) -> Any:
+        for path, what in (
+            (f"/{{model}}:{verb}", ""),
+            (f"/{{model}}/versions/{{version}}:{verb}", " (one version)"),
+        ):
+            _route(path, summary + what, BatchPredictRequest, BatchPredictResponse)(endpoint)
+        return endpoint
+
+    return register
+
+
 # KServe's v1 protocol and TensorFlow Serving's REST API: `{"instances": [...]}` as for
 # /predict/batch; the answer's `predictions` hold one result per instance.
-@_route(
-    "/{model}:predict",
-    "Score many instances (KServe v1 and TensorFlow Serving REST)",
-    BatchPredictRequest,
-    BatchPredictResponse,
-)
-@_route(
-    "/{model}/versions/{version}:predict",
-    "Score many instances with one version (KServe v1 and TensorFlow Serving REST)",
-    BatchPredictRequest,
-    BatchPredictResponse,
-)
+@_v1_protocol("predict", "Score many instances (KServe v1 and TensorFlow Serving REST)")
 async def predict_v1_protocol(
     model: str, request: Request, dataplane: DataPlaneDep, version: str | None = None
 ) -> Response:
     return await _predict(model, request, dataplane, version, batch=True)
+
+
+# KServe's v1 explain: the same batch, each row with its top features (`explain` in the
+# body sets how many; 5 without it).
+@_v1_protocol("explain", "Score and explain many instances (KServe v1)")
+async def explain_v1_protocol(
+    model: str, request: Request, dataplane: DataPlaneDep, version: str | None = None
+) -> Response:
+    return await _predict(model, request, dataplane, version, batch=True, explain=True)
 
 
 async def hot_predict(request: Request, model: str) -> Response:
